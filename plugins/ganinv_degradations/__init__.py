@@ -1,0 +1,1 @@
+"""ganinv built-in plugin package (filled in by its issue)."""

@@ -1,0 +1,93 @@
+"""ganinv: restore damaged face photos by StyleGAN2 inversion.
+
+Install with torch already present:  pip install --no-build-isolation -e .
+(the compiled kernels are built against the torch that is installed; see README).
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _extensions():
+    """The compiled ops: C++ kernels always, CUDA kernels where torch has CUDA."""
+    if os.environ.get('GANINV_NO_EXT') == '1':
+        return [], {}
+    try:
+        import torch  # noqa: F401
+        from torch.utils import cpp_extension as ce
+    except ImportError:
+        print('ganinv: torch is not importable at build time; skipping the compiled kernels '
+              '(install torch first, then `pip install --no-build-isolation -e .`)')
+        return [], {}
+    cpp = sorted(glob.glob('csrc/*.cpp'))
+    cu = sorted(glob.glob('csrc/*.cu'))
+    if not cpp:
+        return [], {}
+    cxx = ['-O3', '-std=c++17']
+    if ce.CUDA_HOME is not None and torch.version.cuda and cu:
+        os.environ.setdefault('TORCH_CUDA_ARCH_LIST', _default_arch_list())
+        ext = ce.CUDAExtension('ganinv_core._C', cpp + cu, include_dirs=[os.path.join(HERE, 'csrc')],
+                               define_macros=[('GANINV_WITH_CUDA', '1')],
+                               extra_compile_args={'cxx': cxx, 'nvcc': ['-O3', '--use_fast_math', '-std=c++17']})
+    else:
+        ext = ce.CppExtension('ganinv_core._C', cpp, include_dirs=[os.path.join(HERE, 'csrc')],
+                              extra_compile_args={'cxx': cxx})
+    return [ext], {'build_ext': ce.BuildExtension.with_options(use_ninja=True)}
+
+
+def _default_arch_list():
+    import torch
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        return f'{major}.{minor}'
+    return '8.0;9.0'
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name='ganinv',
+    version='0.1.0',
+    description='Restore damaged face photos by StyleGAN2 inversion',
+    long_description=open(os.path.join(HERE, 'README.md'), encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=find_packages(include=['ganinv_core', 'ganinv_core.*'])
+    + find_packages(where='plugins'),
+    package_dir={'': '.', **{p: f'plugins/{p.replace(".", "/")}' for p in find_packages(where='plugins')}},
+    include_package_data=True,
+    package_data={'ganinv_core': ['py.typed']},
+    install_requires=[
+        'torch>=2.1',
+        'numpy>=1.24',
+        'pillow>=10',
+        'pluggy>=1.5',
+        'safetensors>=0.4',
+        'tqdm>=4.66',
+        'imageio>=2.31',
+        'imageio-ffmpeg>=0.4.9',
+        'matplotlib>=3.7',
+        'ninja>=1.11',
+    ],
+    extras_require={
+        'test': ['pytest>=8', 'pytest-benchmark>=4', 'scikit-image>=0.22'],
+        'align': ['dlib-bin>=19.24', 'face-recognition-models>=0.3', 'scikit-image>=0.22'],
+    },
+    entry_points={
+        'console_scripts': [
+            'ganinv-run = ganinv_core.cli:main',
+            'ganinv-convert = ganinv_core.cli:convert_main',
+        ],
+        'ganinv': [
+            'degradations = ganinv_degradations',
+            'losses = ganinv_losses',
+            'dlib = ganinv_dlib',
+        ],
+    },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)
