@@ -10,9 +10,10 @@ VENV       ?= .venv
 TORCH_PIN  ?= 2.13.0
 EXTRAS     ?= test
 BIN        := $(VENV)/bin
-STAMP      := $(VENV)/.ganinv-installed
+comma      := ,
+STAMP      := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: venv demo test test-fast bench nvcc-check doctor clean
+.PHONY: venv demo test bench nvcc-check doctor clean
 
 venv: $(STAMP)
 
@@ -36,16 +37,21 @@ $(STAMP): setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu)
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[$(EXTRAS)]'; \
 	touch $(STAMP)
 
-demo: venv
+demo:
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/ganinv-run --network random-64 --target seed:7 --simulate \
 	    --degradation inpaint:mode=center,size=0.4 --steps 200 --outdir out/demo --overwrite
 
-test: venv nvcc-check
+# The tests also cover face alignment, so they install the [align] extra (dlib-bin, face-recognition-models).
+test:
+	@$(MAKE) --no-print-directory venv EXTRAS=test,align
+	@bash csrc/nvcc_check.sh
 	GANINV_PLUGINS_STRICT=1 $(BIN)/python -m pytest tests -q -ra
 
 bench: venv
+	mkdir -p benchmarks/out
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only \
-	    --benchmark-json=benchmarks/out/cpu.json -p benchmarks.report
+	    --benchmark-json=benchmarks/out/cpu.json
 
 doctor: venv
 	$(BIN)/ganinv-run --doctor

@@ -12,11 +12,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _extensions():
-    """The compiled ops: C++ kernels always, CUDA kernels where torch has CUDA."""
+    """The compiled ops `ganinv_core._C`: a CppExtension (CPU kernels) where torch has no CUDA, a
+    CUDAExtension (CPU + CUDA kernels) where it has CUDA and nvcc. GANINV_NO_EXT=1 skips both."""
     if os.environ.get('GANINV_NO_EXT') == '1':
         return [], {}
     try:
-        import torch  # noqa: F401
+        import torch
         from torch.utils import cpp_extension as ce
     except ImportError:
         print('ganinv: torch is not importable at build time; skipping the compiled kernels '
@@ -26,23 +27,26 @@ def _extensions():
     cu = sorted(glob.glob('csrc/*.cu'))
     if not cpp:
         return [], {}
-    cxx = ['-O3', '-std=c++17']
+    common = dict(include_dirs=[os.path.join(HERE, 'csrc')], py_limited_api=False)
     if ce.CUDA_HOME is not None and torch.version.cuda and cu:
-        os.environ.setdefault('TORCH_CUDA_ARCH_LIST', _default_arch_list())
-        ext = ce.CUDAExtension('ganinv_core._C', cpp + cu, include_dirs=[os.path.join(HERE, 'csrc')],
-                               define_macros=[('GANINV_WITH_CUDA', '1')],
-                               extra_compile_args={'cxx': cxx, 'nvcc': ['-O3', '--use_fast_math', '-std=c++17']})
+        if not os.environ.get('TORCH_CUDA_ARCH_LIST', '').strip():
+            os.environ['TORCH_CUDA_ARCH_LIST'] = _default_arch_list()
+        print(f"ganinv: building CPU + CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
+        ext = ce.CUDAExtension('ganinv_core._C', cpp + cu, define_macros=[('GANINV_WITH_CUDA', '1')],
+                               extra_compile_args={'cxx': ['-O3'], 'nvcc': ['-O3', '--use_fast_math']}, **common)
     else:
-        ext = ce.CppExtension('ganinv_core._C', cpp, include_dirs=[os.path.join(HERE, 'csrc')],
-                              extra_compile_args={'cxx': cxx})
+        print('ganinv: building the CPU kernels only (this torch has no CUDA, or nvcc was not found); '
+              'CUDA kernels are compiled just in time on first use on a GPU')
+        ext = ce.CppExtension('ganinv_core._C', cpp, extra_compile_args={'cxx': ['-O3']}, **common)
     return [ext], {'build_ext': ce.BuildExtension.with_options(use_ninja=True)}
 
 
 def _default_arch_list():
+    """The visible GPUs' compute capabilities, else '8.0;9.0' (A100, H100/H200)."""
     import torch
-    if torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability()
-        return f'{major}.{minor}'
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return ';'.join(f'{major}.{minor}' for major, minor in sorted(caps))
     return '8.0;9.0'
 
 
@@ -61,7 +65,6 @@ setup(
     include_package_data=True,
     package_data={'ganinv_core': ['py.typed']},
     install_requires=[
-        'torch>=2.1',
         'numpy>=1.24',
         'pillow>=10',
         'pluggy>=1.5',

@@ -1,1 +1,1 @@
-
+"""Targets in (Pillow), outputs out (atomic), plots, video, latents; FFHQ alignment in ``io.align``."""

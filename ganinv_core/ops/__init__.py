@@ -1,1 +1,12 @@
+"""Custom ops: `bias_act` and `upfirdn2d` with NVIDIA's semantics (reference path + compiled kernels)."""
+from .bias_act import ACTIVATIONS, OpArgumentError, bias_act
+from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
+__all__ = ['ACTIVATIONS', 'OpArgumentError', 'bias_act', 'upfirdn2d', 'setup_filter', 'upsample2d',
+           'downsample2d', 'filter2d', 'doctor_report']
+
+
+def doctor_report() -> str:
+    """Which backend each op uses on each device, versions, build errors (see `ops.doctor`)."""
+    from .doctor import doctor_report as report
+    return report()

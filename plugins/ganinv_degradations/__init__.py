@@ -1,1 +1,15 @@
-"""ganinv built-in plugin package (filled in by its issue)."""
+"""ganinv's built-in degradations, registered through the ``ganinv`` entry-point group like any plugin."""
+from ganinv_core.hooks import hookimpl
+
+from .blur import Blur
+from .downsample import Downsample
+from .grayscale import Grayscale
+from .inpaint import Inpaint
+from .noise import Noise
+
+__all__ = ['Blur', 'Downsample', 'Grayscale', 'Inpaint', 'Noise', 'ganinv_degradations']
+
+
+@hookimpl
+def ganinv_degradations():
+    return [Grayscale, Inpaint, Blur, Downsample, Noise]

@@ -1,1 +1,15 @@
-"""ganinv built-in plugin package (filled in by its issue)."""
+"""ganinv's built-in losses, registered through the ``ganinv`` entry-point group like any plugin."""
+from ganinv_core.hooks import hookimpl
+
+from .latent_dist import LatentDist
+from .noise_reg import NoiseReg
+from .pixel import L1, MSE
+from .ssim import SSIM
+from .vgg16 import VGG16
+
+__all__ = ['L1', 'LatentDist', 'MSE', 'NoiseReg', 'SSIM', 'VGG16', 'ganinv_losses']
+
+
+@hookimpl
+def ganinv_losses():
+    return [VGG16, MSE, L1, SSIM, LatentDist, NoiseReg]

@@ -1,0 +1,64 @@
+"""bias_act and upfirdn2d: compiled ('ext') against reference ('ref') at a 1024x1024 config-f
+generator's tensor shapes, forward and forward+backward, batch 1 and 8.
+
+On the CPU (no GPU, or GANINV_BENCH_SIZE=cpu) a feasible subset runs: batch 1, resolutions up to 256.
+Every timed function synchronises the device before returning. The ref case of each group is its
+baseline (`extra_info['baseline']`), so the report prints the ext/ref ratio.
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import DEVICE, SIZE, sync  # noqa: E402
+
+from ganinv_core import ops  # noqa: E402
+
+FULL = DEVICE.type == 'cuda' and SIZE == 'full'
+BATCHES = (1, 8) if FULL else (1,)
+CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}  # config-f
+RES = (64, 256, 1024) if FULL else (64, 256)
+
+
+def _cases():
+    for n in BATCHES:
+        for r in RES:
+            c = CHANNELS[r]
+            yield 'bias_act', f'conv_lrelu-b{n}-{c}x{r}', (n, c, r, r)
+            yield 'bias_act', f'torgb_linear-b{n}-3x{r}', (n, 3, r, r)
+            yield 'upfirdn2d', f'conv0_fir-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)
+            yield 'upfirdn2d', f'img_up2-b{n}-3x{r // 2}', (n, 3, r // 2, r // 2)
+
+
+def _op(kind, case, impl, f):
+    if kind == 'bias_act':
+        if case.startswith('conv'):
+            return lambda x, b: ops.bias_act(x, b, act='lrelu', clamp=256, impl=impl)
+        return lambda x, b: ops.bias_act(x, b, act='linear', clamp=256, impl=impl)
+    if case.startswith('conv0'):
+        return lambda x, b: ops.upfirdn2d(x, f, padding=1, gain=4, impl=impl)
+    return lambda x, b: ops.upsample2d(x, f, up=2, impl=impl)
+
+
+@pytest.mark.parametrize('mode', ['fwd', 'fwd+bwd'])
+@pytest.mark.parametrize('impl', ['ref', 'ext'])
+@pytest.mark.parametrize('kind,case,shape', list(_cases()), ids=lambda v: v if isinstance(v, str) else None)
+def test_op(benchmark, kind, case, shape, impl, mode):
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=DEVICE, requires_grad=mode != 'fwd')
+    b = torch.randn(shape[1], device=DEVICE, requires_grad=mode != 'fwd')
+    f = ops.setup_filter([1, 3, 3, 1], device=DEVICE)
+    op = _op(kind, case, impl, f)
+    gy = torch.randn_like(op(x, b)).detach()
+
+    def step():
+        y = op(x, b)
+        if mode != 'fwd':
+            y.backward(gy)
+        sync()
+
+    benchmark.extra_info.update(compare=f'{kind}-{case}-{mode}', baseline=impl == 'ref', op=kind,
+                                shape=list(shape), device=str(DEVICE))
+    benchmark(step)

@@ -1,0 +1,100 @@
+// bias_act on CUDA: one grid-stride elementwise kernel per (dtype, activation), computing in
+// float (double for double) over x's memory order; the bias index is (i / step_b) % size_b.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "ganinv_ops.h"
+
+namespace ganinv {
+namespace {
+
+template <typename scalar_t, typename index_t, int A>
+__global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
+                                const scalar_t* __restrict__ g, scalar_t* __restrict__ y, BiasActParams p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), clamp = acc_t(p.clamp);
+  const bool clamped = p.clamp >= 0;
+  const index_t n = index_t(p.numel), step = index_t(p.step_b), size = index_t(p.size_b);
+  const index_t stride = index_t(blockDim.x) * index_t(gridDim.x);
+  for (index_t i = index_t(blockIdx.x) * index_t(blockDim.x) + index_t(threadIdx.x); i < n; i += stride) {
+    const acc_t s = acc_t(x[i]) + (size ? acc_t(b[(i / step) % size]) : acc_t(0));
+    const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
+    if (p.order == 0) {
+      y[i] = scalar_t(clamped ? (v < -clamp ? -clamp : v > clamp ? clamp : v) : v);
+    } else {
+      const bool pass = !clamped || (v <= clamp && v >= -clamp);
+      y[i] = scalar_t(pass ? acc_t(g[i]) * act_eval<acc_t>(A, p.order, s, alpha) * gain : acc_t(0));
+    }
+  }
+}
+
+template <typename scalar_t, typename index_t>
+void launch(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g, at::Tensor& y, const BiasActParams& p) {
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>((p.numel + threads * 4 - 1) / (threads * 4), int64_t(1) << 20);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* bp = p.size_b ? b.const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* gp = g.const_data_ptr<scalar_t>();
+  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+#define GANINV_BA_CASE(A) \
+  case A: bias_act_kernel<scalar_t, index_t, A><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p); break;
+  switch (p.act) {
+    GANINV_BA_CASE(kRelu)
+    GANINV_BA_CASE(kLrelu)
+    GANINV_BA_CASE(kTanh)
+    GANINV_BA_CASE(kSigmoid)
+    GANINV_BA_CASE(kElu)
+    GANINV_BA_CASE(kSelu)
+    GANINV_BA_CASE(kSoftplus)
+    GANINV_BA_CASE(kSwish)
+    default: bias_act_kernel<scalar_t, index_t, kLinear><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p);
+  }
+#undef GANINV_BA_CASE
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& b, int64_t order, int64_t dim,
+               int64_t act, double alpha, double gain, double clamp, const char* op) {
+  TORCH_CHECK_VALUE(x_in.is_cuda(), op, ": x must be a CUDA tensor");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
+  const BiasActParams p = bias_act_params(x, b, dim, act, order, alpha, gain, clamp, op);
+  const at::Tensor g = order > 0 ? like_x(g_in, x) : x;
+  TORCH_CHECK_VALUE(g.scalar_type() == x.scalar_type() && g.device() == x.device(), op,
+                    ": the gradient must match x in dtype and device");
+  at::Tensor y = maybe_poison(at::empty_like(x));
+  if (p.numel == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_bias_act_cuda", [&] {
+    if (p.numel <= INT32_MAX) launch<scalar_t, int32_t>(x, b, g, y, p);
+    else launch<scalar_t, int64_t>(x, b, g, y, p);
+  });
+  return y;
+}
+
+at::Tensor bias_act_cuda(const at::Tensor& x, const at::Tensor& b, int64_t dim, int64_t act, double alpha,
+                         double gain, double clamp) {
+  return run(x, x, b, 0, dim, act, alpha, gain, clamp, "bias_act");
+}
+
+at::Tensor bias_act_grad_cuda(const at::Tensor& g, const at::Tensor& x, const at::Tensor& b, int64_t order,
+                              int64_t dim, int64_t act, double alpha, double gain, double clamp) {
+  TORCH_CHECK_VALUE(order == 1 || order == 2, "bias_act_grad: order must be 1 or 2, got ", order);
+  return run(g, x, b, order, dim, act, alpha, gain, clamp, "bias_act_grad");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ganinv, CUDA, m) {
+  m.impl("bias_act", &bias_act_cuda);
+  m.impl("bias_act_grad", &bias_act_grad_cuda);
+}
+
+}  // namespace ganinv

@@ -1,0 +1,116 @@
+// Shared declarations for the ganinv kernels (CPU and CUDA).
+//
+// Operators (schemas in registration.cpp):
+//   ganinv::bias_act(x, b, dim, act, alpha, gain, clamp) -> y
+//       y = clamp(gain * act(x + b), +-clamp); b broadcast along `dim`, empty b = no bias, clamp < 0 = none.
+//   ganinv::bias_act_grad(g, x, b, order, dim, act, alpha, gain, clamp) -> g * gain * act^(order)(x + b) * m
+//       m = 1 where |gain * act(x + b)| <= clamp (torch.clamp's gradient), order 1 or 2.
+//   ganinv::upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain) -> y
+//       zero-insert upsample, pad (negative = crop), FIR with f (a true convolution unless flip),
+//       decimate; f is [fh, fw] (2-D) or [k] (separable: a k-tap pass along x, then along y).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <cmath>
+#include <cstdint>
+
+namespace ganinv {
+
+// Activation codes, shared with ganinv_core/ops/_ext.py (_ACT_CODES).
+enum Act : int { kLinear = 0, kRelu, kLrelu, kTanh, kSigmoid, kElu, kSelu, kSoftplus, kSwish, kNumActs };
+
+#if defined(__CUDACC__)
+#define GANINV_HD __host__ __device__ __forceinline__
+#else
+#define GANINV_HD inline
+#endif
+
+// The activation (order 0) or its derivatives (order 1, 2) at s, in the compute type T (float or double).
+template <typename T>
+GANINV_HD T act_eval(int act, int order, T s, T alpha) {
+  using std::exp; using std::log1p; using std::tanh;
+  const T one = T(1), zero = T(0);
+  switch (act) {
+    case kRelu:
+      return order == 0 ? (s > zero ? s : zero) : order == 1 ? (s > zero ? one : zero) : zero;
+    case kLrelu:
+      return order == 0 ? (s > zero ? s : s * alpha) : order == 1 ? (s > zero ? one : alpha) : zero;
+    case kTanh: {
+      const T t = tanh(s);  // tanh' = 1 - t^2, tanh'' = -2 t (1 - t^2)
+      return order == 0 ? t : order == 1 ? one - t * t : T(-2) * t * (one - t * t);
+    }
+    case kSigmoid: {
+      const T g = one / (one + exp(-s));  // g' = g (1 - g), g'' = g (1 - g)(1 - 2g)
+      return order == 0 ? g : order == 1 ? g * (one - g) : g * (one - g) * (one - T(2) * g);
+    }
+    case kElu: {  // alpha 1, as torch.nn.functional.elu's default
+      const T e = exp(s);
+      return order == 0 ? (s > zero ? s : e - one) : order == 1 ? (s > zero ? one : e) : (s > zero ? zero : e);
+    }
+    case kSelu: {
+      const T la = T(1.0507009873554804934193349852946), a = T(1.6732632423543772848170429916717);
+      const T e = exp(s);
+      return order == 0 ? la * (s > zero ? s : a * (e - one))
+           : order == 1 ? (s > zero ? la : la * a * e)
+                        : (s > zero ? zero : la * a * e);
+    }
+    case kSoftplus: {  // torch's threshold: linear above 20
+      if (s > T(20)) return order == 0 ? s : order == 1 ? one : zero;
+      const T g = one / (one + exp(-s));
+      return order == 0 ? log1p(exp(s)) : order == 1 ? g : g * (one - g);
+    }
+    case kSwish: {  // s g(s): ' = g (1 + s (1 - g)), '' = g (1 - g)(2 + s (1 - 2g))
+      const T g = one / (one + exp(-s));
+      return order == 0 ? s * g : order == 1 ? g * (one + s * (one - g)) : g * (one - g) * (T(2) + s * (one - T(2) * g));
+    }
+    default:  // linear
+      return order == 0 ? s : order == 1 ? one : zero;
+  }
+}
+
+// Plain-data view of one bias_act call: x, g, y share x's dense layout; b is contiguous.
+struct BiasActParams {
+  int act, order;       // order 0 = forward, 1/2 = derivative times g
+  double alpha, gain, clamp;  // clamp < 0: none
+  int64_t numel, step_b, size_b;  // bias index of flat element i = (i / step_b) % size_b; size_b 0: no bias
+};
+
+// Plain-data view of one upfirdn2d pass over a 4-D tensor, in element strides.
+struct UpfirdnParams {
+  int64_t n, c, in_h, in_w, out_h, out_w;
+  int64_t sx[4], sy[4];  // strides of x and y, (N, C, H, W)
+  int upx, upy, downx, downy, padx0, pady0, fw, fh;
+};
+
+// Validation and layout helpers (host, ops_common.cpp).
+bool dense_4d_or_contiguous(const at::Tensor& x);
+bool is_channels_last(const at::Tensor& x);
+// NaN-fills a fresh output when GANINV_DEBUG_POISON=1 (tests: unwritten elements show).
+at::Tensor maybe_poison(at::Tensor t);
+BiasActParams bias_act_params(const at::Tensor& x, const at::Tensor& b, int64_t dim, int64_t act, int64_t order,
+                              double alpha, double gain, double clamp, const char* op);
+at::Tensor like_x(const at::Tensor& t, const at::Tensor& x);
+// Flipped (unless flip) and gain-scaled [fh, fw] filter of dtype `dtype`; sets p.fw, p.fh.
+at::Tensor prepare_filter(const at::Tensor& f2d, bool flip, double gain, at::ScalarType dtype);
+UpfirdnParams upfirdn_params(const at::Tensor& x, const at::Tensor& y, int upx, int upy, int downx, int downy,
+                             int padx0, int pady0, int fw, int fh);
+void check_upfirdn_args(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
+                        int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1);
+int64_t upfirdn_out_size(int64_t in, int64_t up, int64_t pad0, int64_t pad1, int64_t taps, int64_t down);
+
+// Non-negative remainder (a mod m, m > 0).
+GANINV_HD int64_t pos_mod(int64_t a, int64_t m) { const int64_t r = a % m; return r < 0 ? r + m : r; }
+
+}  // namespace ganinv
+
+namespace ganinv {
+
+// One upfirdn2d pass with a prepared [fh, fw] filter `fk` into the preallocated y (device-specific).
+using UpfirdnPass = void (*)(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p);
+
+// The full op (checks, layout, separable split) around a device-specific pass; ops_common.cpp.
+at::Tensor upfirdn2d_run(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
+                         int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip,
+                         double gain, UpfirdnPass pass);
+
+}  // namespace ganinv

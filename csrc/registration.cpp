@@ -1,0 +1,20 @@
+// Operator schemas (namespace ganinv) and the empty Python module `ganinv_core._C` that carries them.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing ganinv_core._C runs the static registrations below; the module itself is empty.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", "ganinv compiled ops (see torch.ops.ganinv)", -1,
+                                   nullptr};
+  return PyModule_Create(&def);
+}
+}
+
+TORCH_LIBRARY(ganinv, m) {
+  m.def("bias_act(Tensor x, Tensor b, int dim, int act, float alpha, float gain, float clamp) -> Tensor");
+  m.def("bias_act_grad(Tensor g, Tensor x, Tensor b, int order, int dim, int act, float alpha, float gain, "
+        "float clamp) -> Tensor");
+  m.def("upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, "
+        "int pady1, bool flip, float gain) -> Tensor");
+}

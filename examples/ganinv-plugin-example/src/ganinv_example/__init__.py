@@ -1,0 +1,17 @@
+"""ganinv-plugin-example: the hook functions ganinv finds through the ``ganinv`` entry point."""
+from ganinv_core.hooks import hookimpl
+
+from .colour_response import ColourResponse
+from .colour_stats import ColourStats
+
+__all__ = ['ColourResponse', 'ColourStats']
+
+
+@hookimpl
+def ganinv_degradations():
+    return [ColourResponse]
+
+
+@hookimpl
+def ganinv_losses():
+    return [ColourStats]

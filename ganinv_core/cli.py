@@ -1,0 +1,499 @@
+"""``ganinv-run`` and ``ganinv-convert``: flags and TOML config -> the Python API -> files. See docs/cli.md.
+
+Exit codes: 0 ok; 1 an inversion failed (NaN/inf) or an unexpected error; 2 bad input (each problem printed
+as one line naming the file and the reason; the other targets are still processed); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+_LIST_KEYS = ('target', 'degradation', 'loss')
+
+
+class ConfigError(ValueError):
+    """A config file or flag combination is not valid (one line naming it and the reason)."""
+
+
+def _snapshots(text: str) -> list[int]:
+    try:
+        steps = sorted({int(s) for s in str(text).split(',') if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated step numbers, got {text!r}') from None
+    if any(s < 0 for s in steps):
+        raise argparse.ArgumentTypeError(f'step numbers must be >= 0, got {text!r}')
+    return steps
+
+
+def _face(text: str):
+    if str(text) in ('largest', 'all'):
+        return str(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'largest', 'all' or a face index, got {text!r}") from None
+
+
+def _positive(text) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {text!r}')
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ganinv-run`` parser. Every default is None here; ``DEFAULTS`` fills what neither flags nor
+    the config file set, so a flag always overrides the file."""
+    p = argparse.ArgumentParser(prog='ganinv-run', description='Restore face photos by StyleGAN2 inversion.',
+                                argument_default=None)
+    a = p.add_argument
+    a('--network', help='generator: .pkl/.safetensors path, URL, short name (ffhq) or random-32/64/256/1024')
+    a('--target', nargs='+', action='extend', metavar='PATH', help='image files, folders or seed:N (repeatable)')
+    a('--degradation', action='append', metavar='SPEC', help="degradation spec, e.g. 'inpaint:mode=center' (repeatable, applied in order)")
+    a('--loss', action='append', metavar='SPEC', help="loss spec, e.g. 'vgg16:weight=1' (repeatable; default vgg16, latent-dist, noise-reg)")
+    a('--mask', metavar='FILE', help='mask for inpainting a real photo: white = known, black = damaged; the photo\'s size')
+    a('--simulate', action='store_true', help='targets are clean: degrade them first, then compare with them')
+    a('--steps', type=_positive, help='optimisation steps (default 1000)')
+    a('--lr', type=float, help='peak learning rate (default 0.1)')
+    a('--latent-space', choices=('w', 'w+'), help='optimise one w (w, default) or one per layer (w+)')
+    a('--no-noise-opt', action='store_true', help="keep the generator's constant noise instead of optimising it")
+    a('--init', metavar='NPZ', help='start from a latent file (projected_w.npz) instead of w_avg')
+    a('--batch-size', type=_positive, help='targets optimised together (default 4)')
+    a('--precision', choices=('auto', 'fp32', 'tf32', 'bf16', 'fp16'), help='numeric precision (default auto)')
+    a('--device', help='torch device (default cuda if available, else cpu)')
+    a('--seed', type=int, help='random seed (default 303)')
+    a('--outdir', help='output folder (default out)')
+    a('--overwrite', action='store_true', help='replace existing outputs')
+    a('--save-video', action='store_true', help='write progress.mp4 per target')
+    a('--snapshots', type=_snapshots, metavar='STEPS', help='also save the restoration at these steps, e.g. 100,400')
+    a('--align', action='store_true', help='detect and FFHQ-align faces, restore them, paste them back (extra [align])')
+    a('--face', type=_face, help="with --align: 'largest' (default), 'all' or a face index")
+    a('--config', metavar='FILE.toml', help='read options from a TOML file (same keys as the flags)')
+    a('--quiet', action='store_true', help='no progress bar')
+    a('--list-plugins', action='store_true', help='list degradations, losses and detectors, then exit')
+    a('--doctor', action='store_true', help='report which kernel backend each op uses, then exit')
+    a('--convert', nargs=2, metavar=('SRC', 'DST'), help='convert a network to .safetensors, then exit')
+    for act in p._actions:  # unset switches stay None, so a config file can set them
+        if isinstance(act, argparse._StoreTrueAction):
+            act.default = None
+    return p
+
+
+DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
+                lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, precision='auto',
+                device=None, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
+                align=False, face='largest', config=None, quiet=False, list_plugins=False, doctor=False,
+                convert=None)
+
+
+def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
+    """Read a TOML file whose keys are the flags' names (``batch-size`` or ``batch_size``), typed like them."""
+    import tomllib
+    try:
+        with open(path, 'rb') as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f'{path}: no such config file') from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f'{path}: not valid TOML ({e})') from None
+    actions = {a.dest: a for a in parser._actions if a.dest not in ('help', 'config')}
+    cfg = {}
+    for key, value in raw.items():
+        dest = key.replace('-', '_')
+        act = actions.get(dest)
+        if act is None or dest in ('list_plugins', 'doctor', 'convert'):
+            raise ConfigError(f'{path}: unknown key {key!r} (valid: {", ".join(sorted(k.replace("_", "-") for k in actions))})')
+        try:
+            cfg[dest] = _typed(act, value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+            raise ConfigError(f'{path}: key {key!r}: {e}') from None
+    return cfg
+
+
+def _typed(act: argparse.Action, value):
+    """Check and convert one config value the way its flag would be."""
+    if isinstance(act, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise TypeError(f'expected true or false, got {value!r}')
+        return value
+    if act.dest in _LIST_KEYS:
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in items):
+            raise TypeError('expected a string or a list of strings')
+        return list(items)
+    if act.dest == 'snapshots' and isinstance(value, list):
+        value = ','.join(map(str, value))
+    if isinstance(value, (list, dict)):
+        raise TypeError(f'expected a single value, got {value!r}')
+    v = act.type(str(value)) if act.type is not None else str(value)
+    if act.choices is not None and v not in act.choices:
+        raise ValueError(f'{v!r} is not one of {", ".join(map(str, act.choices))}')
+    return v
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Flags over config file over defaults."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    cfg = load_config(ns.config, parser) if ns.config else {}
+    for k, default in DEFAULTS.items():
+        if getattr(ns, k) is None:
+            setattr(ns, k, cfg.get(k, default))
+    return ns
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Job:
+    """One target ready to run: observed (degraded) image, optional clean original and alignment."""
+    name: str
+    index: int
+    target: np.ndarray                    # uint8 (h, w, 3) at the pipeline's output size
+    clean: np.ndarray | None = None       # uint8 (R, R, 3), simulation only
+    shown: np.ndarray | None = None       # target.png: the preprocessed input
+    photo: np.ndarray | None = None       # --align: the original photo
+    face: object = None                   # --align: AlignedFace
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _versions(device) -> dict:
+    import torch
+    import ganinv_core
+    info = {'ganinv': ganinv_core.__version__, 'torch': torch.__version__, 'numpy': np.__version__,
+            'python': platform.python_version(), 'platform': platform.platform(), 'device': str(device)}
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+        info['cuda'] = torch.version.cuda
+    return info
+
+
+def _default_losses(network: str) -> list[str] | None:
+    """None (the engine's default set: vgg16, latent-dist, noise-reg), except for the built-in random
+    networks: no real VGG16 weights exist for them offline and a random VGG is no perceptual metric, so the
+    pixel loss ``mse`` replaces ``vgg16`` there (a note is printed; LPIPS is then not reported)."""
+    if str(network).startswith('random-'):
+        return ['mse', 'latent-dist', 'noise-reg']
+    return None
+
+
+def _prepare(args, G, pipe, targets, problems) -> list:
+    """Read, check and preprocess each target; problems (bad files, no face, mask size) are collected."""
+    from ganinv_core.io import images
+    res, out = G.img_resolution, pipe.output_size(G.img_resolution)
+    jobs = []
+    for i, t in enumerate(targets):
+        try:
+            if t.error:
+                raise images.ImageError(t.error)
+            photo = images.render_seed(G, t.seed)[0] if t.seed is not None else images.read_image(t.source)
+            faces = [None]
+            if args.align:
+                faces = _align(photo, res, args.face, t.source)
+            for face in faces:
+                name = t.name if face is None or len(faces) == 1 else f'{t.name}_face{face.index}'
+                if name != t.name and (Path(args.outdir) / name).exists() and not args.overwrite:
+                    raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
+                src = face.crop if face is not None else photo
+                job = Job(name, i, target=None, photo=photo if face is not None else None, face=face)
+                if args.simulate:
+                    job.clean = job.shown = images.square(src, res)
+                    job.target = _simulate(pipe, job.clean)
+                else:
+                    job.shown = job.target = images.square(src, out)
+                if args.mask:
+                    m = images.load_mask(args.mask, photo.shape[:2], out)
+                    job.target = _apply_hole(job.target, m)
+                jobs.append(job)
+        except ValueError as e:
+            problems.append((t.name, str(e)))
+            _say(f'error: {e}')
+    return jobs
+
+
+def _align(photo, res, which, source):
+    try:
+        from ganinv_core.io import align
+        return align.align_faces(photo, res, which=which)
+    except ImportError as e:
+        raise ValueError(f'{source}: --align needs the optional alignment extra ({e}); '
+                         'install it with: pip install -e .[align]') from None
+    except ValueError as e:
+        if 'dlib' in str(e).lower() and 'install' not in str(e).lower():
+            raise ValueError(f'{source}: {e}; install the alignment extra with: pip install -e .[align]') from None
+        raise ValueError(f'{source}: {e}') from None
+
+
+def _simulate(pipe, clean: np.ndarray) -> np.ndarray:
+    """Degrade one clean image (batch of one, so the result does not depend on batching)."""
+    import torch
+    from ganinv_core.io.images import to_tensor, to_uint8
+    with torch.no_grad():
+        return to_uint8(pipe.simulate(to_tensor(clean)))[0]
+
+
+def _apply_hole(img: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Paint the unknown pixels black (-1), as the inpainting degradation does."""
+    return np.where(known[..., None] > 0.5, img, 0).astype(np.uint8)
+
+
+def _file_mask(known: np.ndarray):
+    """The inpainting degradation of a ``--mask`` file: ``known`` (R, R), 1 = known pixel; holes black."""
+    import torch
+    from ganinv_core.hooks import Degradation
+
+    class FileMask(Degradation):
+        name = 'mask-file'
+        help = 'inpainting with a fixed mask read from a file (--mask)'
+
+        def __init__(self, m):
+            super().__init__()
+            self.register_buffer('m', torch.as_tensor(m, dtype=torch.float32)[None, None])
+
+        def forward(self, x):
+            return self.m * (x + 1) - 1
+
+        def mask(self, x):
+            return self.m.expand(x.shape[0], 1, -1, -1)
+
+    return FileMask(known)
+
+
+def _write_target(args, outdir, job: Job, res, i: int, frames, snaps) -> dict:
+    """Every output file of one target, staged then moved into ``outdir/job.name``."""
+    from ganinv_core.io import images, latents, outputs, plots
+    restored = images.to_uint8(res.images[i:i + 1])[0]
+    observed = job.target
+    with outputs.target_folder(outdir, job.name) as d:
+        outputs.write_png(d / 'target.png', job.shown)
+        outputs.write_png(d / 'degraded.png', observed)
+        outputs.write_png(d / 'restored.png', restored)
+        panels = ([('original', job.clean)] if job.clean is not None else []) + \
+            [('degraded', observed), ('restored', restored)]
+        plots.comparison(panels, d / 'comparison.png')
+        latents.save_latent(d / 'projected_w.npz', res.w[i:i + 1], {k: v[i:i + 1] for k, v in res.noise.items()},
+                            res.latent_space)
+        plots.loss_plot({k: v[:, i] for k, v in res.history.items()}, d / 'loss.png', job.name)
+        metrics = dict(res.metrics[i], target=job.name, mode='simulate' if args.simulate else 'restore')
+        for step, img in sorted(snaps.items()):
+            outputs.write_png(d / f'step{step:04d}.png', img)
+        if frames is not None:
+            frames.path = d / 'progress.mp4'
+            frames.close()
+        if job.face is not None:
+            from ganinv_core.io import align
+            outputs.write_png(d / 'pasted.png', align.paste_back(job.photo, restored, job.face))
+            outputs.write_json(d / 'alignment.json', job.face.to_json())
+            metrics['alignment'] = 'alignment.json'
+        outputs.write_json(d / 'metrics.json', metrics)
+    return metrics
+
+
+def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init) -> list[dict]:
+    """Invert one batch (progress bar, video frames, snapshots through the callback), then write its targets."""
+    from ganinv_core.engine import invert
+    from ganinv_core.io import images, video
+    n = len(batch)
+    frames = [video.VideoWriter(Path(outdir) / 'progress.mp4') for _ in batch] if args.save_video else None
+    snaps: list[dict] = [dict() for _ in batch]
+    shown = [images.square(j.target, G.img_resolution, images.Image.NEAREST) for j in batch]
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=args.steps, desc=bar_desc, unit='step', leave=True, file=sys.stderr, dynamic_ncols=True)
+
+    def on_progress(p):
+        want_snap = p.step in args.snapshots
+        if frames is not None or want_snap:
+            now = images.to_uint8(p.render())
+            for k in range(n):
+                if frames is not None:
+                    frames[k].append(video.side_by_side(shown[k], now[k]))
+                if want_snap:
+                    snaps[k][p.step] = now[k]
+        if bar is not None and p.losses is not None:
+            bar.update(p.step - bar.n)
+            bar.set_postfix({k: f'{float(np.mean(v)):.4g}' for k, v in p.losses.items()} | {'it/s': f'{p.rate:.2f}'})
+
+    clean = images.to_tensor(np.stack([j.clean for j in batch])) if args.simulate else None
+    try:
+        res = invert(G, images.to_tensor(np.stack([j.target for j in batch])), degradations=pipe, losses=losses,
+                     steps=args.steps, latent_space=args.latent_space, optimize_noise=not args.no_noise_opt,
+                     lr=args.lr, init=init, seed=args.seed, precision=args.precision, callbacks=[on_progress],
+                     clean=clean, indices=[j.index for j in batch], report_steps=args.snapshots)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i])
+            for i, j in enumerate(batch)]
+
+
+def _summary(name: str, outdir, m: dict) -> str:
+    def db(x):
+        return 'n/a' if x is None else ('inf' if x == float('inf') else f'{x:.2f} dB')
+    line = f'{name}: {Path(outdir) / name}/'
+    if 'vs_clean' in m:
+        line += f'  PSNR before {db(m["degraded_vs_clean"]["psnr"])}, after {db(m["vs_clean"]["psnr"])}'
+        if 'hole' in m:
+            line += f' (in the hole: {db(m["hole"]["psnr_degraded"])} -> {db(m["hole"]["psnr_restored"])})'
+    else:
+        line += f'  PSNR vs target {db(m["vs_target"]["psnr"])}'
+    return line
+
+
+def run(args) -> int:
+    """The main job on parsed arguments; returns the exit code."""
+    import torch
+    from ganinv_core.engine import InversionError
+    from ganinv_core.io import images, latents, outputs
+
+    if not args.target:
+        raise ConfigError('--target: give at least one image file, folder or seed:N')
+    if not args.network:
+        raise ConfigError('--network: give a network (path, URL, short name such as ffhq, or random-64)')
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    from ganinv_core.weights import load_generator
+    G = load_generator(args.network, device=device)
+    from ganinv_core.engine._pipeline import pipeline
+    specs = list(args.degradation or [])
+    pipe = pipeline(specs)
+    if not args.simulate:
+        bad = [d.name for d in pipe.stages if getattr(d, 'simulate_only', False)]
+        if bad:
+            raise ConfigError(f'--degradation {bad[0]!r}: works in simulation only; add --simulate')
+    if args.mask:
+        if args.simulate or args.align:
+            raise ConfigError(f'--mask: marks damage in a real photo; it cannot be combined with '
+                              f'{"--simulate" if args.simulate else "--align"}')
+    init = latents.load_latent(args.init) if args.init else None
+    losses = args.loss if args.loss else _default_losses(args.network)
+    if losses is not None and not args.loss and not args.quiet:
+        _say(f'note: {args.network} is a random-weight demo network: default losses {", ".join(losses)} '
+             '(mse instead of vgg16; pass --loss to choose)')
+    targets = images.expand_targets(list(args.target))
+    outdir = Path(args.outdir)
+    outputs.check_free(outdir, [t.name for t in targets if not t.error], args.overwrite)
+
+    problems: list[tuple[str, str]] = []
+    if args.mask:  # the mask's geometry is the same for every photo of its size: one degradation for all
+        pipe = _with_mask(args, G, pipe, targets, problems)
+    jobs = _prepare(args, G, pipe, targets, problems)
+    record = {'command': sys.argv[:1] + (args._argv or []), 'config': _config(args),
+              'versions': _versions(device), 'started': datetime.datetime.now().isoformat(timespec='seconds'),
+              'status': 'running', 'targets': {}}
+    for name, err in problems:
+        record['targets'][name] = {'status': 'bad input', 'error': err}
+    outdir.mkdir(parents=True, exist_ok=True)
+    outputs.write_json(outdir / 'run.json', record)
+    code = EXIT_BAD_INPUT if problems else EXIT_OK
+    t0 = time.perf_counter()
+    try:
+        bs = args.batch_size
+        for b in range(0, len(jobs), bs):
+            batch = jobs[b:b + bs]
+            desc = f'batch {b // bs + 1}/{-(-len(jobs) // bs)}'
+            try:
+                ms = _run_batch(args, G, pipe, losses, batch, outdir, desc, init)
+            except InversionError as e:
+                _say(f'error: {", ".join(j.name for j in batch)}: {e}')
+                for j in batch:
+                    record['targets'][j.name] = {'status': 'failed', 'error': str(e)}
+                code = max(code, EXIT_FAIL) if code != EXIT_BAD_INPUT else code
+                continue
+            for j, m in zip(batch, ms):
+                record['targets'][j.name] = {'status': 'ok', 'folder': j.name}
+                print(_summary(j.name, outdir, m), flush=True)
+    except KeyboardInterrupt:
+        record['status'] = 'interrupted'
+        record['wall_time_s'] = time.perf_counter() - t0
+        outputs.write_json(outdir / 'run.json', record)
+        _say(f'interrupted: {sum(v["status"] == "ok" for v in record["targets"].values())} finished target(s) '
+             f'kept in {outdir}')
+        return EXIT_INTERRUPTED
+    record['status'] = 'done' if code == EXIT_OK else 'done with errors'
+    record['wall_time_s'] = time.perf_counter() - t0
+    outputs.write_json(outdir / 'run.json', record)
+    print(f'outputs: {outdir}/ (run.json, one folder per target)', flush=True)
+    return code
+
+
+def _with_mask(args, G, pipe, targets, problems):
+    """Add the ``--mask`` degradation, sized from the first readable target photo."""
+    from ganinv_core.io import images
+    out = pipe.output_size(G.img_resolution)
+    for t in targets:
+        if t.error or t.seed is not None:
+            continue
+        try:
+            shape = images.read_image(t.source).shape[:2]
+            known = images.load_mask(args.mask, shape, out)
+        except images.ImageError:
+            continue  # reported per target by _prepare
+        return type(pipe)(list(pipe.stages) + [_file_mask(known)])  # the mask stage last
+    return pipe
+
+
+def _config(args) -> dict:
+    """The resolved configuration, as TOML-able keys (enough for --config to rerun it)."""
+    skip = {'config', 'list_plugins', 'doctor', 'convert', '_argv'}
+    return {k.replace('_', '-'): v for k, v in vars(args).items() if k not in skip and v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ganinv-run``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parse(argv)
+        args._argv = argv
+        if args.doctor:
+            from ganinv_core.ops import doctor_report
+            print(doctor_report())
+            return EXIT_OK
+        if args.list_plugins:
+            from ganinv_core.hooks import format_plugin_list
+            print(format_plugin_list())
+            return EXIT_OK
+        if args.convert:
+            return convert_main(list(args.convert) + (['--overwrite'] if args.overwrite else []))
+        return run(args)
+    except KeyboardInterrupt:
+        _say('interrupted')
+        return EXIT_INTERRUPTED
+    except ValueError as e:  # every input error of ganinv is a ValueError subclass with a one-line message
+        _say(f'error: {e}')
+        return EXIT_BAD_INPUT
+
+
+def convert_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ganinv-convert SRC DST [--overwrite]``: any supported network -> .safetensors."""
+    p = argparse.ArgumentParser(prog='ganinv-convert', description='Convert a StyleGAN2 network to .safetensors.')
+    p.add_argument('src', help='.pkl (NVIDIA, TF or PyTorch), .safetensors, URL or short name')
+    p.add_argument('dst', help='output .safetensors file')
+    p.add_argument('--overwrite', action='store_true', help='replace DST if it exists')
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        from ganinv_core import weights
+        if hasattr(weights, 'convert'):
+            weights.convert(args.src, args.dst, overwrite=args.overwrite)
+        else:
+            weights.save_generator(weights.load_generator(args.src), args.dst, overwrite=args.overwrite)
+    except ValueError as e:
+        _say(f'error: {e}')
+        return EXIT_BAD_INPUT
+    print(f'wrote {args.dst}')
+    return EXIT_OK
+
+
+if __name__ == '__main__':  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Per-image metrics of a finished inversion: losses, PSNR/SSIM/LPIPS, speed."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _suite(a: torch.Tensor, b: torch.Tensor, vgg, errors: dict) -> list[dict]:
+    """PSNR, SSIM, LPIPS between batches ``a`` and ``b`` [N,3,H,W] in [-1,1]; one dict per image.
+
+    A metric that cannot run (LPIPS without a VGG16) is None, with the reason kept in ``errors``.
+    """
+    from ganinv_core import metrics
+    fns = {'psnr': metrics.psnr, 'ssim': metrics.ssim, 'lpips': lambda x, y: metrics.lpips(x, y, vgg)}
+    out = [dict() for _ in range(a.shape[0])]
+    for name, fn in fns.items():
+        try:
+            if name == 'lpips' and vgg is None:
+                raise ValueError('no VGG16 loaded (it comes with the vgg16 loss)')
+            vals = [float(v) for v in fn(a, b).reshape(-1)]
+        except Exception as e:  # noqa: BLE001 - a metric that cannot run is reported, not fatal
+            errors[name] = f'{type(e).__name__}: {e}'.splitlines()[0]
+            vals = [None] * a.shape[0]
+        for d, v in zip(out, vals):
+            d[name] = v
+    return out
+
+
+@torch.no_grad()
+def image_metrics(images, degraded, target, clean, mask, history, rate, wall, vgg=None) -> list[dict]:
+    """One metrics dict per image.
+
+    Keys: ``loss`` {term: final weighted value}; ``vs_target`` (degraded restoration vs the target);
+    with a clean original: ``vs_clean`` (restoration vs clean), ``degraded_vs_clean`` (the target, resized
+    to the clean size, vs clean: the "before"), and for masked degradations ``hole`` (PSNR inside the
+    unknown region, restoration and degraded target); ``steps``, ``steps_per_second``, ``wall_time_s``.
+    """
+    n = images.shape[0]
+    errors: dict = {}
+    per = [{'loss': {k: float(v[-1, i]) for k, v in history.items()}} for i in range(n)]
+    for d, m in zip(per, _suite(degraded.float(), target.float(), vgg, errors)):
+        d['vs_target'] = m
+    if clean is not None:
+        before = target if target.shape[-1] == clean.shape[-1] else \
+            F.interpolate(target, size=clean.shape[-2:], mode='bicubic', align_corners=False).clamp(-1, 1)
+        for d, a, b in zip(per, _suite(images.float(), clean, vgg, errors), _suite(before, clean, vgg, errors)):
+            d['vs_clean'], d['degraded_vs_clean'] = a, b
+        if mask is not None and mask.shape[-1] == clean.shape[-1] and bool((mask < 0.5).any()):
+            from ganinv_core.metrics import psnr
+            hole = (mask < 0.5).float().expand(n, 1, -1, -1)
+            for d, a, b in zip(per, psnr(images, clean, hole).tolist(), psnr(before, clean, hole).tolist()):
+                d['hole'] = {'psnr_restored': a, 'psnr_degraded': b}
+    for d in per:
+        d.update(steps=int(next(iter(history.values())).shape[0]), steps_per_second=rate, wall_time_s=wall)
+        if errors:
+            d['metric_errors'] = dict(errors)
+    return per

@@ -1,0 +1,69 @@
+"""Conformance checks a plugin's own tests (and ganinv's suite) run on any Degradation or Loss class.
+
+    from ganinv_core.hooks.testing import check_degradation, check_loss
+    def test_conforms(): check_degradation(MyBlur)
+
+Each check builds the class with its ``test_params`` and raises AssertionError naming what failed.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._base import Degradation, Loss, LossContext
+
+
+def _rand(*shape, seed):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def check_degradation(cls: type[Degradation], size: int = 16, n: int = 2) -> None:
+    """Shape = output_size, range [-1, 1], finite gradients, mask shape/values, per-image independence."""
+    d = cls(**cls.test_params)
+    x = _rand(n, 3, size, size, seed=1).requires_grad_()
+    y, out = d(x), d.output_size(size)
+    assert y.shape == (n, 3, out, out), f'{cls.name}: output {tuple(y.shape)}, output_size says {out}'
+    assert torch.isfinite(y).all() and y.min() >= -1 - 1e-5 and y.max() <= 1 + 1e-5, f'{cls.name}: out of [-1, 1]'
+    y.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all(), f'{cls.name}: no finite gradient'
+    assert cls.simulate_only or x.grad.abs().sum() > 0, f'{cls.name}: zero gradient'
+    m = d.mask(x.detach())
+    if m is not None:
+        assert m.shape == (n, 1, out, out), f'{cls.name}: mask {tuple(m.shape)}'
+        assert ((m == 0) | (m == 1)).all(), f'{cls.name}: mask not binary'
+    x2 = x.detach().clone()
+    x2[1:] = _rand(n - 1, 3, size, size, seed=2)
+    assert torch.allclose(d(x2)[0], y[0].detach(), atol=1e-6), f'{cls.name}: images influence each other'
+    rebuilt = cls(**{k: v for k, v in d.config.items() if v is not None})
+    assert rebuilt.config == d.config, f'{cls.name}: config does not round-trip'
+
+
+def check_loss(cls: type[Loss], size: int = 16, n: int = 2, num_ws: int = 4, w_dim: int = 8) -> None:
+    """Shape [N]; zero at the ideal (pred = target, w = w_avg, zero noise); positive, finite gradients and
+    per-image independence otherwise."""
+    loss = cls(**cls.test_params)
+    assert any(p.name == 'weight' for p in cls.params), f'{cls.name}: no weight parameter'
+    t = _rand(n, 3, size, size, seed=3)
+    w_avg = _rand(w_dim, seed=4)
+    res = [4, 8, size]
+
+    def ctx(pred, w, noise):
+        return LossContext(pred=pred, target=t, mask=None, image=pred, w=w, w_avg=w_avg, w_std=1.0, noise=noise)
+    loss.prepare(t, None)
+    v0 = loss(ctx(t.clone(), w_avg.expand(n, num_ws, w_dim).clone(), [torch.zeros(n, 1, r, r) for r in res]))
+    assert v0.shape == (n,), f'{cls.name}: returned {tuple(v0.shape)}, not [N]'
+    assert torch.allclose(v0, torch.zeros(n), atol=1e-5), f'{cls.name}: {v0.tolist()} at the ideal, not 0'
+    pred = (t + 0.3 * _rand(n, 3, size, size, seed=5)).clamp(-1, 1).requires_grad_()
+    w = (w_avg + _rand(n, num_ws, w_dim, seed=6)).requires_grad_()
+    noise = [_rand(n, 1, r, r, seed=7 + r).requires_grad_() for r in res]
+    v = loss(ctx(pred, w, noise))
+    assert torch.isfinite(v).all() and (v > 0).all(), f'{cls.name}: {v.tolist()} is not positive'
+    v.sum().backward()
+    grads = [g for g in (pred.grad, w.grad, *(z.grad for z in noise)) if g is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads), f'{cls.name}: no finite gradient'
+    pred2, w2, noise2 = pred.detach().clone(), w.detach().clone(), [z.detach().clone() for z in noise]
+    pred2[1:] = -pred2[1:]
+    w2[1:] += 1
+    for z in noise2:
+        z[1:] = z[1:].flip(-1) + 0.5
+    v2 = loss(ctx(pred2, w2, noise2))
+    assert torch.allclose(v2[0], v[0].detach(), rtol=1e-5, atol=1e-7), f'{cls.name}: images influence each other'

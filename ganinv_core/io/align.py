@@ -1,0 +1,217 @@
+"""FFHQ face alignment in, restored face pasted back out.
+
+    faces = align_faces(photo, 1024)                  # detect (dlib), FFHQ-align: list[AlignedFace]
+    for face, restored in zip(faces, restored_crops):  # restored: uint8 (R, R, 3), any R
+        photo = paste_back(photo, restored, face)     # inverse warp + feathered mask, photo resolution
+
+Coordinates are pixel-centre `(x, y)` = (column, row): the centre of `img[r, c]` is `(c, r)`. Landmarks and
+quads are in photo coordinates; `AlignedFace.transform` maps crop coordinates to photo coordinates,
+`photo_xy1 = transform @ [i, j, 1]`. See docs/alignment.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image
+
+from ._ffhq import crop_to_photo, ffhq_quad, warp_ffhq
+
+__all__ = ['AlignError', 'AlignedFace', 'NoFaceError', 'align_face', 'align_faces', 'paste_back']
+
+_MIN_QSIZE = 8.0  # pixels: a smaller crop square is a detector glitch, not a face
+
+
+class AlignError(ValueError):
+    """Bad input to alignment or paste-back (one line: which input, why)."""
+
+
+class NoFaceError(AlignError):
+    """The photo has no (usable) face, or not the one asked for."""
+
+
+@dataclasses.dataclass
+class AlignedFace:
+    """One face of a photo, FFHQ-aligned.
+
+    Attributes:
+        index: position of the face in the photo's faces ordered left to right (by quad centre).
+        landmarks: float64 (68, 2), dlib order, photo pixel-centre (x, y).
+        quad: float64 (4, 2), the crop square in the photo: top-left, bottom-left, bottom-right, top-right
+            (as seen in the upright crop).
+        crop: uint8 (size, size, 3), the aligned face.
+        transform: float64 (3, 3), crop (i, j, 1) -> photo (x, y, 1), pixel-centre coordinates.
+    """
+    index: int
+    landmarks: np.ndarray
+    quad: np.ndarray
+    crop: np.ndarray
+    transform: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Side of the crop in pixels."""
+        return int(self.crop.shape[0])
+
+    def to_json(self) -> dict:
+        """JSON-serialisable dict: index, size, landmarks, quad, transform (nested lists; no pixels)."""
+        return {'index': self.index, 'size': self.size, 'landmarks': self.landmarks.tolist(),
+                'quad': self.quad.tolist(), 'transform': self.transform.tolist()}
+
+
+def _check_photo(photo, name='photo'):
+    a = np.asarray(photo)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or min(a.shape[:2]) < 2:
+        raise AlignError(f'{name}: expected a uint8 array (H, W, 3) with H, W >= 2, '
+                         f'got {a.dtype} {a.shape}')
+    return a
+
+
+def align_face(photo, landmarks, size, *, index=0, supersample=4, padding=True) -> AlignedFace:
+    """FFHQ-align one face given its 68 landmarks.
+
+    Args:
+        photo: uint8 (H, W, 3).
+        landmarks: float (68, 2), dlib order, photo pixel-centre (x, y).
+        size: crop side (the generator's resolution, e.g. 1024).
+        index: stored in the result.
+        supersample: warp at `supersample * size`, then Lanczos down (FFHQ: 4).
+        padding: blurred-reflection padding where the crop leaves the photo (FFHQ: on).
+
+    Returns:
+        AlignedFace with crop uint8 (size, size, 3).
+    """
+    photo = _check_photo(photo)
+    if not (isinstance(size, (int, np.integer)) and size >= 4):
+        raise AlignError(f'size: expected an int >= 4, got {size!r}')
+    if not (isinstance(supersample, (int, np.integer)) and 1 <= supersample <= 8):
+        raise AlignError(f'supersample: expected an int in 1..8, got {supersample!r}')
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        raise AlignError(f'landmarks: expected 68 finite (x, y) points, got shape {lm.shape}')
+    with np.errstate(invalid='ignore', divide='ignore'):
+        quad, qsize = ffhq_quad(lm)
+    if not (np.isfinite(qsize) and qsize >= _MIN_QSIZE):
+        raise NoFaceError(f'landmarks: face {index} is degenerate (crop side {qsize:.3g} px < {_MIN_QSIZE:g})')
+    h, w = photo.shape[:2]
+    cx, cy = quad.mean(0)
+    if not (-0.5 <= cx <= w - 0.5 and -0.5 <= cy <= h - 0.5):
+        raise NoFaceError(f'landmarks: face {index} is centred at ({cx:.1f}, {cy:.1f}), outside the '
+                          f'{w}x{h} photo')
+    crop = warp_ffhq(photo, quad, qsize, int(size), int(supersample), padding)
+    return AlignedFace(int(index), lm, quad, crop, crop_to_photo(quad, int(size)))
+
+
+def _resolve_detector(detector):
+    if hasattr(detector, 'detect') and callable(detector.detect):
+        return detector
+    if isinstance(detector, str):
+        from ganinv_core.hooks import get_registry
+        return get_registry().build_detector(detector)
+    raise AlignError(f'detector: expected a spec string (e.g. "dlib") or a LandmarkDetector, got {detector!r}')
+
+
+def align_faces(photo, size, detector='dlib', which='largest', *, supersample=4,
+                padding=True) -> list[AlignedFace]:
+    """Detect the faces of a photo and FFHQ-align them.
+
+    Args:
+        photo: uint8 (H, W, 3).
+        size: crop side (the generator's resolution).
+        detector: a detector spec string for the plugin registry (`'dlib'`, `'dlib:upsample=2'`) or an
+            object with `detect(uint8 (H, W, 3)) -> list[(68, 2)]` (a LandmarkDetector).
+        which: `'largest'` (biggest crop square), `'all'`, or an int index into the faces ordered left to
+            right by the centre of their crop squares.
+        supersample, padding: see `align_face`.
+
+    Returns:
+        list of AlignedFace, left to right (one element unless `which='all'`).
+
+    Raises:
+        NoFaceError: no face found, or `which` is out of range.
+        AlignError: bad photo / size / which / detector.
+    """
+    photo = _check_photo(photo)
+    if not (which in ('largest', 'all') or (isinstance(which, (int, np.integer)) and not isinstance(which, bool))):
+        raise AlignError(f"which: expected 'largest', 'all' or a face index, got {which!r}")
+    det = _resolve_detector(detector)
+    found = [np.asarray(lm, dtype=np.float64) for lm in det.detect(photo)]
+    bad = [lm.shape for lm in found if lm.shape != (68, 2)]
+    if bad:
+        raise AlignError(f'detector {getattr(det, "name", det)!r}: returned landmarks of shape {bad[0]}, '
+                         'expected (68, 2)')
+    if not found:
+        raise NoFaceError(f'photo: no face found by detector {getattr(det, "name", det)!r} '
+                          f'in the {photo.shape[1]}x{photo.shape[0]} photo')
+    with np.errstate(invalid='ignore', divide='ignore'):  # degenerate faces are rejected in align_face
+        quads = [ffhq_quad(lm) for lm in found]
+    order = sorted(range(len(found)), key=lambda k: quads[k][0][:, 0].mean())
+    if which == 'all':
+        picks = list(range(len(order)))
+    elif which == 'largest':
+        picks = [max(range(len(order)), key=lambda k: np.nan_to_num(quads[order[k]][1]))]
+    else:
+        if not -len(order) <= which < len(order):
+            raise NoFaceError(f'which: face index {which} out of range, the photo has {len(order)} face(s)')
+        picks = [which % len(order)]
+    return [align_face(photo, found[order[k]], size, index=k, supersample=supersample, padding=padding)
+            for k in picks]
+
+
+def _edge_mask(n, feather):
+    """float32 (n, n): 1 inside, ramping (smoothstep) to 0 over `feather * n` pixels at each edge."""
+    if feather <= 0:
+        return np.ones((n, n), np.float32)
+    d = np.minimum(np.arange(n) + 0.5, n - 0.5 - np.arange(n)) / (feather * n)
+    t = np.clip(d, 0, 1)
+    ramp = (t * t * (3 - 2 * t)).astype(np.float32)
+    return np.minimum(ramp[:, None], ramp[None, :])
+
+
+def paste_back(photo, restored, face: AlignedFace, feather=0.1) -> np.ndarray:
+    """Warp a restored crop back into the photo and blend it in with a feathered square mask.
+
+    Args:
+        photo: uint8 (H, W, 3), the photo `face` was aligned from (or one already pasted into).
+        restored: uint8 (R, R, 3), the restored crop; any R (scaled to the aligned crop's frame).
+        face: the AlignedFace.
+        feather: width of the mask's soft edge as a fraction of the crop side, in [0, 0.5].
+
+    Returns:
+        uint8 (H, W, 3), a new array: `photo` outside the quad, the restored face inside it.
+    """
+    photo = _check_photo(photo)
+    restored = _check_photo(restored, 'restored')
+    if restored.shape[0] != restored.shape[1]:
+        raise AlignError(f'restored: expected a square crop, got {restored.shape[1]}x{restored.shape[0]}')
+    if not 0 <= feather <= 0.5:
+        raise AlignError(f'feather: expected a fraction in [0, 0.5], got {feather!r}')
+    h, w = photo.shape[:2]
+    quad = np.asarray(face.quad, dtype=np.float64)
+    x0, y0 = (max(math.floor(v) - 1, 0) for v in quad.min(0))
+    x1, y1 = min(math.ceil(quad[:, 0].max()) + 2, w), min(math.ceil(quad[:, 1].max()) + 2, h)
+    out = photo.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    # Bring the restored crop near the photo's scale first: the bilinear warp below does not antialias.
+    side = float(np.hypot(*(quad[3] - quad[0])))
+    r = restored.shape[0]
+    src = Image.fromarray(restored)
+    if side < r / 1.5:
+        r = max(round(side), 2)
+        src = src.resize((r, r), Image.LANCZOS)
+    # Pillow AFFINE maps output edge coords (u, v) of the region to source edge coords:
+    # photo p = (u, v) + (x0, y0) - 0.5;  crop c = inv(T) p;  source edge = (c + 0.5) * r / size.
+    inv = np.linalg.inv(face.transform)
+    k = r / face.size
+    lin = k * inv[:2, :2]
+    off = k * (inv[:2, :2] @ [x0 - 0.5, y0 - 0.5] + inv[:2, 2] + 0.5)
+    data = (lin[0, 0], lin[0, 1], off[0], lin[1, 0], lin[1, 1], off[1])
+    region = (x1 - x0, y1 - y0)
+    warped = np.asarray(src.transform(region, Image.AFFINE, data, Image.BILINEAR), np.float32)
+    mask = Image.fromarray(_edge_mask(r, feather), 'F').transform(region, Image.AFFINE, data, Image.BILINEAR)
+    m = np.asarray(mask, np.float32)[..., None]
+    patch = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(np.rint(patch + (warped - patch) * m), 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,66 @@
+"""Figures: the loss curves (loss.png) and the labelled side-by-side comparison (comparison.png).
+
+Rendered with matplotlib's Agg canvas directly (no pyplot, no global backend), saved atomically.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .outputs import write_bytes
+
+
+def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png')
+    write_bytes(path, buf.getvalue())
+
+
+def loss_plot(history: dict[str, np.ndarray], path: str | Path, title: str = '') -> None:
+    """One curve per loss term over the steps, on a log axis unless some value is negative.
+
+    Args:
+        history: {term: [steps]} values (``'total'`` drawn thicker).
+    """
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    curves = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
+    log = all(np.all(v[np.isfinite(v)] >= 0) for v in curves.values())  # zeros are left out on a log axis
+    for k, v in curves.items():
+        ax.plot(np.arange(1, len(v) + 1), np.where(v > 0, v, np.nan) if log else v, label=k,
+                lw=2.0 if k == 'total' else 1.0)
+    if log:
+        ax.set_yscale('log')
+    ax.set_xlabel('step')
+    ax.set_ylabel('weighted loss')
+    ax.set_title(title or 'loss')
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def comparison(panels: list[tuple[str, np.ndarray]], path: str | Path) -> None:
+    """Images side by side, each titled (e.g. original | degraded | restored).
+
+    Args:
+        panels: (label, uint8 (H, W, 3)) pairs; sizes may differ (shown at the same height, pixelated).
+    """
+    fig = _figure(2.6 * len(panels), 2.9)
+    for i, (label, img) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.imshow(img, interpolation='nearest')
+        ax.set_title(label, fontsize=11)
+        ax.set_axis_off()
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,89 @@
+"""Image quality metrics on NCHW images in [-1, 1], one value per image: PSNR, SSIM, LPIPS."""
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+
+PEAK = 2.0  # the data range of [-1, 1]
+
+
+def _check(a: torch.Tensor, b: torch.Tensor, fn: str) -> None:
+    if a.dim() != 4 or a.shape != b.shape:
+        raise ValueError(f'{fn}: need two NCHW tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}')
+
+
+def masked_mean(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """[N,C,H,W] -> [N]: mean over known pixels (``mask`` [N|1,1,H,W], 1 = known) and channels."""
+    if mask is None:
+        return v.flatten(1).mean(1)
+    m = mask.to(v.dtype).expand(v.shape[0], 1, *v.shape[2:])
+    return (v * m).flatten(1).sum(1) / (m.flatten(1).sum(1) * v.shape[1]).clamp(min=1e-8)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """[N] PSNR in dB, 10 log10(peak^2 / MSE) with peak 2 (the range of [-1, 1]); inf where a == b."""
+    _check(a, b, 'psnr')
+    mse = masked_mean((a.float() - b.float()).square(), mask)
+    return 10 * torch.log10(PEAK ** 2 / mse)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """[size] normalised 1-D Gaussian."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-r.square() / (2 * sigma ** 2))
+    return (g / g.sum()).float()
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, win: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """[N,C,H',W'] SSIM map (Wang et al. 2004), Gaussian window, valid positions only (H' = H - win + 1).
+
+    SSIM = (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2)),
+    C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = 2; population (co)variances. Images smaller than the window
+    use the largest odd window that fits.
+    """
+    win = min(win, *(s - (s + 1) % 2 for s in a.shape[-2:]))
+    g = gaussian_window(win, sigma).to(a.device, a.dtype)
+    c = a.shape[1]
+
+    def blur(x):  # separable Gaussian, valid, per channel
+        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, win), groups=c)
+        return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, win, 1), groups=c)
+    mu_a, mu_b = blur(a), blur(b)
+    saa, sbb, sab = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * PEAK) ** 2, (0.03 * PEAK) ** 2
+    return (2 * mu_a * mu_b + c1) * (2 * sab + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, win: int = 11) -> torch.Tensor:
+    """[N] mean SSIM over channels and positions (with ``mask``: positions whose window is fully known)."""
+    _check(a, b, 'ssim')
+    s = ssim_map(a, b, win)
+    if mask is not None:
+        k = (a.shape[-2] - s.shape[-2] + 1, a.shape[-1] - s.shape[-1] + 1)
+        mask = 1 - F.max_pool2d(1 - mask.to(s.dtype), k, stride=1)  # erode: whole window known
+    return masked_mean(s, mask)
+
+
+def to_vgg_input(x: torch.Tensor, size: int = 256) -> torch.Tensor:
+    """[-1, 1] -> [0, 255], area-resized to ``size`` when larger (NVIDIA's projector)."""
+    x = (x + 1) * (255 / 2)
+    if x.shape[-1] > size or x.shape[-2] > size:
+        x = F.interpolate(x, size=(size, size), mode='area')
+    return x
+
+
+def lpips(a: torch.Tensor, b: torch.Tensor, vgg: torch.nn.Module) -> torch.Tensor:
+    """[N] LPIPS(VGG16) distance with NVIDIA's projector conventions (area-resized to 256 when larger).
+
+    Args:
+        vgg: a ``ganinv_core.nets.vgg16.VGG16Features`` (see ``load_vgg16``).
+    """
+    _check(a, b, 'lpips')
+    if a.shape[1] == 1:
+        a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        return (vgg(to_vgg_input(a)) - vgg(to_vgg_input(b))).square().sum(1)
+
+
+__all__ = ['lpips', 'masked_mean', 'psnr', 'ssim', 'ssim_map', 'gaussian_window', 'to_vgg_input']

@@ -1,0 +1,163 @@
+"""StyleGAN2 building blocks: equalised-LR layers, resampling convolution, modulated convolution."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..ops import bias_act, setup_filter, upfirdn2d
+from ..ops.bias_act import ACTIVATIONS
+
+
+def normalize_2nd_moment(x, dim=1, eps=1e-8):
+    """x / sqrt(mean(x^2) + eps) along `dim`."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):
+    """Conv2d with optional FIR upsampling, NVIDIA's `conv2d_resample` numbers for down=1.
+
+    Args:
+        x: [N, groups*I, H, W].
+        w: [O, I, kh, kw] (O divisible by groups).
+        f: FIR filter [fh, fw] for up > 1 (from `setup_filter`).
+        up: integer upsampling factor.
+        padding: int, same on all sides (applied at the upsampled resolution).
+        groups: grouped convolution (the fused modulated conv uses groups = batch).
+        flip_weight: True = correlation (F.conv2d), False = true convolution.
+
+    Returns:
+        [N, O, H', W']; H' = H*up + 2*padding - kh + 1 for up > 1 with a 3x3 kernel (2H for conv0).
+    """
+    O, I, kh, kw = w.shape
+    if up == 1:
+        if not flip_weight and kh * kw > 1:
+            w = w.flip([2, 3])
+        return F.conv2d(x, w, padding=padding, groups=groups)
+    fw, fh = (1, 1) if f is None else (f.shape[-1], f.shape[0])
+    # Padding of the equivalent "zero-insert, pad, filter, conv" pipeline.
+    px0, px1 = padding + (fw + up - 1) // 2, padding + (fw - up) // 2
+    py0, py1 = padding + (fh + up - 1) // 2, padding + (fh - up) // 2
+    if kh == 1 and kw == 1:  # 1x1: convolve at low resolution, then upsample
+        x = F.conv2d(x, w, groups=groups)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up * up)
+    # Transposed strided conv (zero insertion + conv in one), then the FIR with the remaining padding.
+    if groups == 1:
+        w = w.transpose(0, 1)
+    else:
+        w = w.reshape(groups, O // groups, I, kh, kw).transpose(1, 2).reshape(groups * I, O // groups, kh, kw)
+    if flip_weight:  # conv_transpose2d convolves; pre-flip to correlate
+        w = w.flip([2, 3])
+    px0, px1, py0, py1 = px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)
+    pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
+    x = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
+    return upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up)
+
+
+def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
+                     flip_weight=True, fused_modconv=True):
+    """StyleGAN2 modulated (and demodulated) convolution.
+
+    w'[n,o,i] = weight[o,i] * s[n,i];  w''[n,o,i] = w'[n,o,i] / sqrt(sum_{i,k,k} w'^2 + 1e-8) (demodulate).
+    Fused: one grouped conv with the per-sample weights w''. Non-fused: scale the input by s, plain conv with
+    `weight`, scale the output by the demodulation coefficients (same numbers, no per-sample weights).
+
+    Args:
+        x: [N, I, H, W]; weight: [O, I, kh, kw]; styles: [N, I].
+        noise: added after the conv, broadcastable to [N, O, H', W'], or None.
+        up, padding, resample_filter, flip_weight: as in `conv2d_resample`.
+        demodulate: normalise each output channel to unit expected variance.
+        fused_modconv: the grouped-conv form (faster for small batches / inference).
+
+    Returns:
+        [N, O, H', W'] in x's dtype.
+    """
+    N = x.shape[0]
+    O, I, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:  # rescale before the fp16 products to avoid overflow
+        weight = weight * (1 / math.sqrt(I * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(N, 1, I, 1, 1)  # [N, O, I, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(N, I, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up, padding, flip_weight=flip_weight)
+        if demodulate:
+            d = dcoefs.to(x.dtype).reshape(N, O, 1, 1)
+            return x * d if noise is None else torch.addcmul(noise.to(x.dtype), x, d)
+        return x if noise is None else x + noise.to(x.dtype)
+    if demodulate:
+        w = w * dcoefs.reshape(N, O, 1, 1, 1)
+    x = x.reshape(1, N * I, *x.shape[2:])
+    x = conv2d_resample(x, w.reshape(N * O, I, kh, kw).to(x.dtype), resample_filter, up, padding, groups=N,
+                        flip_weight=flip_weight)
+    x = x.reshape(N, O, *x.shape[2:])
+    return x if noise is None else x.add_(noise.to(x.dtype))
+
+
+class FullyConnectedLayer(torch.nn.Module):
+    """Dense layer with equalised learning rate: y = act(x @ (W * lr_mul / sqrt(in)).T + b * lr_mul).
+
+    Args:
+        in_features, out_features: sizes.
+        bias: learnable bias.
+        activation: a key of `ops.ACTIVATIONS`.
+        lr_multiplier: equalised-LR multiplier (0.01 in the mapping network).
+        bias_init: initial bias value (1 for the style affines).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, activation='linear', lr_multiplier=1, bias_init=0):
+        super().__init__()
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = torch.nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x):
+        """x: [N, in_features] -> [N, out_features]."""
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == 'linear' and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+
+class Conv2dLayer(torch.nn.Module):
+    """Equalised-LR convolution with optional FIR upsampling (the resnet `skip` of the generator).
+
+    Args:
+        in_channels, out_channels, kernel_size: sizes.
+        bias: learnable bias; activation: a key of `ops.ACTIVATIONS`.
+        up: upsampling factor (1 or 2); resample_filter: low-pass filter taps.
+        conv_clamp: clamp the output to +-conv_clamp, or None.
+        channels_last: store the weight channels-last.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation='linear', up=1,
+                 resample_filter=(1, 3, 3, 1), conv_clamp=None, channels_last=False):
+        super().__init__()
+        self.activation, self.up, self.conv_clamp = activation, up, conv_clamp
+        self.register_buffer('resample_filter', setup_filter(list(resample_filter)))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.act_gain = ACTIVATIONS[activation].def_gain
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = torch.nn.Parameter(
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=fmt))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels])) if bias else None
+
+    def forward(self, x, gain=1):
+        """x: [N, I, H, W] -> [N, O, H*up, W*up]."""
+        w = self.weight * self.weight_gain
+        x = conv2d_resample(x, w.to(x.dtype), self.resample_filter, self.up, self.padding,
+                            flip_weight=(self.up == 1))
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+

@@ -1,0 +1,238 @@
+"""The compiled ops: loading, autograd, fake kernels, and the two entry points the public ops call.
+
+`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d}` come from `ganinv_core._C` (built by setup.py)
+or, for a device whose kernels it lacks, from a just-in-time build (`_jit`). Autograd: bias_act's
+backward is `bias_act_grad(order=1)`, whose own backward uses `order=2` (second derivatives; third
+order is not supported); upfirdn2d's backward is upfirdn2d with up/down swapped, so any order works.
+"""
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from . import _jit
+
+OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d')
+ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
+             'swish': 8}  # csrc/ganinv_ops.h `Act`
+_HAS_2ND = {ACT_CODES[a] for a in ('tanh', 'sigmoid', 'elu', 'selu', 'softplus', 'swish')}
+DTYPES = {'cpu': (torch.float32, torch.float64),
+          'cuda': (torch.float32, torch.float64, torch.float16, torch.bfloat16)}
+_DISPATCH_KEY = {'cpu': 'CPU', 'cuda': 'CUDA'}
+
+_lock = threading.Lock()
+_status = {}        # device type -> (ok, reason)
+_import_error = []  # why `import ganinv_core._C` failed ([] = not tried / fine)
+_registered = []
+
+
+class ExtUnavailableError(RuntimeError):
+    """The compiled kernels were requested (GANINV_OPS=ext / impl='ext') but cannot be used."""
+
+
+def csrc_dir():
+    """The kernel sources: next to the package (editable install) or inside it; None if absent."""
+    here = Path(__file__).resolve().parent.parent  # ganinv_core/
+    for d in (here.parent / 'csrc', here / 'csrc'):
+        if (d / 'registration.cpp').is_file():
+            return d
+    return None
+
+
+def _has_kernels(key):
+    try:
+        return all(torch._C._dispatch_has_kernel_for_dispatch_key(f'ganinv::{op}', key) for op in OPS)
+    except RuntimeError:  # the schemas are not registered at all
+        return False
+
+
+def _import_c():
+    if _has_kernels('CPU') or _import_error:
+        return
+    try:
+        import ganinv_core._C  # noqa: F401  (registers the ops)
+    except ImportError as e:
+        _import_error.append(f'ganinv_core._C is not importable ({e})')
+
+
+def _jit_enabled():
+    return os.environ.get('GANINV_JIT', '1') != '0'
+
+
+def _load(dev):
+    """Make the kernels for device type `dev` available if possible; return (ok, reason)."""
+    if dev not in _DISPATCH_KEY:
+        return False, f'no compiled kernels for device type {dev!r}'
+    if dev == 'cuda' and torch.version.cuda is None:
+        return False, 'this torch build has no CUDA support'
+    _import_c()
+    if not _has_kernels('CPU'):  # the schemas + CPU kernels live together
+        if not _jit_enabled():
+            return False, f'{_import_error[0] if _import_error else "no CPU kernels"}; just-in-time build disabled (GANINV_JIT=0)'
+        src = csrc_dir()
+        if src is None:
+            return False, f'{_import_error[0]}, and the kernel sources (csrc/) are not installed'
+        try:
+            _jit.build_and_load('ganinv_cpu', sorted(src.glob('*.cpp')), with_cuda=False)
+        except _jit.BuildError as e:
+            return False, str(e)
+    if dev == 'cuda' and not _has_kernels('CUDA'):
+        if not _jit_enabled():
+            return False, 'ganinv_core._C was built without CUDA kernels; just-in-time build disabled (GANINV_JIT=0)'
+        src = csrc_dir()
+        if src is None:
+            return False, 'ganinv_core._C was built without CUDA kernels and the sources (csrc/) are not installed'
+        try:
+            _jit.build_and_load('ganinv_cuda', [src / 'ops_common.cpp'] + sorted(src.glob('*.cu')), with_cuda=True)
+        except _jit.BuildError as e:
+            return False, str(e)
+    if not _has_kernels(_DISPATCH_KEY[dev]):
+        return False, f'the loaded library has no {dev} kernels'
+    _register_python_parts()
+    return True, ''
+
+
+def available(dev: str):
+    """(ok, reason) for the compiled kernels on device type `dev` ('cpu', 'cuda'); cached per process."""
+    if dev not in _status:
+        with _lock:
+            if dev not in _status:
+                _status[dev] = _load(dev)
+    return _status[dev]
+
+
+def reset_cache():
+    """Forget the per-process availability results (tests, doctor)."""
+    _status.clear()
+
+
+def _ensure(x):
+    if not _registered or x.device.type not in _status:
+        ok, reason = available(x.device.type)
+        if not ok:
+            raise ExtUnavailableError(f'ganinv: the compiled kernels are unavailable on {x.device.type}: {reason}')
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry points called by ops.bias_act / ops.upfirdn2d with normalised arguments.
+
+def bias_act_ext(x, b, dim, act, alpha, gain, clamp):
+    """Compiled bias_act: `x` any shape; `b` [x.shape[dim]] or None; alpha, gain floats; clamp float or None."""
+    _ensure(x)
+    b = x.new_empty([0]) if b is None else b.to(device=x.device, dtype=x.dtype)
+    return torch.ops.ganinv.bias_act(x, b, dim, ACT_CODES[act], float(alpha), float(gain),
+                                     -1.0 if clamp is None else float(clamp))
+
+
+def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
+    """Compiled upfirdn2d: x [N, C, H, W]; f float32 [fh, fw] or separable [fw]; the rest ints/bool/float."""
+    _ensure(x)
+    f = f.to(device=x.device, dtype=torch.float32)
+    return torch.ops.ganinv.upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
+                                      bool(flip_filter), float(gain))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Autograd and fake (meta) kernels, registered once the schemas exist.
+
+def _reduce_bias(dx, b, dim):
+    """db [C] from dx: the sum over every axis but `dim`."""
+    if not b.numel():
+        return None
+    axes = [i for i in range(dx.ndim) if i != dim]
+    return dx.sum(axes) if axes else dx  # (sum over [] would reduce everything)
+
+
+def _bias_act_setup(ctx, inputs, output):
+    x, b, dim, act, alpha, gain, clamp = inputs
+    ctx.save_for_backward(x, b)
+    ctx.args = (dim, act, alpha, gain, clamp)
+
+
+def _bias_act_backward(ctx, gy):
+    x, b = ctx.saved_tensors
+    dim = ctx.args[0]
+    dx = torch.ops.ganinv.bias_act_grad(gy, x, b, 1, *ctx.args)
+    db = _reduce_bias(dx, b, dim) if ctx.needs_input_grad[1] else None
+    return dx, db, None, None, None, None, None
+
+
+def _grad_setup(ctx, inputs, output):
+    g, x, b, order, dim, act, alpha, gain, clamp = inputs
+    ctx.save_for_backward(g, x, b)
+    ctx.order = order
+    ctx.args = (dim, act, alpha, gain, clamp)
+
+
+def _grad_backward(ctx, gdx):
+    # dx = g * gain * act^(k)(x + b) * mask  ->  d/dg = same op on gdx;  d/dx = order k+1 on gdx * g.
+    g, x, b = ctx.saved_tensors
+    dim, act = ctx.args[0], ctx.args[1]
+    dg = torch.ops.ganinv.bias_act_grad(gdx, x, b, ctx.order, *ctx.args) if ctx.needs_input_grad[0] else None
+    dx = db = None
+    if (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]) and act in _HAS_2ND:
+        if ctx.order >= 2:
+            raise RuntimeError('bias_act: third-order gradients are not supported by the compiled kernels')
+        dx = torch.ops.ganinv.bias_act_grad(gdx * g, x, b, 2, *ctx.args)
+        db = _reduce_bias(dx, b, dim) if ctx.needs_input_grad[2] else None
+    return dg, dx, db, None, None, None, None, None, None
+
+
+def _upfirdn_setup(ctx, inputs, output):
+    x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain = inputs
+    ctx.save_for_backward(f)
+    ctx.args = (upx, upy, downx, downy, padx0, pady0, flip, gain)
+    ctx.in_hw = (x.shape[2], x.shape[3])
+    ctx.out_hw = (output.shape[2], output.shape[3])
+
+
+def _upfirdn_backward(ctx, gy):
+    # The adjoint of upfirdn2d is upfirdn2d with up/down swapped, the filter flipped, and these pads.
+    if ctx.needs_input_grad[1]:
+        raise RuntimeError('upfirdn2d: gradients with respect to the filter are not supported by the compiled kernels')
+    (f,) = ctx.saved_tensors
+    upx, upy, downx, downy, padx0, pady0, flip, gain = ctx.args
+    (ih, iw), (oh, ow) = ctx.in_hw, ctx.out_hw
+    fw, fh = f.shape[-1], f.shape[0]
+    p = [fw - padx0 - 1, iw * upx - ow * downx + padx0 - upx + 1,
+         fh - pady0 - 1, ih * upy - oh * downy + pady0 - upy + 1]
+    dx = torch.ops.ganinv.upfirdn2d(gy, f, downx, downy, upx, upy, *p, not flip, gain)
+    return (dx,) + (None,) * 11
+
+
+def _out_like(x):
+    """Fake output laid out as the kernels lay out theirs (x's strides when dense, else contiguous)."""
+    if x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return torch.empty_like(x)
+    return x.new_empty(x.shape)
+
+
+def _fake_bias_act(x, b, dim, act, alpha, gain, clamp):
+    return _out_like(x)
+
+
+def _fake_bias_act_grad(g, x, b, order, dim, act, alpha, gain, clamp):
+    return _out_like(x)
+
+
+def _fake_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain):
+    fw, fh = f.shape[-1], f.shape[0]
+    oh = (x.shape[2] * upy + pady0 + pady1 - fh) // downy + 1
+    ow = (x.shape[3] * upx + padx0 + padx1 - fw) // downx + 1
+    cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    y = x.new_empty([x.shape[0], x.shape[1], oh, ow])
+    return y.contiguous(memory_format=torch.channels_last) if cl else y
+
+
+def _register_python_parts():
+    if _registered:
+        return
+    _registered.append(True)
+    lib = 'ganinv::'
+    torch.library.register_fake(lib + 'bias_act')(_fake_bias_act)
+    torch.library.register_fake(lib + 'bias_act_grad')(_fake_bias_act_grad)
+    torch.library.register_fake(lib + 'upfirdn2d')(_fake_upfirdn2d)
+    torch.library.register_autograd(lib + 'bias_act', _bias_act_backward, setup_context=_bias_act_setup)
+    torch.library.register_autograd(lib + 'bias_act_grad', _grad_backward, setup_context=_grad_setup)
+    torch.library.register_autograd(lib + 'upfirdn2d', _upfirdn_backward, setup_context=_upfirdn_setup)

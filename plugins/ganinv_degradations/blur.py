@@ -1,0 +1,71 @@
+"""Deblurring: a Gaussian blur (sigma, size) or a kernel read from an image or a ``.npy`` file."""
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganinv_core.hooks import Degradation, Param
+
+
+def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
+    """[size, size] normalised Gaussian, centred (size odd)."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-r.square() / (2 * sigma ** 2))
+    k = g[:, None] * g[None, :]
+    return (k / k.sum()).float()
+
+
+def read_kernel(path: str) -> torch.Tensor:
+    """A 2-D kernel from ``.npy`` (no pickles) or an image (converted to grey), normalised to sum 1."""
+    try:
+        if path.lower().endswith('.npy'):
+            k = np.load(path, allow_pickle=False).astype(np.float64)
+        else:
+            from PIL import Image
+            with Image.open(path) as im:
+                k = np.asarray(im.convert('F'), dtype=np.float64)
+    except (OSError, ValueError) as e:
+        raise ValueError(f'blur kernel {path!r}: cannot read it ({e})') from None
+    if k.ndim != 2 or not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
+        raise ValueError(f'blur kernel {path!r}: need a finite, non-negative 2-D array with a positive sum')
+    return torch.from_numpy(k / k.sum()).float()
+
+
+class Blur(Degradation):
+    name = 'blur'
+    help = 'Gaussian blur, or a kernel from an image / .npy file (deblurring)'
+    params = (Param('sigma', float, 2.0, 'Gaussian standard deviation in pixels'),
+              Param('size', int, 0, 'kernel side (odd); 0 = 2*ceil(3*sigma)+1'),
+              Param('kernel', str, None, 'path of a kernel image or .npy file (overrides sigma and size)'))
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.kernel:
+            if not os.path.isfile(self.kernel):
+                raise self.fail('kernel', 'is not a file')
+            k = read_kernel(self.kernel)
+        else:
+            if self.sigma <= 0:
+                raise self.fail('sigma', 'must be > 0')
+            size = self.size or 2 * math.ceil(3 * self.sigma) + 1
+            if size < 1 or size % 2 == 0:
+                raise self.fail('size', 'must be a positive odd number')
+            k = gaussian_kernel(self.sigma, size)
+        self.register_buffer('weight', k, persistent=False)
+
+    def _pad(self):
+        kh, kw = self.weight.shape  # asymmetric for even sides: the output stays aligned with the input
+        return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+
+    def forward(self, x):
+        """Depthwise convolution [N,C,H,W] -> [N,C,H,W], edges replicated (a convex mix stays in [-1, 1])."""
+        c = x.shape[1]
+        k = self.weight.flip(0, 1).to(x.dtype).expand(c, 1, *self.weight.shape)  # true convolution
+        return F.conv2d(F.pad(x, self._pad(), mode='replicate'), k, groups=c)
+
+    def transform_mask(self, m):
+        """A pixel stays known only if every pixel under the kernel is known (erosion)."""
+        hole = F.pad(1 - m, self._pad(), mode='replicate')
+        return 1 - F.max_pool2d(hole, tuple(self.weight.shape), stride=1)

@@ -1,0 +1,12 @@
+"""Latent prior: squared distance of w to the mean latent."""
+from ganinv_core.hooks import Loss
+
+
+class LatentDist(Loss):
+    name = 'latent-dist'
+    help = '||w - w_avg||^2 (mean over the rows of a W+ latent); 0.5 suits colourisation, 0.7 inpainting'
+    default_weight = 0.001
+
+    def forward(self, ctx):
+        """w [N,K,D], w_avg broadcastable -> [N] mean_k sum_d (w - w_avg)^2."""
+        return (ctx.w - ctx.w_avg.to(ctx.w.dtype)).square().sum(-1).reshape(ctx.w.shape[0], -1).mean(1)

@@ -1,0 +1,21 @@
+"""Pixel losses on the degraded images: mean squared and mean absolute error over known pixels."""
+from ganinv_core.hooks import Loss
+from ganinv_core.metrics import masked_mean
+
+
+class MSE(Loss):
+    name = 'mse'
+    help = 'mean squared error over known pixels'
+
+    def forward(self, ctx):
+        """[N] mean_(known c,h,w) (pred - target)^2."""
+        return masked_mean((ctx.pred - ctx.target).square(), ctx.mask)
+
+
+class L1(Loss):
+    name = 'l1'
+    help = 'mean absolute error over known pixels'
+
+    def forward(self, ctx):
+        """[N] mean_(known c,h,w) |pred - target|."""
+        return masked_mean((ctx.pred - ctx.target).abs(), ctx.mask)

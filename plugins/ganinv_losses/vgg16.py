@@ -1,0 +1,37 @@
+"""LPIPS-style VGG16 perceptual distance, with NVIDIA's projector semantics."""
+from ganinv_core.hooks import Loss, Param
+from ganinv_core.metrics import to_vgg_input
+from ganinv_core.nets.vgg16 import load_vgg16
+
+_NETS = {}  # (source, device) -> frozen VGG16Features, shared by every instance
+
+
+def _net(source, device):
+    key = (source, str(device))
+    if key not in _NETS:
+        _NETS[key] = load_vgg16(source, device)
+    return _NETS[key]
+
+
+class VGG16(Loss):
+    name = 'vgg16'
+    help = "LPIPS(VGG16) distance as in NVIDIA's projector (images to [0,255], area-resized to 256)"
+    params = (Param('weights', str, None, "NVIDIA's vgg16.pt (default: downloaded), a path, "
+                                          "'torchvision.pth+lpips_heads.pth', or 'random'"),)
+    test_params = {'weights': 'random'}
+
+    def prepare(self, target, mask):
+        """Target features [N, F], computed once (the VGG weights are frozen)."""
+        self.vgg = _net(self.weights, target.device)
+        self.target_features = self.vgg(to_vgg_input(self._rgb(target).detach())).detach()
+
+    @staticmethod
+    def _rgb(x):
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+    def forward(self, ctx):
+        """[N] (f_t - f_s)^2 summed per image. Holes need no mask: both sides are black there."""
+        if getattr(self, 'target_features', None) is None:
+            self.prepare(ctx.target, ctx.mask)
+        f = self.vgg(to_vgg_input(self._rgb(ctx.pred)))
+        return (self.target_features - f).square().sum(1)

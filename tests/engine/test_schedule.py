@@ -1,0 +1,51 @@
+
+import pytest
+import torch
+
+from ganinv_core.engine import _schedule as S
+from ganinv_core.engine._adam import Adam
+
+
+@pytest.mark.parametrize('t, want', [(0.0, 0.0), (0.025, 0.05), (0.05, 0.1), (0.5, 0.1), (0.75, 0.1),
+                                     (0.875, 0.05), (1.0, 0.0)])
+def test_lr_ramp_matches_projector(t, want):
+    assert S.lr_at(t) == pytest.approx(want, abs=1e-12)
+
+
+def test_w_noise_ramp():
+    assert S.w_noise_at(0.0, 2.0) == pytest.approx(0.1)
+    assert S.w_noise_at(0.375, 2.0) == pytest.approx(0.1 * 0.25)
+    assert S.w_noise_at(0.75, 2.0) == 0.0 and S.w_noise_at(0.9, 2.0) == 0.0
+
+
+def test_schedule_tensors():
+    lrs, noise = S.schedule(200, 3.0, lr=0.2)
+    assert lrs.shape == noise.shape == (200,)
+    for s in (0, 7, 10, 150, 199):
+        assert float(lrs[s]) == pytest.approx(S.lr_at(s / 200, 0.2), rel=1e-6)
+        assert float(noise[s]) == pytest.approx(3.0 * 0.05 * max(0, 1 - s / 200 / 0.75) ** 2, rel=1e-6)
+
+
+def test_adam_equals_torch_adam():
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    ours, ref = Adam([a]), torch.optim.Adam([b], betas=(0.9, 0.999))
+    for step, lr in enumerate([0.0, 0.05, 0.1, 0.1, 0.02]):
+        target = torch.full((3, 4), float(step))
+        for p in (a, b):
+            (p - target).square().sum().backward()
+        ours.step(torch.tensor(lr))
+        ref.param_groups[0]['lr'] = lr
+        ref.step()
+        ours.zero_grad()
+        ref.zero_grad()
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_adam_skips_on_flag():
+    p = torch.ones(3, requires_grad=True)
+    opt = Adam([p])
+    p.grad = torch.ones(3)
+    opt.step(torch.tensor(0.1), ok=torch.tensor(False))
+    assert torch.equal(p.detach(), torch.ones(3)) and torch.equal(opt.m[0], torch.zeros(3))

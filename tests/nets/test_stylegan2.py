@@ -1,0 +1,157 @@
+"""The generator against NVIDIA's own outputs (tests/fixtures/nvidia-tiny) and its structural invariants."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ganinv_core.nets import Generator, modulated_conv2d
+from ganinv_core.ops import setup_filter
+
+FIX = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'nvidia-tiny')
+
+
+@pytest.fixture(scope='module')
+def nvidia():
+    cfg = json.load(open(os.path.join(FIX, 'ada32_config.json')))['init_kwargs']
+    state = np.load(os.path.join(FIX, 'ada32_state.npz'))
+    ref = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(FIX, 'ada32_reference.npz')).items()}
+    G = Generator(**cfg).eval().requires_grad_(False)
+    G.load_state_dict({k: torch.from_numpy(state[k]) for k in state.files}, strict=True)
+    return G, ref, list(state.files)
+
+
+def test_state_dict_names_and_order_match_nvidia(nvidia):
+    G, _, names = nvidia  # the fixture lists NVIDIA's parameters, then its buffers, each in module order
+    assert [n for n, _ in G.named_parameters()] + [n for n, _ in G.named_buffers()] == names
+    keys = list(G.state_dict())
+    assert sorted(keys) == sorted(names) and keys[0] == 'synthesis.b4.const'
+    assert max(i for i, k in enumerate(keys) if k.startswith('synthesis.')) < keys.index('mapping.fc0.weight')
+    assert G.num_ws == 8 and G.synthesis.num_ws == 8
+
+
+def test_mapping_reproduces_nvidia(nvidia):
+    G, ref, _ = nvidia
+    assert (G.mapping(ref['z'], None) - ref['ws']).abs().max() <= 1e-4
+    assert (G.mapping(ref['z'], None, truncation_psi=0.7) - ref['ws_trunc07']).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize('fused', [True, False, None])
+def test_synthesis_reproduces_nvidia(nvidia, fused):
+    G, ref, _ = nvidia
+    for ws, mode, key in ((ref['ws'], 'const', 'img_const'), (ref['ws'], 'none', 'img_none'),
+                          (ref['ws_trunc07'], 'const', 'img_trunc07_const')):
+        img = G.synthesis(ws, noise_mode=mode, fused_modconv=fused)
+        assert img.dtype == torch.float32 and img.shape == ref[key].shape
+        assert (img - ref[key]).abs().max() <= 1e-4, (key, fused)
+    img = G(ref['z'], None, truncation_psi=0.7, noise_mode='const', fused_modconv=fused)
+    assert (img - ref['img_trunc07_const']).abs().max() <= 1e-4
+
+
+def test_truncation_cutoff(nvidia):
+    G, ref, _ = nvidia
+    ws = G.mapping(ref['z'], None, truncation_psi=0.5, truncation_cutoff=3)
+    torch.testing.assert_close(ws[:, 3:], ref['ws'][:, 3:])
+    torch.testing.assert_close(ws[:, :3], G.mapping.w_avg.lerp(ref['ws'][:, :3], 0.5))
+
+
+def test_noise_override_and_modes(nvidia):
+    G, ref, _ = nvidia
+    layers = G.synthesis.noise_layers()
+    assert layers[:3] == [('b4.conv1', 4), ('b8.conv0', 8), ('b8.conv1', 8)] and len(layers) == 7
+    const = {name: G.synthesis.get_submodule(name).noise_const[None, None].expand(4, 1, r, r) for name, r in layers}
+    torch.testing.assert_close(G.synthesis(ref['ws'], noise_mode='none', noise=const), ref['img_const'],
+                               atol=1e-4, rtol=0)
+    zeros = {name: torch.zeros(1, 1, r, r) for name, r in layers}
+    torch.testing.assert_close(G.synthesis(ref['ws'], noise=zeros), ref['img_none'], atol=1e-4, rtol=0)
+    a, b = (G.synthesis(ref['ws'][:1], noise_mode='random') for _ in range(2))
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match='b5.conv1'):
+        G.synthesis(ref['ws'], noise={'b5.conv1': zeros['b4.conv1']})
+    with pytest.raises(ValueError, match='ws must be'):
+        G.synthesis(ref['ws'][:, :3])
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_gradients_reach_ws_and_noise(nvidia, fused):
+    G, ref, _ = nvidia
+    ws = ref['ws'][:2].clone().requires_grad_(True)
+    noise = {name: torch.randn(2, 1, r, r, requires_grad=True) for name, r in G.synthesis.noise_layers()}
+    G.synthesis(ws, noise=noise, fused_modconv=fused).square().sum().backward()
+    assert ws.grad is not None and ws.grad.abs().sum() > 0
+    assert all(n.grad is not None and n.grad.abs().sum() > 0 for n in noise.values())
+    assert all(p.grad is None for p in G.parameters())
+    # fused and non-fused modconv give the same gradient
+    ws2 = ref['ws'][:2].clone().requires_grad_(True)
+    G.synthesis(ws2, noise={k: v.detach() for k, v in noise.items()}, fused_modconv=not fused).square().sum().backward()
+    torch.testing.assert_close(ws.grad, ws2.grad, atol=1e-3 * ws.grad.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('up', [1, 2])
+def test_modulated_conv2d_gradcheck(fused, up):
+    x, w = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    s = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    n = torch.randn(2, 1, 4 * up, 4 * up, dtype=torch.float64, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1]).double()
+    fn = lambda s, n: modulated_conv2d(x, w, s, n, up=up, padding=1, resample_filter=f,  # noqa: E731
+                                       flip_weight=(up == 1), fused_modconv=fused)
+    assert torch.autograd.gradcheck(fn, (s, n), fast_mode=True)
+
+
+def _small(**synthesis_kwargs):
+    torch.manual_seed(0)
+    return Generator(16, 0, 16, 16, 3, mapping_kwargs=dict(num_layers=2),
+                     synthesis_kwargs=dict(channel_base=128, channel_max=16, **synthesis_kwargs)).eval()
+
+
+@pytest.mark.parametrize('arch', ['skip', 'resnet', 'orig'])
+def test_architectures(arch):
+    G = _small(architecture=arch)
+    names = G.state_dict().keys()
+    assert ('synthesis.b8.skip.weight' in names) == (arch == 'resnet')
+    assert ('synthesis.b8.torgb.weight' in names) == (arch == 'skip')
+    assert 'synthesis.b16.torgb.weight' in names and G.num_ws == 6
+    ws = G.mapping(torch.randn(2, 16), None)
+    a = G.synthesis(ws, fused_modconv=True)
+    assert a.shape == (2, 3, 16, 16) and torch.isfinite(a).all()
+    torch.testing.assert_close(G.synthesis(ws, fused_modconv=False), a, atol=1e-4, rtol=1e-4)
+    assert json.loads(json.dumps(G.init_kwargs))['synthesis_kwargs']['architecture'] == arch
+    assert list(Generator(**G.init_kwargs).state_dict()) == list(names)
+
+
+def test_conv_clamp_bounds_layer_outputs():
+    G = _small(conv_clamp=0.05)
+    seen = []
+    for m in G.synthesis.modules():
+        if type(m).__name__ in ('SynthesisLayer', 'ToRGBLayer'):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.abs().max().item()))
+    G(torch.randn(2, 16), None)
+    assert len(seen) == 8 and max(seen) <= 0.05 + 1e-7 and max(seen) > 0.04
+
+
+def test_fp16_blocks_stay_fp32_on_cpu():
+    a, b = _small(num_fp16_res=2), _small(num_fp16_res=0)
+    assert a.synthesis.b16.use_fp16 and a.synthesis.b8.use_fp16 and not b.synthesis.b16.use_fp16
+    b.load_state_dict(a.state_dict())
+    ws = a.mapping(torch.randn(2, 16), None)
+    out = a.synthesis(ws)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, b.synthesis(ws))
+
+
+def test_training_mode_updates_w_avg_and_uses_nonfused():
+    G = _small().train()
+    before = G.mapping.w_avg.clone()
+    G.mapping(torch.randn(4, 16), None)
+    assert not torch.equal(before, G.mapping.w_avg)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_fp16_on_cuda_close_to_fp32(nvidia):
+    G = _small(num_fp16_res=2, conv_clamp=256).cuda()
+    ws = G.mapping(torch.randn(2, 16, device='cuda'), None)
+    a, b = G.synthesis(ws), G.synthesis(ws, force_fp32=True)
+    assert a.dtype == torch.float32 and (a - b).abs().max() < 0.05

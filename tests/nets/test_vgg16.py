@@ -1,0 +1,139 @@
+"""VGG16Features: the LPIPS formula, and the three weight sources (random, torchvision + heads, NVIDIA TorchScript)."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganinv_core.nets import vgg16 as V
+
+from ganinv_losses.vgg16 import _net
+
+NET = _net('random', 'cpu')  # the random network shared with the loss tests (built once)
+pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:DeprecationWarning')
+
+
+def _lpips_reference(net, a, b):
+    """LPIPS as its authors write it: normalise, squared diff, 1x1 lin, spatial mean, sum over levels."""
+    d = 0
+    for fa, fb, w in zip(net.levels(a), net.levels(b), net.lins):
+        na = fa / (fa.square().sum(1, keepdim=True).sqrt() + 1e-10)
+        nb = fb / (fb.square().sum(1, keepdim=True).sqrt() + 1e-10)
+        d = d + F.conv2d((na - nb) ** 2, w.view(1, -1, 1, 1)).mean((1, 2, 3))
+    return d
+
+
+def test_random_source_is_seeded():
+    a, b = V.random_vgg16(3), V.random_vgg16(3)
+    assert torch.equal(a.convs[5].weight, b.convs[5].weight) and (a.lin2 > 0).all()
+
+
+def test_features_give_lpips_distance():
+    a, b = torch.rand(2, 3, 32, 32) * 255, torch.rand(2, 3, 32, 32) * 255
+    d = (NET(a) - NET(b)).square().sum(1)
+    torch.testing.assert_close(d, _lpips_reference(NET, a, b), rtol=1e-4, atol=1e-6)
+    assert NET(a).shape == (2, 64 * 32 * 32 + 128 * 16 * 16 + 256 * 64 + 512 * 16 + 512 * 4)
+    assert not any(p.requires_grad for p in NET.parameters()) and not NET.training
+
+
+def test_scaling_layer_matches_lpips_on_minus1_1():
+    x = torch.rand(1, 3, 16, 16) * 255
+    conv0 = NET.convs[0]
+    lp = ((x / 127.5 - 1) - torch.tensor(V.SHIFT).view(1, 3, 1, 1)) / torch.tensor(V.SCALE).view(1, 3, 1, 1)
+    torch.testing.assert_close(NET.levels(x)[0], F.relu(NET.convs[1](F.relu(conv0(lp)))))
+
+
+def _tensors():
+    convs = [(c.weight.detach().clone(), c.bias.detach().clone()) for c in NET.convs]
+    return convs, [w.clone() for w in NET.lins]
+
+
+def test_torchvision_state_dict_plus_heads(tmp_path):
+    convs, lins = _tensors()
+    idx = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]               # torchvision's features.N
+    sd = {f'features.{i}.{k}': t for i, (w, b) in zip(idx, convs) for k, t in (('weight', w), ('bias', b))}
+    sd['classifier.0.weight'] = torch.zeros(4, 4)
+    torch.save(sd, tmp_path / 'vgg16-tv.pth')
+    torch.save({f'lin{k}.model.1.weight': w.view(1, -1, 1, 1) for k, w in enumerate(lins)}, tmp_path / 'vgg.pth')
+    net = V.load_vgg16(f'{tmp_path / "vgg16-tv.pth"}+{tmp_path / "vgg.pth"}')
+    x = torch.rand(1, 3, 32, 32) * 255
+    torch.testing.assert_close(net(x), NET(x))
+    if V._lpips_package_heads() is None:
+        with pytest.raises(V.VGG16Error, match='no LPIPS linear heads'):
+            V.load_vgg16(str(tmp_path / 'vgg16-tv.pth'))
+
+
+class _NvidiaLike(torch.nn.Module):
+    """A module with NVIDIA's vgg16.pt call signature; names unlike ours, heads stored before the trunk."""
+
+    def __init__(self, convs, lins):
+        super().__init__()
+        self.lin_weights = torch.nn.ParameterList([torch.nn.Parameter(w.view(1, -1, 1, 1)) for w in lins])
+        self.layers = torch.nn.ModuleList()
+        for w, b in convs:
+            c = torch.nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
+            c.weight.data.copy_(w), c.bias.data.copy_(b)
+            self.layers.append(c)
+
+    def forward(self, img, resize_images: bool = False, return_lpips: bool = False):
+        x = (img / 127.5 - 1 - torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1)) / \
+            torch.tensor([.458, .448, .450]).view(1, 3, 1, 1)
+        outs = []
+        i = 0
+        for layer in self.layers:
+            if i in (2, 4, 7, 10):
+                x = F.max_pool2d(x, 2)
+            x = F.relu(layer(x))
+            if i in (1, 3, 6, 9, 12):
+                outs.append(x)
+            i += 1
+        feats = []
+        j = 0
+        for w in self.lin_weights:
+            f = outs[j]
+            f = f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)
+            feats.append((f * (w / (f.shape[2] * f.shape[3])).sqrt()).flatten(1))
+            j += 1
+        return torch.cat(feats, 1)
+
+
+def test_nvidia_torchscript_by_order_and_shape(tmp_path):
+    ref = _NvidiaLike(*_tensors())
+    scripted = torch.jit.script(ref)
+    scripted.save(str(tmp_path / 'vgg16.pt'))
+    net = V.load_vgg16(str(tmp_path / 'vgg16.pt'))
+    x = torch.rand(2, 3, 32, 32) * 255
+    torch.testing.assert_close(net(x), scripted(x, resize_images=False, return_lpips=True), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in net.parameters())
+
+
+def test_torchscript_reader_refuses_code(tmp_path):
+    import pickle
+    import zipfile
+    with zipfile.ZipFile(tmp_path / 'evil.pt', 'w') as z:
+        z.writestr('evil/data.pkl', pickle.dumps(os.system, protocol=2))
+        z.writestr('evil/constants.pkl', b'')
+    with pytest.raises(V.VGG16Error, match='not allowed'):
+        V.load_vgg16(str(tmp_path / 'evil.pt'))
+
+
+def test_not_a_vgg_names_what_is_missing(tmp_path):
+    torch.jit.script(torch.nn.Conv2d(3, 8, 3)).save(str(tmp_path / 'small.pt'))
+    with pytest.raises(V.VGG16Error, match=r'no 64x3x3x3 convolution'):
+        V.load_vgg16(str(tmp_path / 'small.pt'))
+    with pytest.raises(V.VGG16Error, match='no such file'):
+        V.load_vgg16(str(tmp_path / 'missing.pt'))
+
+
+def test_download_cached_atomic_and_offline_error(tmp_path, monkeypatch):
+    monkeypatch.setenv('GANINV_CACHE', str(tmp_path / 'cache'))
+    src = tmp_path / 'remote.bin'
+    src.write_bytes(b'x' * 3000)
+    path = V.download(src.as_uri(), 'vgg16.pt')
+    assert path == str(tmp_path / 'cache' / 'vgg16.pt') and open(path, 'rb').read() == b'x' * 3000
+    assert os.listdir(tmp_path / 'cache') == ['vgg16.pt']               # no partial file left
+    src.unlink()
+    assert V.download(src.as_uri(), 'vgg16.pt') == path                  # cached: no network
+    with pytest.raises(V.VGG16Error, match=r'cannot download other.pt .*pass its path .*vgg16:weights='):
+        V.download((tmp_path / 'nothere').as_uri(), 'other.pt')
+    assert os.listdir(tmp_path / 'cache') == ['vgg16.pt']

@@ -1,0 +1,167 @@
+"""Compiled bias_act (torch.ops.ganinv) against the reference `_bias_act_ref`.
+
+Inputs are drawn fresh every run (the seed is in each failure message) and outputs are NaN-poisoned
+(GANINV_DEBUG_POISON=1) so an element a kernel forgets to write cannot pass. Tolerances: float64
+1e-10; float32 1e-5 (CPU and CUDA); float16 rtol 4e-3 / atol 2e-3 and bfloat16 rtol 3e-2 / atol 2e-2
+against the float64 reference of the same (rounded) inputs: half an output ulp plus float accumulation.
+"""
+import secrets
+
+import pytest
+import torch
+
+from ganinv_core.ops import _ext
+from ganinv_core.ops.bias_act import ACTIVATIONS, _bias_act_ref
+
+CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                      reason='no CUDA device')])
+DEVICES = ['cpu', CUDA]
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (4e-3, 2e-3),
+       torch.bfloat16: (3e-2, 2e-2)}  # (rtol, atol)
+
+# (shape, dim, layout): batch 1, odd sizes, channels_last, non-contiguous, bias on a non-channel axis.
+CASES = [((1, 3, 4, 4), 1, 'contiguous'), ((2, 5, 7, 3), 1, 'channels_last'), ((3, 4, 5, 6), 1, 'strided'),
+         ((7, 9), 1, 'contiguous'), ((6, 5, 3), 0, 'contiguous'), ((2, 3, 5, 4), 2, 'channels_last'),
+         ((1, 1, 1, 1), 1, 'contiguous'), ((11,), 0, 'contiguous'), ((2, 4, 3, 3), 3, 'strided')]
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    monkeypatch.setenv('GANINV_DEBUG_POISON', '1')
+    ok, reason = _ext.available('cpu')
+    assert ok, reason
+
+
+@pytest.fixture
+def gen():
+    seed = secrets.randbits(31)
+    g = torch.Generator().manual_seed(seed)
+    return g
+
+
+def draw(shape, layout, dtype, device, gen, scale=1.5):
+    """A random tensor of `shape` in the given memory layout ('contiguous', 'channels_last', 'strided')."""
+    if layout == 'strided':  # a transposed view of a bigger tensor, then sliced: neither layout is dense
+        big = torch.randn(*shape[:-2], shape[-1], 2 * shape[-2], generator=gen, dtype=torch.float64)
+        t = big.transpose(-1, -2)[..., ::2, :]
+    else:
+        t = torch.randn(shape, generator=gen, dtype=torch.float64)
+    t = (t * scale).to(device=device, dtype=dtype)
+    if layout == 'channels_last':
+        t = t.contiguous(memory_format=torch.channels_last)
+        assert not t.is_contiguous()
+    return t
+
+
+def params(act, clamp):
+    spec = ACTIVATIONS[act]
+    alpha = 0.3 if act == 'lrelu' else spec.def_alpha
+    return alpha, spec.def_gain, clamp
+
+
+def both(x, b, dim, act, clamp):
+    alpha, gain, clamp = params(act, clamp)
+    return (_ext.bias_act_ext(x, b, dim, act, alpha, gain, clamp),
+            _bias_act_ref(x, b, dim, act, alpha, gain, clamp))
+
+
+def grads(y, inputs, gy, create_graph=False):
+    g = torch.autograd.grad(y, inputs, gy, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(i) if d is None else d for i, d in zip(inputs, g)]
+
+
+def close(a, b, dtype, what, gen):
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(a.to(torch.float64), b.to(torch.float64), rtol=rtol, atol=atol,
+                               msg=lambda m: f'{what} (seed {gen.initial_seed()}): {m}')
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('clamp', [None, 0.8])
+@pytest.mark.parametrize('act', list(ACTIVATIONS))
+def test_forward_first_second_derivatives_float64(act, clamp, device, gen):
+    for shape, dim, layout in CASES:
+        x = draw(shape, layout, torch.float64, device, gen).requires_grad_()
+        b = draw((shape[dim],), 'contiguous', torch.float64, device, gen).requires_grad_()
+        for bias in (b, None):
+            y, r = both(x, bias, dim, act, clamp)
+            what = f'{act} clamp={clamp} {shape} dim={dim} {layout} bias={bias is not None}'
+            assert y.shape == r.shape and y.dtype == r.dtype
+            assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
+            close(y, r, torch.float64, what + ' forward', gen)
+            inputs = [x] if bias is None else [x, bias]
+            gy = draw(shape, 'contiguous', torch.float64, device, gen).requires_grad_()
+            g_ext, g_ref = grads(y, inputs, gy, True), grads(r, inputs, gy, True)
+            for a, c in zip(g_ext, g_ref):
+                close(a, c, torch.float64, what + ' first derivative', gen)
+            # Second order: a scalar of the first derivatives, differentiated w.r.t. inputs and gy.
+            w = draw(shape, 'contiguous', torch.float64, device, gen)
+            s_ext = (g_ext[0] * w).sum() + g_ext[-1].square().sum()
+            s_ref = (g_ref[0] * w).sum() + g_ref[-1].square().sum()
+            if not s_ref.requires_grad:  # the reference's first derivative is constant (linear, no bias)
+                continue
+            for a, c in zip(grads(s_ext, inputs + [gy], None), grads(s_ref, inputs + [gy], None)):
+                close(a, c, torch.float64, what + ' second derivative', gen)
+
+
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.float32)] + [  # CPU kernels: float32/64 only
+    pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float32, torch.float16, torch.bfloat16)])
+def test_float_dtypes(dtype, device, gen):
+    for act in ACTIVATIONS:
+        for clamp in (None, 0.7):
+            for shape, dim, layout in CASES[:6]:
+                x = draw(shape, layout, dtype, device, gen)
+                b = draw((shape[dim],), 'contiguous', dtype, device, gen)
+                alpha, gain, clmp = params(act, clamp)
+                y = _ext.bias_act_ext(x, b, dim, act, alpha, gain, clmp)
+                r = _bias_act_ref(x.double(), b.double(), dim, act, alpha, gain, clmp)
+                assert y.dtype == dtype
+                close(y, r, dtype, f'{act} {dtype} {shape} {layout}', gen)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_layout_is_preserved(device, gen):
+    x = draw((2, 6, 5, 5), 'channels_last', torch.float32, device, gen)
+    y = _ext.bias_act_ext(x, None, 1, 'lrelu', 0.2, 2 ** 0.5, None)
+    assert y.stride() == x.stride()
+    gx = torch.ops.ganinv.bias_act_grad(torch.ones(2, 6, 5, 5, device=device), x, x.new_empty([0]), 1, 1, 2, 0.2, 1.0, -1.0)
+    assert gx.stride() == x.stride()
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('act', list(ACTIVATIONS))
+def test_gradcheck_gradgradcheck(act, device, gen):
+    for clamp in (None, 0.9):
+        x = draw((2, 3, 3, 2), 'contiguous', torch.float64, device, gen).requires_grad_()
+        b = draw((3,), 'contiguous', torch.float64, device, gen).requires_grad_()
+        # Keep x + b away from the kinks (0 for relu-like, +-clamp) where finite differences lie.
+        with torch.no_grad():
+            x.add_(torch.where((x + b[:, None, None]).abs() < 0.05, 0.2, 0.0))
+        alpha, gain, clmp = params(act, clamp)
+        fn = lambda x_, b_: _ext.bias_act_ext(x_, b_, 1, act, alpha, gain, clmp)  # noqa: E731
+        y = fn(x, b).detach()
+        if clmp is not None and ((y.abs() - clmp).abs() < 1e-3).any():
+            continue
+        assert torch.autograd.gradcheck(fn, (x, b), eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradgradcheck(fn, (x, b), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('act', ['linear', 'lrelu', 'swish'])
+def test_opcheck(act, device, gen):
+    x = draw((2, 4, 3, 3), 'contiguous', torch.float32, device, gen).requires_grad_()
+    b = draw((4,), 'contiguous', torch.float32, device, gen).requires_grad_()
+    code = _ext.ACT_CODES[act]
+    torch.library.opcheck(torch.ops.ganinv.bias_act.default, (x, b, 1, code, 0.2, 1.4, -1.0))
+    torch.library.opcheck(torch.ops.ganinv.bias_act.default, (x.contiguous(memory_format=torch.channels_last),
+                                                              b, 1, code, 0.2, 1.4, 0.5))
+    g = draw((2, 4, 3, 3), 'contiguous', torch.float32, device, gen).requires_grad_()
+    torch.library.opcheck(torch.ops.ganinv.bias_act_grad.default, (g, x, b, 1, 1, code, 0.2, 1.4, 0.5))
+
+
+def test_bad_arguments_raise_value_errors():
+    x = torch.zeros(2, 3, 4, 4)
+    with pytest.raises(ValueError, match='b must have shape'):
+        torch.ops.ganinv.bias_act(x, torch.zeros(5), 1, 0, 0.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match='unknown activation'):
+        torch.ops.ganinv.bias_act(x, torch.zeros(3), 1, 99, 0.0, 1.0, -1.0)

@@ -1,0 +1,171 @@
+"""Backend dispatch rules, GANINV_OPS, the build lock's stale-lock recovery, remembered build failures
+(with a fake build function: nothing is compiled here), and the doctor report."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+
+from ganinv_core import ops
+from ganinv_core.ops import _backend, _ext, _jit
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(_backend, '_warned', set())
+
+
+def test_auto_uses_the_compiled_kernel_on_cpu(monkeypatch):
+    monkeypatch.delenv('GANINV_OPS', raising=False)
+    x = torch.zeros(2, 3)
+    assert _ext.available('cpu') == (True, '')
+    assert _backend.resolve('bias_act', x) == 'ext'
+    assert _backend.resolve('bias_act', x, 'ref') == 'ref'
+    monkeypatch.setenv('GANINV_OPS', 'ref')
+    assert _backend.resolve('bias_act', x) == 'ref'
+    assert _backend.resolve('bias_act', x, 'ext') == 'ext'  # an explicit impl wins over the env var
+
+
+def test_public_ops_call_the_chosen_backend(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_ext, 'bias_act_ext', lambda *a: calls.append('ext') or a[0])
+    x = torch.randn(2, 3, 4, 4)
+    monkeypatch.setenv('GANINV_OPS', 'ext')
+    ops.bias_act(x, act='lrelu')
+    monkeypatch.setenv('GANINV_OPS', 'ref')
+    ops.bias_act(x, act='lrelu')
+    assert calls == ['ext']
+
+
+def test_bad_choice_is_a_value_error(monkeypatch):
+    monkeypatch.setenv('GANINV_OPS', 'fast')
+    with pytest.raises(ValueError, match='GANINV_OPS must be auto, ref or ext'):
+        _backend.resolve('upfirdn2d', torch.zeros(1))
+    with pytest.raises(ValueError, match="impl must be"):
+        _backend.resolve('upfirdn2d', torch.zeros(1), impl='cuda')
+
+
+def test_auto_falls_back_with_one_warning_naming_the_reason(monkeypatch, fresh_warnings):
+    monkeypatch.delenv('GANINV_OPS', raising=False)
+    x = torch.zeros(2, 3, dtype=torch.float16)  # no float16 CPU kernels
+    with pytest.warns(RuntimeWarning, match='reference path on cpu: the cpu kernels take float32, float64'):
+        assert _backend.resolve('bias_act', x) == 'ref'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert _backend.resolve('upfirdn2d', x) == 'ref'  # same reason: no second warning
+
+
+def test_unavailable_device_auto_vs_ext(monkeypatch, fresh_warnings):
+    monkeypatch.setitem(_ext._status, 'cpu', (False, 'simulated build failure'))
+    x = torch.zeros(3)
+    monkeypatch.setenv('GANINV_OPS', 'auto')
+    with pytest.warns(RuntimeWarning, match='simulated build failure'):
+        assert _backend.resolve('bias_act', x) == 'ref'
+    monkeypatch.setenv('GANINV_OPS', 'ext')
+    with pytest.raises(_ext.ExtUnavailableError, match='requested .* cannot run on cpu: simulated build failure'):
+        _backend.resolve('bias_act', x)
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason='checks the CPU-only torch message')
+def test_cuda_unavailable_reason_on_cpu_only_torch():
+    assert _ext.available('cuda') == (False, 'this torch build has no CUDA support')
+
+
+def test_doctor_report_lists_every_op_and_device(monkeypatch):
+    monkeypatch.delenv('GANINV_OPS', raising=False)
+    report = ops.doctor_report()
+    assert f'torch {torch.__version__}' in report
+    rows = [ln.split() for ln in report.splitlines() if ln.strip().split()[:1] in (['cpu'], ['cuda'])]
+    assert {(r[0], r[1]) for r in rows} == {(d, o) for d in ('cpu', 'cuda') for o in ('bias_act', 'upfirdn2d')}
+    assert all(r[2] == 'ext' for r in rows if r[0] == 'cpu')
+    if not torch.cuda.is_available():
+        assert all(r[2] == 'ref' and len(r) > 3 for r in rows if r[0] == 'cuda')  # with the reason
+
+
+# --- the just-in-time build machinery, with fake builders -------------------------------------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('GANINV_CACHE_DIR', str(tmp_path))
+    monkeypatch.delenv('GANINV_REBUILD', raising=False)
+    monkeypatch.setattr(_jit, '_FAILED', {})
+    src = tmp_path / 'src'
+    src.mkdir()
+    (src / 'k.cpp').write_text('// kernel v1\n')
+    (src / 'k.h').write_text('// header\n')
+    return src
+
+
+def test_build_once_then_cached_key(cache):
+    built = []
+    folder = _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=lambda *a: built.append(a[2]))
+    assert built == [folder / 'build'] and folder.parent == _jit.cache_root()
+    (cache / 'k.h').write_text('// header v2\n')  # a header change gives a new key
+    assert _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=lambda *a: None) != folder
+
+
+def test_failure_is_remembered_in_process_and_on_disk(cache, monkeypatch):
+    calls = []
+
+    def failing(*a):
+        calls.append(1)
+        raise OSError('Ninja is required to load C++ extensions')
+
+    with pytest.raises(_jit.BuildError, match='Ninja is required'):
+        _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=failing)
+    with pytest.raises(_jit.BuildError, match='not retried'):
+        _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=failing)
+    monkeypatch.setattr(_jit, '_FAILED', {})  # a new process: the FAILED file still stops it
+    with pytest.raises(_jit.BuildError, match='Ninja is required'):
+        _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=failing)
+    assert calls == [1]
+    monkeypatch.setenv('GANINV_REBUILD', '1')  # explicit retry
+    _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=lambda *a: calls.append(2))
+    assert calls == [1, 2]
+    (cache / 'k.cpp').write_text('// kernel v2\n')  # changed sources are a new key: built again
+    monkeypatch.delenv('GANINV_REBUILD')
+    _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=lambda *a: calls.append(3))
+    assert calls == [1, 2, 3]
+
+
+_HOLDER = '''
+import sys, time
+from ganinv_core.ops._jit import BuildLock
+with BuildLock(sys.argv[1], use_flock=sys.argv[2] == "1"):
+    print("locked", flush=True)
+    time.sleep(60)
+'''
+
+
+@pytest.mark.parametrize('use_flock', [True, False])
+def test_lock_recovers_from_a_killed_holder(tmp_path, use_flock):
+    path = tmp_path / 'lock'
+    proc = subprocess.Popen([sys.executable, '-c', _HOLDER, str(path), '1' if use_flock else '0'],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'locked'
+        with pytest.raises(_jit.BuildError, match=f'held by pid/host {proc.pid}'):  # a live holder blocks
+            with _jit.BuildLock(path, timeout=0.3, poll=0.05, use_flock=use_flock):
+                pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # killed mid-build: its lock file stays behind
+        proc.wait()
+    assert path.exists()
+    t0 = time.monotonic()
+    with _jit.BuildLock(path, timeout=5, poll=0.05, use_flock=use_flock) as lock:
+        assert lock.recovered_stale
+        assert path.read_text().split()[0] == str(os.getpid())
+    assert time.monotonic() - t0 < 5
+
+
+def test_lock_excludes_within_threads_of_processes(tmp_path):
+    # Two sequential holders: the second gets the lock after the first releases it cleanly.
+    path = tmp_path / 'lock'
+    with _jit.BuildLock(path):
+        pass
+    with _jit.BuildLock(path, timeout=1) as lock:
+        assert not lock.recovered_stale

@@ -1,0 +1,169 @@
+"""Compiled upfirdn2d (torch.ops.ganinv) against the reference `_upfirdn2d_ref`.
+
+Fresh random inputs each run (seed in the failure message), NaN-poisoned outputs (GANINV_DEBUG_POISON=1).
+Modes: every resampling StyleGAN2's generator uses (torgb upsample: up 2, pad [2,1,2,1], gain 4;
+conv0's post-filter: 4x4 FIR, pad 1, gain 4) plus downsampling, anisotropic factors, up/down 3,
+negative pads, flip, separable filters, 1x1 and odd filters. Tolerances as in test_ext_bias_act.py.
+"""
+import secrets
+
+import pytest
+import torch
+
+from ganinv_core.ops import _ext
+from ganinv_core.ops.upfirdn2d import _upfirdn2d_ref, setup_filter
+
+CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                      reason='no CUDA device')])
+DEVICES = ['cpu', CUDA]
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (4e-3, 2e-3),
+       torch.bfloat16: (3e-2, 2e-2)}  # (rtol, atol)
+
+# name: (filter, up (x, y), down (x, y), pads (x0, x1, y0, y1), flip, gain)
+MODES = {
+    'torgb_up2': ('1331', (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0),
+    'conv0_fir': ('1331', (1, 1), (1, 1), (1, 1, 1, 1), False, 4.0),
+    'down2': ('1331', (1, 1), (2, 2), (1, 1, 1, 1), False, 1.0),
+    'filter_flip': ('1331', (1, 1), (1, 1), (2, 1, 2, 1), True, 1.0),
+    'up2_sep8': ('sep8', (2, 2), (1, 1), (4, 3, 4, 3), False, 4.0),
+    'down2_sep8': ('sep8', (1, 1), (2, 2), (3, 3, 3, 3), True, 1.0),
+    'aniso': ('odd', (2, 1), (1, 2), (1, 2, 0, 3), False, 2.0),
+    'up3_down2_negpad': ('odd', (3, 3), (2, 2), (-1, 2, 3, -2), False, 1.5),
+    'down3': ('1331', (1, 1), (3, 3), (0, 2, 1, 1), False, 1.0),
+    'identity_1x1': ('1x1', (1, 1), (1, 1), (0, 0, 0, 0), False, 1.0),
+    'up2_1x1_crop': ('1x1', (2, 2), (1, 1), (-1, -2, 0, -1), True, 3.0),
+    'rect_filter': ('rect', (2, 1), (1, 1), (2, 2, 1, 1), False, 1.0),
+}
+SHAPES = [((1, 3, 8, 8), 'contiguous'), ((2, 5, 7, 9), 'channels_last'), ((2, 3, 6, 5), 'strided'),
+          ((1, 1, 5, 3), 'contiguous')]
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    monkeypatch.setenv('GANINV_DEBUG_POISON', '1')
+    ok, reason = _ext.available('cpu')
+    assert ok, reason
+
+
+@pytest.fixture
+def gen():
+    seed = secrets.randbits(31)
+    g = torch.Generator().manual_seed(seed)
+    return g
+
+
+def make_filter(kind, gen, device):
+    f = {'1331': lambda: setup_filter([1, 3, 3, 1]),
+         'sep8': lambda: setup_filter(torch.rand(8, generator=gen) + 0.1),
+         'odd': lambda: torch.rand(5, 3, generator=gen).t().contiguous(),  # 3 x 5, not symmetric
+         'rect': lambda: torch.rand(2, 3, generator=gen),
+         '1x1': lambda: torch.full([1, 1], 0.7)}[kind]()
+    return f.to(device=device, dtype=torch.float32)
+
+
+def draw(shape, layout, dtype, device, gen):
+    if layout == 'strided':
+        n, c, h, w = shape
+        t = torch.randn(n, c, w, 2 * h, generator=gen, dtype=torch.float64).transpose(-1, -2)[:, :, ::2]
+    else:
+        t = torch.randn(shape, generator=gen, dtype=torch.float64)
+    t = t.to(device=device, dtype=dtype)
+    if layout == 'channels_last':
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def run_both(x, f, mode):
+    _, up, down, pad, flip, gain = mode
+    y = _ext.upfirdn2d_ext(x, f, up[0], up[1], down[0], down[1], *pad, flip, gain)
+    r = _upfirdn2d_ref(x, f, up, down, pad, flip, gain)
+    return y, r
+
+
+def close(a, b, dtype, what, gen):
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(a.to(torch.float64), b.to(torch.float64), rtol=rtol, atol=atol,
+                               msg=lambda m: f'{what} (seed {gen.initial_seed()}): {m}')
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('name', list(MODES))
+def test_forward_and_derivatives_float64(name, device, gen):
+    mode = MODES[name]
+    f = make_filter(mode[0], gen, device)
+    for shape, layout in SHAPES:
+        x = draw(shape, layout, torch.float64, device, gen).requires_grad_()
+        y, r = run_both(x, f, mode)
+        what = f'{name} {shape} {layout}'
+        assert y.shape == r.shape, what
+        assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
+        assert y.is_contiguous(memory_format=torch.channels_last if layout == 'channels_last'
+                               else torch.contiguous_format), f'{what}: layout not kept'
+        close(y, r, torch.float64, what + ' forward', gen)
+        gy = torch.randn(r.shape, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+        (dx,) = torch.autograd.grad(y, x, gy, create_graph=True)
+        (dr,) = torch.autograd.grad(r, x, gy, create_graph=True)
+        assert not dx.isnan().any(), f'{what}: unwritten (NaN) gradient'
+        close(dx, dr, torch.float64, what + ' first derivative', gen)
+        # Double backward: the derivative of <dx, w> with respect to gy.
+        w = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device)
+        (ddx,) = torch.autograd.grad((dx * w).sum(), gy)
+        (ddr,) = torch.autograd.grad((dr * w).sum(), gy)
+        close(ddx, ddr, torch.float64, what + ' second derivative', gen)
+
+
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.float32)] + [  # CPU kernels: float32/64 only
+    pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float32, torch.float16, torch.bfloat16)])
+def test_float_dtypes(dtype, device, gen):
+    for name, mode in MODES.items():
+        f = make_filter(mode[0], gen, device)
+        for shape, layout in SHAPES[:3]:
+            x = draw(shape, layout, dtype, device, gen)
+            y = _ext.upfirdn2d_ext(x, f, mode[1][0], mode[1][1], mode[2][0], mode[2][1], *mode[3], mode[4], mode[5])
+            r = _upfirdn2d_ref(x.double(), f, *mode[1:])
+            assert y.dtype == dtype
+            close(y, r, dtype, f'{name} {dtype} {shape} {layout}', gen)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_generator_shapes_float32(device, gen):
+    """The 4x4 fast paths at a realistic size (CUDA: the specialised kernels)."""
+    f = make_filter('1331', gen, device)
+    for name in ('torgb_up2', 'conv0_fir', 'down2'):
+        x = draw((2, 8, 33, 32), 'contiguous', torch.float32, device, gen)
+        for xx in (x, x.contiguous(memory_format=torch.channels_last)):
+            y, r = run_both(xx, f, MODES[name])
+            close(y, r.double(), torch.float32, name, gen)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('name', ['torgb_up2', 'down2_sep8', 'up3_down2_negpad', 'aniso'])
+def test_gradcheck_gradgradcheck(name, device, gen):
+    mode = MODES[name]
+    f = make_filter(mode[0], gen, device)
+    x = draw((1, 2, 5, 4), 'contiguous', torch.float64, device, gen).requires_grad_()
+    fn = lambda x_: _ext.upfirdn2d_ext(x_, f, mode[1][0], mode[1][1], mode[2][0], mode[2][1], *mode[3],  # noqa: E731
+                                       mode[4], mode[5])
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('name', ['torgb_up2', 'up2_sep8', 'up3_down2_negpad'])
+def test_opcheck(name, device, gen):
+    mode = MODES[name]
+    f = make_filter(mode[0], gen, device)
+    for layout in ('contiguous', 'channels_last'):
+        x = draw((2, 3, 6, 7), layout, torch.float32, device, gen).requires_grad_()
+        args = (x, f, mode[1][0], mode[1][1], mode[2][0], mode[2][1], *mode[3], mode[4], mode[5])
+        torch.library.opcheck(torch.ops.ganinv.upfirdn2d.default, args)
+
+
+def test_bad_arguments_raise_value_errors():
+    x = torch.zeros(1, 2, 4, 4)
+    with pytest.raises(ValueError, match='f must be float32'):
+        torch.ops.ganinv.upfirdn2d(x, torch.ones(2, 2, dtype=torch.float64), 1, 1, 1, 1, 0, 0, 0, 0, False, 1.0)
+    with pytest.raises(ValueError, match='empty output'):
+        torch.ops.ganinv.upfirdn2d(x, torch.ones(8, 8), 1, 1, 1, 1, 0, 0, 0, 0, False, 1.0)
+    with pytest.raises(ValueError, match='up and down'):
+        torch.ops.ganinv.upfirdn2d(x, torch.ones(2, 2), 0, 1, 1, 1, 0, 0, 0, 0, False, 1.0)

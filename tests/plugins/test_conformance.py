@@ -1,0 +1,23 @@
+"""Every degradation and loss the registry knows (installed plugins included) passes the conformance checks."""
+import pytest
+
+from ganinv_core.hooks import get_registry
+from ganinv_core.hooks.testing import check_degradation, check_loss
+
+_REG = get_registry()
+
+
+@pytest.mark.parametrize('name', sorted(_REG.degradations))
+def test_degradation_conforms(name):
+    check_degradation(_REG.degradations[name])
+
+
+@pytest.mark.parametrize('name', sorted(_REG.losses))
+def test_loss_conforms(name):
+    check_loss(_REG.losses[name])
+
+
+def test_builtins_are_registered():
+    assert {'grayscale', 'inpaint', 'blur', 'downsample', 'noise'} <= set(_REG.degradations)
+    assert {'vgg16', 'mse', 'l1', 'ssim', 'latent-dist', 'noise-reg'} <= set(_REG.losses)
+    assert not _REG.broken

@@ -1,0 +1,104 @@
+"""Built-in degradations: exact values on hand-made inputs, masks, composition."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganinv_core.hooks import Pipeline, get_registry
+from ganinv_degradations import Blur, Downsample, Grayscale, Inpaint, Noise
+from ganinv_degradations.blur import gaussian_kernel
+
+
+def test_grayscale_known_image():
+    x = torch.tensor([[1.0, -1.0], [0.0, 0.5]]).view(1, 1, 2, 2).repeat(1, 3, 1, 1)
+    x[:, 0, 0, 0], x[:, 1, 0, 0], x[:, 2, 0, 0] = 1.0, -1.0, -1.0       # pure red pixel
+    y = Grayscale()(x)
+    assert y.shape == x.shape and torch.equal(y[:, 0], y[:, 2])
+    assert y[0, 0, 0, 0].item() == pytest.approx(0.299 * 1 - 0.587 - 0.114)
+    assert y[0, 0, 1, 1].item() == pytest.approx(0.5)                   # grey stays grey
+
+
+def test_inpaint_center_and_box_values():
+    x = torch.full((2, 3, 10, 10), 0.5)
+    d = Inpaint(mode='center', size=0.4)
+    y, m = d(x), d.mask(x)
+    hole = torch.zeros(10, 10, dtype=torch.bool)
+    hole[3:7, 3:7] = True
+    assert torch.all(y[:, :, hole] == -1) and torch.all(y[:, :, ~hole] == 0.5)
+    assert m.shape == (2, 1, 10, 10) and torch.equal(m[0, 0] == 0, hole)
+    mb = Inpaint(mode='box', box='0:0:0.5:0.2').mask(x)[0, 0]
+    assert mb[:2, :5].sum() == 0 and mb.sum() == 90
+
+
+def test_inpaint_mask_from_png(tmp_path):
+    a = np.full((8, 8), 255, np.uint8)
+    a[:, :3] = 0
+    Image.fromarray(a).save(tmp_path / 'm.png')
+    d = get_registry().build_degradation(f'inpaint:mode=file,path={tmp_path / "m.png"}')
+    m = d.mask(torch.zeros(1, 3, 16, 16))[0, 0]                         # resized to the image
+    assert torch.all(m[:, :6] == 0) and torch.all(m[:, 6:] == 1)
+
+
+def test_inpaint_strokes_seeded():
+    x = torch.zeros(1, 3, 64, 64)
+    m1, m2 = Inpaint(mode='strokes', seed=3).mask(x), Inpaint(mode='strokes', seed=3).mask(x)
+    assert torch.equal(m1, m2) and not torch.equal(m1, Inpaint(mode='strokes', seed=4).mask(x))
+    assert 0.5 < m1.mean() < 1
+
+
+def test_blur_delta_gives_kernel(tmp_path):
+    x = -torch.ones(1, 3, 15, 15)
+    x[0, :, 7, 7] = 1
+    k = gaussian_kernel(1.0, 7)
+    assert k.sum().item() == pytest.approx(1)
+    torch.testing.assert_close(Blur(sigma=1.0, size=7)(x)[0, 1, 4:11, 4:11], -1 + 2 * k)
+    asym = np.zeros((3, 3))
+    asym[0, 1], asym[1, 1] = 3, 1                                       # non-symmetric kernel from .npy
+    np.save(tmp_path / 'k.npy', asym)
+    y = Blur(kernel=str(tmp_path / 'k.npy'))(x)[0, 0]
+    assert y[7, 7].item() == pytest.approx(-1 + 2 * 0.25) and y[6, 7].item() == pytest.approx(-1 + 2 * 0.75)  # the kernel as laid out
+
+
+def test_blur_kernel_from_image(tmp_path):
+    Image.fromarray(np.full((5, 5), 7, np.uint8)).save(tmp_path / 'k.png')
+    d = get_registry().build_degradation(f'blur:kernel={tmp_path / "k.png"}')
+    torch.testing.assert_close(d.weight, torch.full((5, 5), 1 / 25))
+
+
+@pytest.mark.parametrize('method', ['area', 'bicubic'])
+def test_downsample_constant(method):
+    x = torch.full((2, 3, 32, 32), 0.3)
+    d = Downsample(factor=8, method=method)
+    y = d(x)
+    assert y.shape == (2, 3, 4, 4) and d.output_size(32) == 4
+    torch.testing.assert_close(y, torch.full_like(y, 0.3))
+
+
+def test_downsample_area_is_box_mean():
+    x = torch.arange(16.0).view(1, 1, 4, 4) / 16
+    torch.testing.assert_close(Downsample(factor=2)(x)[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]) / 16)
+
+
+def test_noise_simulate_only_and_seeded():
+    x = torch.zeros(2, 3, 8, 8)
+    d = Noise(sigma=25.5, seed=1)
+    y = d(x)
+    assert Noise.simulate_only and torch.equal(y, Noise(sigma=25.5, seed=1)(x))
+    assert abs(y.std().item() - 0.2) < 0.03                              # 25.5 / 255 * 2
+    pipe = Pipeline([d])
+    assert torch.equal(pipe(x), x) and torch.equal(pipe.simulate(x), y)
+
+
+def test_pipeline_composes_in_order_and_carries_the_mask():
+    reg = get_registry()
+    pipe = Pipeline([reg.build_degradation(s) for s in ('inpaint:mode=box,box=0:0:0.5:0.5', 'blur:sigma=1,size=3',
+                                                         'downsample:factor=2', 'grayscale')])
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    ref = Grayscale()(Downsample(factor=2)(Blur(sigma=1.0, size=3)(Inpaint(mode='box', box='0:0:0.5:0.5')(x))))
+    torch.testing.assert_close(pipe(x), ref)
+    assert pipe.output_size(16) == 8
+    m = pipe.mask(x)
+    # hole 0..7 in 16px, eroded by the 3x3 blur to 0..8, then area-downsampled: rows/cols 0..4 unknown
+    expect = torch.ones(8, 8)
+    expect[:5, :5] = 0
+    assert m.shape == (2, 1, 8, 8) and torch.equal(m[1, 0], expect)

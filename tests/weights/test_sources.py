@@ -1,0 +1,89 @@
+"""Built-in random networks, the download cache and the safetensors format's checks."""
+import hashlib
+import io
+import os
+import urllib.error
+
+import pytest
+import torch
+
+from ganinv_core import weights
+from ganinv_core.weights import WeightsError, load_generator, save_generator
+from ganinv_core.weights import _hub
+
+
+def test_random_networks_are_seeded_and_independent_of_global_rng():
+    torch.manual_seed(1)
+    a = load_generator('random-32')
+    torch.manual_seed(2)
+    b = load_generator('random-32')
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert a.img_resolution == 32 and a.num_ws == 8 and not a.training
+    assert a.mapping.w_avg.abs().sum() > 0
+    c = load_generator('random-64')
+    assert c.synthesis(c.mapping(torch.randn(1, c.z_dim), None)).shape == (1, 3, 64, 64)
+    assert set(weights.RANDOM_NETWORKS) == {'random-32', 'random-64', 'random-256', 'random-1024'}
+
+
+def test_save_generator_refuses_overwrite_and_checks_metadata(tmp_path):
+    G = load_generator('random-32')
+    save_generator(G, tmp_path / 'g.safetensors')
+    with pytest.raises(WeightsError, match='already exists'):
+        save_generator(G, tmp_path / 'g.safetensors')
+    from safetensors.torch import save_file
+    save_file({'x': torch.zeros(2)}, str(tmp_path / 'other.safetensors'))
+    with pytest.raises(WeightsError, match='without ganinv generator metadata'):
+        load_generator(tmp_path / 'other.safetensors')
+    data = (tmp_path / 'g.safetensors').read_bytes()
+    (tmp_path / 'cut.safetensors').write_bytes(data[:len(data) - 100])
+    with pytest.raises(WeightsError, match='cut.safetensors'):
+        load_generator(tmp_path / 'cut.safetensors')
+    with pytest.raises(WeightsError, match='not a known network name'):
+        load_generator('ffhqq')
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, data, length=None):
+        super().__init__(data)
+        self.headers = {'Content-Length': str(len(data) if length is None else length)}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def test_download_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('GANINV_CACHE', str(tmp_path / 'cache'))
+    G = load_generator('random-32')
+    save_generator(G, tmp_path / 'src.safetensors')
+    data = (tmp_path / 'src.safetensors').read_bytes()
+    calls = []
+    monkeypatch.setattr(_hub.urllib.request, 'urlopen', lambda url, timeout: calls.append(url) or FakeResponse(data))
+    monkeypatch.setitem(_hub.NETWORKS, 'tiny', 'https://example.org/nets/tiny.safetensors')
+    a = load_generator('tiny')
+    path = tmp_path / 'cache' / 'tiny.safetensors'
+    assert path.read_bytes() == data and len(calls) == 1
+    assert open(str(path) + '.sha256').read().split()[0] == hashlib.sha256(data).hexdigest()
+    b = load_generator('tiny')  # reused, not downloaded again
+    assert len(calls) == 1 and all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    path.write_bytes(data[:-1] + b'x')
+    with pytest.raises(WeightsError, match='does not match its recorded sha256'):
+        load_generator('tiny')
+    os.remove(path)
+    monkeypatch.setattr(_hub.urllib.request, 'urlopen', lambda url, timeout: FakeResponse(data[:50], len(data)))
+    with pytest.raises(WeightsError, match='incomplete'):
+        load_generator('tiny')
+    assert not path.exists() and [p for p in os.listdir(tmp_path / 'cache') if p.startswith('.download')] == []
+
+    def offline(url, timeout):
+        raise urllib.error.URLError('Name or service not known')
+    monkeypatch.setattr(_hub.urllib.request, 'urlopen', offline)
+    with pytest.raises(WeightsError, match=r'pass a local file instead: --network /path/to/tiny.safetensors'):
+        load_generator('tiny')
+
+
+def test_short_names_point_to_nvidia():
+    assert weights.NETWORKS['ffhq'].endswith('/stylegan2-ada-pytorch/pretrained/ffhq.pkl')
+    assert all(u.startswith('https://') and u.endswith('.pkl') for u in weights.NETWORKS.values())
