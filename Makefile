@@ -20,11 +20,11 @@ venv: $(STAMP)
 $(STAMP): setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu)
 	@set -e; \
 	if [ ! -x $(BIN)/python ]; then \
-	  if $(PYTHON) -c 'import torch' >/dev/null 2>&1; then \
-	    echo "ganinv: creating $(VENV) (sharing the torch already installed for $(PYTHON))"; \
-	    $(PYTHON) -m venv --system-site-packages $(VENV); \
-	  else \
-	    echo "ganinv: creating $(VENV)"; $(PYTHON) -m venv $(VENV); \
+	  echo "ganinv: creating $(VENV)"; $(PYTHON) -m venv $(VENV); \
+	  host=$$($(PYTHON) -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null); \
+	  if [ -n "$$host" ]; then \
+	    echo "ganinv: sharing the torch already installed in $$host"; \
+	    echo "$$host" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_ganinv_host_torch.pth"; \
 	  fi; \
 	fi; \
 	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=70' wheel; \
@@ -40,7 +40,8 @@ $(STAMP): setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu)
 demo:
 	@$(MAKE) --no-print-directory venv
 	$(BIN)/ganinv-run --network random-64 --target seed:7 --simulate \
-	    --degradation inpaint:mode=center,size=0.4 --steps 200 --outdir out/demo --overwrite
+	    --degradation inpaint:mode=center,size=0.4 --latent-space w+ --steps 200 \
+	    --outdir out/demo --overwrite
 
 # The tests also cover face alignment, so they install the [align] extra (dlib-bin, face-recognition-models).
 test:

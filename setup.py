@@ -77,7 +77,7 @@ setup(
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-benchmark>=4', 'scikit-image>=0.22'],
-        'align': ['dlib-bin>=19.24', 'face-recognition-models>=0.3', 'scikit-image>=0.22'],
+        'align': ['dlib-bin>=19.24', 'face-recognition-models>=0.3'],
     },
     entry_points={
         'console_scripts': [

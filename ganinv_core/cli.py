@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
 import platform
 import sys
 import time
@@ -24,6 +25,7 @@ class ConfigError(ValueError):
 
 
 def _snapshots(text: str) -> list[int]:
+    """``'100,400'`` -> ``[100, 400]`` (sorted, unique, >= 0); the ``--snapshots`` type."""
     try:
         steps = sorted({int(s) for s in str(text).split(',') if s.strip()})
     except ValueError:
@@ -34,6 +36,7 @@ def _snapshots(text: str) -> list[int]:
 
 
 def _face(text: str):
+    """``'largest'``, ``'all'`` or a face index; the ``--face`` type."""
     if str(text) in ('largest', 'all'):
         return str(text)
     try:
@@ -43,6 +46,7 @@ def _face(text: str):
 
 
 def _positive(text) -> int:
+    """An integer >= 1; the type of ``--steps`` and ``--batch-size``."""
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f'must be >= 1, got {text!r}')
@@ -76,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     a('--snapshots', type=_snapshots, metavar='STEPS', help='also save the restoration at these steps, e.g. 100,400')
     a('--align', action='store_true', help='detect and FFHQ-align faces, restore them, paste them back (extra [align])')
     a('--face', type=_face, help="with --align: 'largest' (default), 'all' or a face index")
+    a('--detector', metavar='SPEC', help="with --align: landmark detector spec (default dlib; see --list-plugins)")
     a('--config', metavar='FILE.toml', help='read options from a TOML file (same keys as the flags)')
     a('--quiet', action='store_true', help='no progress bar')
     a('--list-plugins', action='store_true', help='list degradations, losses and detectors, then exit')
@@ -90,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, precision='auto',
                 device=None, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
-                align=False, face='largest', config=None, quiet=False, list_plugins=False, doctor=False,
+                align=False, face='largest', detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False,
                 convert=None)
 
 
@@ -162,13 +167,17 @@ class Job:
     shown: np.ndarray | None = None       # target.png: the preprocessed input
     photo: np.ndarray | None = None       # --align: the original photo
     face: object = None                   # --align: AlignedFace
+    photo_name: str = ''                  # --align: the photo's name (several faces share it)
+    faces: int = 1                        # --align: faces restored from this photo
 
 
 def _say(msg: str) -> None:
+    """One line to stderr (errors, notes)."""
     print(msg, file=sys.stderr, flush=True)
 
 
 def _versions(device) -> dict:
+    """Versions, platform and device for run.json."""
     import torch
     import ganinv_core
     info = {'ganinv': ganinv_core.__version__, 'torch': torch.__version__, 'numpy': np.__version__,
@@ -200,13 +209,17 @@ def _prepare(args, G, pipe, targets, problems) -> list:
             photo = images.render_seed(G, t.seed)[0] if t.seed is not None else images.read_image(t.source)
             faces = [None]
             if args.align:
-                faces = _align(photo, res, args.face, t.source)
+                faces = _align(photo, res, args.face, args.detector, t.source)
+                if len(faces) > 1 and (Path(args.outdir) / f'{t.name}_pasted.png').exists() and not args.overwrite:
+                    raise ValueError(f'{Path(args.outdir) / f"{t.name}_pasted.png"}: already exists; '
+                                     'pass --overwrite to replace it')
             for face in faces:
                 name = t.name if face is None or len(faces) == 1 else f'{t.name}_face{face.index}'
                 if name != t.name and (Path(args.outdir) / name).exists() and not args.overwrite:
                     raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
                 src = face.crop if face is not None else photo
-                job = Job(name, i, target=None, photo=photo if face is not None else None, face=face)
+                job = Job(name, i, target=None, photo=photo if face is not None else None, face=face,
+                          photo_name=t.name, faces=len(faces))
                 if args.simulate:
                     job.clean = job.shown = images.square(src, res)
                     job.target = _simulate(pipe, job.clean)
@@ -222,16 +235,13 @@ def _prepare(args, G, pipe, targets, problems) -> list:
     return jobs
 
 
-def _align(photo, res, which, source):
+def _align(photo, res, which, detector, source):
+    """The aligned faces of one photo; no face, a bad detector spec or a missing extra (the detector's own
+    error says how to install it) is a ValueError naming ``source``."""
+    from ganinv_core.io import align
     try:
-        from ganinv_core.io import align
-        return align.align_faces(photo, res, which=which)
-    except ImportError as e:
-        raise ValueError(f'{source}: --align needs the optional alignment extra ({e}); '
-                         'install it with: pip install -e .[align]') from None
+        return align.align_faces(photo, res, detector=detector, which=which)
     except ValueError as e:
-        if 'dlib' in str(e).lower() and 'install' not in str(e).lower():
-            raise ValueError(f'{source}: {e}; install the alignment extra with: pip install -e .[align]') from None
         raise ValueError(f'{source}: {e}') from None
 
 
@@ -270,42 +280,77 @@ def _file_mask(known: np.ndarray):
     return FileMask(known)
 
 
-def _write_target(args, outdir, job: Job, res, i: int, frames, snaps) -> dict:
-    """Every output file of one target, staged then moved into ``outdir/job.name``."""
+def _hides_only(pipe, res: int) -> bool:
+    """True when every degradation only hides pixels (inpainting, ``--mask``) at full resolution: the target's
+    known pixels are then true ones, and ``composite.png`` can keep them."""
+    import torch
+    x = torch.zeros(1, 3, res, res)
+    return len(pipe.stages) > 0 and pipe.output_size(res) == res and \
+        all(not d.simulate_only and d.mask(x) is not None for d in pipe.stages)
+
+
+def _composite(observed: np.ndarray, restored: np.ndarray, mask) -> np.ndarray:
+    """Data-consistent restoration: the target's known pixels (``mask`` [1,H,W] > 0.5), restored ones in the hole."""
+    known = mask[0].cpu().numpy() > 0.5
+    return np.where(known[..., None], observed, restored)
+
+
+def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite: bool, pasted: dict) -> dict:
+    """Every output file of one target, staged then moved into ``outdir/job.name``.
+
+    Args:
+        composite: also write ``composite.png`` (and its metrics against the clean original, when known).
+        pasted: --align with several faces per photo: {photo name: (photo with the faces so far, count)};
+            once every face of a photo is restored, ``<photo name>_pasted.png`` holds them all.
+    """
+    from ganinv_core import metrics as qm
     from ganinv_core.io import images, latents, outputs, plots
     restored = images.to_uint8(res.images[i:i + 1])[0]
     observed = job.target
+    metrics = dict(res.metrics[i], target=job.name, mode='simulate' if args.simulate else 'restore',
+                   precision=res.precision)
     with outputs.target_folder(outdir, job.name) as d:
         outputs.write_png(d / 'target.png', job.shown)
         outputs.write_png(d / 'degraded.png', observed)
         outputs.write_png(d / 'restored.png', restored)
         panels = ([('original', job.clean)] if job.clean is not None else []) + \
             [('degraded', observed), ('restored', restored)]
+        if composite:
+            comp = _composite(observed, restored, res.mask[min(i, res.mask.shape[0] - 1)])
+            outputs.write_png(d / 'composite.png', comp)
+            panels.append(('composite', comp))
+            if job.clean is not None:
+                a, b = images.to_tensor(comp), images.to_tensor(job.clean)
+                metrics['composite'] = {'psnr': float(qm.psnr(a, b)[0]), 'ssim': float(qm.ssim(a, b)[0])}
         plots.comparison(panels, d / 'comparison.png')
         latents.save_latent(d / 'projected_w.npz', res.w[i:i + 1], {k: v[i:i + 1] for k, v in res.noise.items()},
                             res.latent_space)
         plots.loss_plot({k: v[:, i] for k, v in res.history.items()}, d / 'loss.png', job.name)
-        metrics = dict(res.metrics[i], target=job.name, mode='simulate' if args.simulate else 'restore')
         for step, img in sorted(snaps.items()):
             outputs.write_png(d / f'step{step:04d}.png', img)
         if frames is not None:
-            frames.path = d / 'progress.mp4'
-            frames.close()
+            frames.write(d / 'progress.mp4')
         if job.face is not None:
             from ganinv_core.io import align
             outputs.write_png(d / 'pasted.png', align.paste_back(job.photo, restored, job.face))
+            if job.faces > 1:
+                so_far, count = pasted.get(job.photo_name, (job.photo, 0))
+                so_far, count = align.paste_back(so_far, restored, job.face), count + 1
+                pasted[job.photo_name] = (so_far, count)
+                if count == job.faces:
+                    outputs.write_png(Path(outdir) / f'{job.photo_name}_pasted.png', so_far)
             outputs.write_json(d / 'alignment.json', job.face.to_json())
             metrics['alignment'] = 'alignment.json'
         outputs.write_json(d / 'metrics.json', metrics)
     return metrics
 
 
-def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init) -> list[dict]:
+def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init, pasted: dict) -> list[dict]:
     """Invert one batch (progress bar, video frames, snapshots through the callback), then write its targets."""
     from ganinv_core.engine import invert
     from ganinv_core.io import images, video
     n = len(batch)
-    frames = [video.VideoWriter(Path(outdir) / 'progress.mp4') for _ in batch] if args.save_video else None
+    frames = [video.VideoWriter() for _ in batch] if args.save_video else None
     snaps: list[dict] = [dict() for _ in batch]
     shown = [images.square(j.target, G.img_resolution, images.Image.NEAREST) for j in batch]
     bar = None
@@ -335,11 +380,13 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
     finally:
         if bar is not None:
             bar.close()
-    return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i])
+    composite = res.mask is not None and _hides_only(pipe, G.img_resolution)
+    return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composite, pasted)
             for i, j in enumerate(batch)]
 
 
 def _summary(name: str, outdir, m: dict) -> str:
+    """The line printed per finished target: its folder and PSNR before and after."""
     def db(x):
         return 'n/a' if x is None else ('inf' if x == float('inf') else f'{x:.2f} dB')
     line = f'{name}: {Path(outdir) / name}/'
@@ -347,6 +394,8 @@ def _summary(name: str, outdir, m: dict) -> str:
         line += f'  PSNR before {db(m["degraded_vs_clean"]["psnr"])}, after {db(m["vs_clean"]["psnr"])}'
         if 'hole' in m:
             line += f' (in the hole: {db(m["hole"]["psnr_degraded"])} -> {db(m["hole"]["psnr_restored"])})'
+        if 'composite' in m:
+            line += f', composite {db(m["composite"]["psnr"])}'
     else:
         line += f'  PSNR vs target {db(m["vs_target"]["psnr"])}'
     return line
@@ -354,7 +403,6 @@ def _summary(name: str, outdir, m: dict) -> str:
 
 def run(args) -> int:
     """The main job on parsed arguments; returns the exit code."""
-    import torch
     from ganinv_core.engine import InversionError
     from ganinv_core.io import images, latents, outputs
 
@@ -362,7 +410,10 @@ def run(args) -> int:
         raise ConfigError('--target: give at least one image file, folder or seed:N')
     if not args.network:
         raise ConfigError('--network: give a network (path, URL, short name such as ffhq, or random-64)')
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = _device(args.device)
+    if args.save_video:
+        from ganinv_core.io.video import check_available
+        check_available()
     from ganinv_core.weights import load_generator
     G = load_generator(args.network, device=device)
     from ganinv_core.engine._pipeline import pipeline
@@ -387,9 +438,9 @@ def run(args) -> int:
 
     problems: list[tuple[str, str]] = []
     if args.mask:  # the mask's geometry is the same for every photo of its size: one degradation for all
-        pipe = _with_mask(args, G, pipe, targets, problems)
+        pipe = _with_mask(args, G, pipe, targets)
     jobs = _prepare(args, G, pipe, targets, problems)
-    record = {'command': sys.argv[:1] + (args._argv or []), 'config': _config(args),
+    record = {'command': sys.argv[:1] + (args._argv or []), 'cwd': os.getcwd(), 'config': _config(args),
               'versions': _versions(device), 'started': datetime.datetime.now().isoformat(timespec='seconds'),
               'status': 'running', 'targets': {}}
     for name, err in problems:
@@ -398,18 +449,19 @@ def run(args) -> int:
     outputs.write_json(outdir / 'run.json', record)
     code = EXIT_BAD_INPUT if problems else EXIT_OK
     t0 = time.perf_counter()
+    pasted: dict = {}
     try:
         bs = args.batch_size
         for b in range(0, len(jobs), bs):
             batch = jobs[b:b + bs]
             desc = f'batch {b // bs + 1}/{-(-len(jobs) // bs)}'
             try:
-                ms = _run_batch(args, G, pipe, losses, batch, outdir, desc, init)
+                ms = _run_batch(args, G, pipe, losses, batch, outdir, desc, init, pasted)
             except InversionError as e:
                 _say(f'error: {", ".join(j.name for j in batch)}: {e}')
                 for j in batch:
                     record['targets'][j.name] = {'status': 'failed', 'error': str(e)}
-                code = max(code, EXIT_FAIL) if code != EXIT_BAD_INPUT else code
+                code = EXIT_FAIL if code == EXIT_OK else code
                 continue
             for j, m in zip(batch, ms):
                 record['targets'][j.name] = {'status': 'ok', 'folder': j.name}
@@ -428,7 +480,20 @@ def run(args) -> int:
     return code
 
 
-def _with_mask(args, G, pipe, targets, problems):
+def _device(name: str | None):
+    """``--device`` -> torch.device, checked by placing a tensor on it (default cuda if available, else cpu)."""
+    import torch
+    if name is None:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        dev = torch.device(name)
+        torch.zeros(1, device=dev)
+    except (RuntimeError, AssertionError) as e:
+        raise ConfigError(f'--device {name!r}: not usable here ({str(e).splitlines()[0] if str(e) else type(e).__name__})') from None
+    return dev
+
+
+def _with_mask(args, G, pipe, targets):
     """Add the ``--mask`` degradation, sized from the first readable target photo."""
     from ganinv_core.io import images
     out = pipe.output_size(G.img_resolution)
@@ -484,10 +549,7 @@ def convert_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         from ganinv_core import weights
-        if hasattr(weights, 'convert'):
-            weights.convert(args.src, args.dst, overwrite=args.overwrite)
-        else:
-            weights.save_generator(weights.load_generator(args.src), args.dst, overwrite=args.overwrite)
+        weights.convert(args.src, args.dst, overwrite=args.overwrite)
     except ValueError as e:
         _say(f'error: {e}')
         return EXIT_BAD_INPUT

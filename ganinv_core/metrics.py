@@ -1,7 +1,6 @@
 """Image quality metrics on NCHW images in [-1, 1], one value per image: PSNR, SSIM, LPIPS."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

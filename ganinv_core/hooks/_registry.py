@@ -44,10 +44,12 @@ class PluginInfo:
 
 
 def _env_flag(name: str) -> bool:
+    """True when the environment variable ``name`` is 1, true, yes or on (any case)."""
     return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
 def strict_mode() -> bool:
+    """True under ``GANINV_PLUGINS_STRICT=1``: plugin errors raise PluginError instead of warning."""
     return _env_flag('GANINV_PLUGINS_STRICT')
 
 
@@ -72,6 +74,7 @@ def _entry_points() -> list[tuple[md.EntryPoint, str, str]]:
 
 
 def _fail(message: str, cause: BaseException | None = None) -> None:
+    """Raise PluginError (strict mode) or warn with PluginWarning."""
     if strict_mode():
         raise PluginError(message) from cause
     warnings.warn(message, PluginWarning, stacklevel=3)
@@ -100,6 +103,7 @@ class Registry:
             self._add(name, lambda obj=obj: obj, '', '', what='object')
 
     def _add(self, name, load, dist, version, what):
+        """Load one plugin, register it and collect its classes; a failure marks it broken (see ``_fail``)."""
         info = PluginInfo(name, dist, version)
         if name in self.plugins:
             other = self.plugins[name]
@@ -110,6 +114,7 @@ class Registry:
         try:
             obj = load()
             self.pm.register(obj, name=name)
+            self.pm.check_pending()  # a @hookimpl whose name is no hook (a typo) would otherwise be ignored
             found = self._collect(obj, name)
         except Exception as e:  # a broken plugin must not take ganinv down
             if obj is not None and self.pm.is_registered(obj):
@@ -153,14 +158,17 @@ class Registry:
 
     @property
     def degradations(self) -> dict[str, type[Degradation]]:
+        """name -> Degradation class, sorted by name."""
         return {k: v[0] for k, v in sorted(self.components['degradation'].items())}
 
     @property
     def losses(self) -> dict[str, type[Loss]]:
+        """name -> Loss class, sorted by name."""
         return {k: v[0] for k, v in sorted(self.components['loss'].items())}
 
     @property
     def detectors(self) -> dict[str, type[LandmarkDetector]]:
+        """name -> LandmarkDetector class, sorted by name."""
         return {k: v[0] for k, v in sorted(self.components['detector'].items())}
 
     @property
@@ -169,8 +177,12 @@ class Registry:
         return {n: p.error for n, p in self.plugins.items() if p.error}
 
     def _build(self, kind: str, spec, overrides: dict[str, Any]):
+        """An instance of the ``kind`` named by ``spec`` (an instance of the base class is returned as is)."""
         base = _BASES[kind]
         if isinstance(spec, base):
+            if overrides:
+                raise SpecError(f'{kind} {spec.name!r}: keyword overrides {", ".join(sorted(overrides))} need a spec '
+                                'string, not a built instance')
             return spec
         name, kwargs = parse_spec(spec)
         table = self.components[kind]

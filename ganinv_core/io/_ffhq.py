@@ -23,7 +23,14 @@ _EYE_L, _EYE_R, _MOUTH_L, _MOUTH_R = slice(36, 42), slice(42, 48), 48, 54
 
 
 def _perp(v):
-    """`v` turned a quarter turn, x axis onto y axis (clockwise on screen, y down): (a, b) -> (-b, a)."""
+    """A vector turned a quarter turn, x axis onto y axis (clockwise on screen, where y points down).
+
+    Args:
+        v: (2,) vector `(a, b)`.
+
+    Returns:
+        float (2,) array `(-b, a)`.
+    """
     return np.array([-v[1], v[0]])
 
 
@@ -73,8 +80,16 @@ def crop_to_photo(quad, size):
 
 
 def _pad_blurred(img, pad, qsize):
-    """Reflect-pad `img` by `pad` = (left, top, right, bottom) and fade the padding into a blur of itself,
-    then into the image's median colour: FFHQ's padding. float32 (H, W, 3) -> float32."""
+    """FFHQ's padding: reflect, then fade the padding into a blur of itself and into the median colour.
+
+    Args:
+        img: float32 (H, W, 3).
+        pad: (left, top, right, bottom) in pixels, each > 0.
+        qsize: side of the crop square in pixels (sets the blur's sigma, `0.02 * qsize`).
+
+    Returns:
+        float32 (top + H + bottom, left + W + right, 3).
+    """
     from scipy.ndimage import gaussian_filter
     l, t, r, b = pad
     img = np.pad(img, ((t, b), (l, r), (0, 0)), mode='reflect')

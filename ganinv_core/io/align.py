@@ -61,6 +61,18 @@ class AlignedFace:
 
 
 def _check_photo(photo, name='photo'):
+    """The photo as an array, checked.
+
+    Args:
+        photo: the input to check.
+        name: what to call it in the error.
+
+    Returns:
+        uint8 (H, W, 3) ndarray.
+
+    Raises:
+        AlignError: not uint8 (H, W, 3) with H, W >= 2.
+    """
     a = np.asarray(photo)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or min(a.shape[:2]) < 2:
         raise AlignError(f'{name}: expected a uint8 array (H, W, 3) with H, W >= 2, '
@@ -81,6 +93,10 @@ def align_face(photo, landmarks, size, *, index=0, supersample=4, padding=True) 
 
     Returns:
         AlignedFace with crop uint8 (size, size, 3).
+
+    Raises:
+        NoFaceError: the landmarks give a crop square under 8 px, or one centred outside the photo.
+        AlignError: bad photo, size, supersample or landmarks.
     """
     photo = _check_photo(photo)
     if not (isinstance(size, (int, np.integer)) and size >= 4):
@@ -104,6 +120,12 @@ def align_face(photo, landmarks, size, *, index=0, supersample=4, padding=True) 
 
 
 def _resolve_detector(detector):
+    """A LandmarkDetector from a spec string (built by the plugin registry) or an object with `detect`.
+
+    Raises:
+        AlignError: neither a string nor an object with a `detect` method.
+        SpecError, PluginError: unknown detector name or bad parameters (from the registry).
+    """
     if hasattr(detector, 'detect') and callable(detector.detect):
         return detector
     if isinstance(detector, str):
@@ -160,7 +182,15 @@ def align_faces(photo, size, detector='dlib', which='largest', *, supersample=4,
 
 
 def _edge_mask(n, feather):
-    """float32 (n, n): 1 inside, ramping (smoothstep) to 0 over `feather * n` pixels at each edge."""
+    """The feathered square mask of paste-back.
+
+    Args:
+        n: side in pixels.
+        feather: width of the soft edge as a fraction of `n`.
+
+    Returns:
+        float32 (n, n): 1 inside, ramping (smoothstep) to 0 over `feather * n` pixels at each edge.
+    """
     if feather <= 0:
         return np.ones((n, n), np.float32)
     d = np.minimum(np.arange(n) + 0.5, n - 0.5 - np.arange(n)) / (feather * n)
@@ -180,6 +210,9 @@ def paste_back(photo, restored, face: AlignedFace, feather=0.1) -> np.ndarray:
 
     Returns:
         uint8 (H, W, 3), a new array: `photo` outside the quad, the restored face inside it.
+
+    Raises:
+        AlignError: bad photo, a restored crop that is not uint8 (R, R, 3), or feather outside [0, 0.5].
     """
     photo = _check_photo(photo)
     restored = _check_photo(restored, 'restored')

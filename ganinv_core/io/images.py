@@ -63,15 +63,20 @@ def expand_targets(specs: list[str]) -> list[Target]:
 
 
 def _safe(name: str) -> str:
+    """A file-system-safe folder name (letters, digits, ``._-``)."""
     return re.sub(r'[^A-Za-z0-9._\-]+', '_', name).strip('.') or 'target'
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3), upright.
+
+    Args:
+        max_pixels: refuse larger images before decoding them (default ``MAX_PIXELS``).
 
     Raises:
         ImageError: missing, unreadable, truncated, or larger than ``max_pixels``.
     """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
@@ -87,7 +92,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(f'{path}: no such file') from None
     except UnidentifiedImageError:
         raise ImageError(f'{path}: not an image Pillow can read') from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:  # Pillow's own, stricter-than-ours limit on some formats
+        raise ImageError(f'{path}: larger than the limit of {max_pixels} pixels (decompression bomb?)') from None
+    except (OSError, ValueError) as e:
         raise ImageError(f'{path}: cannot decode ({str(e).splitlines()[0] if str(e) else type(e).__name__})') from None
 
 
@@ -128,8 +135,9 @@ def load_target(path: str | Path, size: int) -> np.ndarray:
 def load_mask(path: str | Path, photo_shape: tuple[int, int], size: int) -> np.ndarray:
     """A damage mask file -> float32 (size, size), 1 = known pixel, 0 = hole to fill.
 
-    White (> 127) in the file marks known pixels, black the damage (the ``inpaint:mode=file`` convention). The file must have the photo's size, and gets the
-    same centre crop; nearest-neighbour resizing keeps it binary.
+    White (> 127) in the file marks known pixels, black the damage (the ``inpaint:mode=file`` convention).
+    The file must have the photo's size, and gets the same centre crop; nearest-neighbour resizing keeps it
+    binary.
 
     Raises:
         ImageError: unreadable, or its size differs from the photo's ``(H, W)``.

@@ -39,6 +39,7 @@ def atomic_path(path: str | Path):
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -64,10 +65,12 @@ def _jsonable(x):
 
 
 def write_json(path: str | Path, obj) -> None:
+    """Strict, indented JSON (non-finite floats as strings), atomically."""
     write_bytes(path, (json.dumps(_jsonable(obj), indent=2, allow_nan=False) + '\n').encode())
 
 
 def write_npz(path: str | Path, arrays: dict) -> None:
+    """``{name: array}`` -> an uncompressed ``.npz``, atomically."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_bytes(path, buf.getvalue())

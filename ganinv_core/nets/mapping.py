@@ -48,6 +48,9 @@ class MappingNetwork(torch.nn.Module):
 
         Returns:
             [N, num_ws, w_dim] (or [N, w_dim] when num_ws is None).
+
+        Raises:
+            ValueError: z or c of the wrong shape, or truncation without `w_avg`.
         """
         x = None
         if self.z_dim > 0:
@@ -68,6 +71,9 @@ class MappingNetwork(torch.nn.Module):
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
+            if not hasattr(self, 'w_avg'):
+                raise ValueError(f'mapping: truncation_psi={truncation_psi} needs w_avg, which this network '
+                                 'lacks (built with num_ws=None or w_avg_beta=None)')
             if self.num_ws is None or truncation_cutoff is None:
                 x = self.w_avg.lerp(x, truncation_psi)
             else:

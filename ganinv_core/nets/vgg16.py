@@ -15,8 +15,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
-import urllib.request
 import zipfile
 
 import torch
@@ -244,33 +242,19 @@ def from_nvidia(path: str) -> VGG16Features:
     return VGG16Features().set_weights(*_match(read_torchscript_tensors(path), path))
 
 
-def cache_dir() -> str:
-    return os.environ.get('GANINV_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'ganinv')
+def download(url: str) -> str:
+    """The local copy of ``url`` in ganinv's download cache (the generators' cache: atomic, sha256-checked).
 
-
-def download(url: str, filename: str) -> str:
-    """``cache_dir()/filename``, downloaded once from ``url`` (atomic: a temporary file, then rename)."""
-    dest = os.path.join(cache_dir(), filename)
-    if os.path.isfile(dest):
-        return dest
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=f'.{filename}.', suffix='.part')
+    Raises:
+        VGG16Error: the download failed; says which file to supply instead.
+    """
+    from ganinv_core.weights import WeightsError, _hub
     try:
-        from tqdm import tqdm
-        with urllib.request.urlopen(url, timeout=30) as r, os.fdopen(fd, 'wb') as f, \
-                tqdm(total=int(r.headers.get('Content-Length') or 0) or None, unit='B', unit_scale=True,
-                     desc=filename, leave=False) as bar:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
-        os.replace(tmp, dest)
-    except OSError as e:
-        raise VGG16Error(f'cannot download {filename} from {url} ({e}); offline? fetch it elsewhere and pass its '
-                         f'path (e.g. --loss vgg16:weights=/path/to/{filename}) or copy it to {dest}') from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest
+        return _hub.fetch(url, label='VGG16 weights')
+    except WeightsError as e:
+        name = os.path.basename(url.rstrip('/')) or 'vgg16.pt'
+        raise VGG16Error(f'{str(e).partition("; if offline")[0]}; offline? fetch {name} elsewhere and pass its '
+                         f'path (--loss vgg16:weights=/path/to/{name}) or copy it to {_hub.cached_path(url)}') from None
 
 
 def load_vgg16(source: str | None = None, device: torch.device | str = 'cpu') -> VGG16Features:
@@ -293,7 +277,7 @@ def load_vgg16(source: str | None = None, device: torch.device | str = 'cpu') ->
             raise VGG16Error(f'VGG16 source {source!r}: expected random or random:<integer seed>') from None
     else:
         if src == 'nvidia' or src.startswith(('http://', 'https://')):
-            src = download(NVIDIA_URL if src == 'nvidia' else src, os.path.basename(src) if '://' in src else 'vgg16.pt')
+            src = download(NVIDIA_URL if src == 'nvidia' else src)
         path, _, heads = src.partition('+')
         for p in filter(None, (path, heads)):
             if not os.path.isfile(p):

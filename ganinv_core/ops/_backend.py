@@ -4,9 +4,14 @@ Rules, per call: `impl` ('auto' | 'ref' | 'ext'), else the GANINV_OPS environmen
 'auto'). 'ref' always takes the reference. 'ext' takes the compiled kernel for the tensor's device and
 raises `ExtUnavailableError` when it cannot. 'auto' takes the compiled kernel when it is available for
 the tensor's device and dtype, else the reference, with ONE warning per reason naming it.
+
+Under `torch.compile` the choice is a constant of the traced graph: `_choose` runs eagerly while
+tracing (loading the kernels, or warning, there), so a graph never contains the loading machinery.
 """
 import os
 import warnings
+
+import torch
 
 _CHOICES = ('auto', 'ref', 'ext')
 _warned = set()
@@ -17,7 +22,18 @@ class BackendChoiceError(ValueError):
 
 
 def requested(op: str, impl=None) -> str:
-    """The requested backend: `impl` if given, else GANINV_OPS, else 'auto'."""
+    """The requested backend.
+
+    Args:
+        op: the op's name, for error messages.
+        impl: 'auto', 'ref', 'ext', or None to read GANINV_OPS (unset or empty: 'auto').
+
+    Returns:
+        'auto', 'ref' or 'ext'.
+
+    Raises:
+        BackendChoiceError: `impl` or GANINV_OPS is not one of the three.
+    """
     if impl is None:
         value = os.environ.get('GANINV_OPS', '').strip().lower() or 'auto'
         if value not in _CHOICES:
@@ -28,32 +44,51 @@ def requested(op: str, impl=None) -> str:
     return impl
 
 
-def ext_status(x):
-    """(ok, reason): can the compiled kernels run on tensor `x` (its device type and dtype)?"""
+def ext_status(dev: str, dtype):
+    """Whether the compiled kernels can run on device type `dev` with `dtype`.
+
+    Returns:
+        (ok, reason): `reason` is '' when ok, else one phrase saying why not.
+    """
     from . import _ext
-    dev = x.device.type
     ok, reason = _ext.available(dev)
-    if ok and x.dtype not in _ext.DTYPES.get(dev, ()):
+    if ok and dtype not in _ext.DTYPES.get(dev, ()):
         names = ', '.join(str(d).replace('torch.', '') for d in _ext.DTYPES[dev])
-        return False, f'the {dev} kernels take {names}, not {str(x.dtype).replace("torch.", "")}'
+        return False, f'the {dev} kernels take {names}, not {str(dtype).replace("torch.", "")}'
     return ok, reason
 
 
-def resolve(op: str, x, impl=None) -> str:
-    """Return 'ref' or 'ext' for one call of `op` on tensor `x` (see the module docstring)."""
-    choice = requested(op, impl)
+@torch.compiler.assume_constant_result
+def _choose(op: str, choice: str, dev: str, dtype) -> str:
     if choice == 'ref':
         return 'ref'
-    ok, reason = ext_status(x)
+    ok, reason = ext_status(dev, dtype)
     if ok:
         return 'ext'
     if choice == 'ext':
         from ._ext import ExtUnavailableError
         raise ExtUnavailableError(f'{op}: the compiled kernels were requested (GANINV_OPS=ext / impl=ext) '
-                                  f'but cannot run on {x.device.type}: {reason}')
-    key = (x.device.type, reason)
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(f'ganinv.ops: using the slower reference path on {x.device.type}: {reason} '
-                      f'(see `ganinv-run --doctor`; GANINV_OPS=ref silences this)', RuntimeWarning, stacklevel=3)
+                                  f'but cannot run on {dev}: {reason}')
+    if (dev, reason) not in _warned:
+        _warned.add((dev, reason))
+        warnings.warn(f'ganinv.ops: using the slower reference path on {dev}: {reason} '
+                      f'(see `ganinv-run --doctor`; GANINV_OPS=ref silences this)', RuntimeWarning, stacklevel=4)
     return 'ref'
+
+
+def resolve(op: str, x, impl=None) -> str:
+    """The backend for one call of `op` on tensor `x` (see the module docstring).
+
+    Args:
+        op: the op's name, for messages.
+        x: the op's input tensor (its device type and dtype decide).
+        impl: 'auto', 'ref', 'ext', or None to follow GANINV_OPS.
+
+    Returns:
+        'ref' or 'ext'.
+
+    Raises:
+        BackendChoiceError: a bad `impl` or GANINV_OPS.
+        ExtUnavailableError: 'ext' was requested but the kernels cannot run on `x`.
+    """
+    return _choose(op, requested(op, impl), x.device.type, x.dtype)

@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 
 from . import _jit
+from .bias_act import ACTIVATIONS
 
 OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d')
 ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
              'swish': 8}  # csrc/ganinv_ops.h `Act`
-_HAS_2ND = {ACT_CODES[a] for a in ('tanh', 'sigmoid', 'elu', 'selu', 'softplus', 'swish')}
+_HAS_2ND = {ACT_CODES[a] for a, spec in ACTIVATIONS.items() if spec.has_2nd_grad}  # nonzero act''
 DTYPES = {'cpu': (torch.float32, torch.float64),
           'cuda': (torch.float32, torch.float64, torch.float16, torch.bfloat16)}
 _DISPATCH_KEY = {'cpu': 'CPU', 'cuda': 'CUDA'}
@@ -60,6 +61,20 @@ def _jit_enabled():
     return os.environ.get('GANINV_JIT', '1') != '0'
 
 
+def _jit_build(name, sources, with_cuda, missing):
+    """Build and load `name` just in time; (ok, reason). `missing` says what the installed `_C` lacks."""
+    if not _jit_enabled():
+        return False, f'{missing}; just-in-time build disabled (GANINV_JIT=0)'
+    src = csrc_dir()
+    if src is None:
+        return False, f'{missing}, and the kernel sources (csrc/) are not installed'
+    try:
+        _jit.build_and_load(name, sources(src), with_cuda=with_cuda)
+    except _jit.BuildError as e:
+        return False, str(e)
+    return True, ''
+
+
 def _load(dev):
     """Make the kernels for device type `dev` available if possible; return (ok, reason)."""
     if dev not in _DISPATCH_KEY:
@@ -68,33 +83,31 @@ def _load(dev):
         return False, 'this torch build has no CUDA support'
     _import_c()
     if not _has_kernels('CPU'):  # the schemas + CPU kernels live together
-        if not _jit_enabled():
-            return False, f'{_import_error[0] if _import_error else "no CPU kernels"}; just-in-time build disabled (GANINV_JIT=0)'
-        src = csrc_dir()
-        if src is None:
-            return False, f'{_import_error[0]}, and the kernel sources (csrc/) are not installed'
-        try:
-            _jit.build_and_load('ganinv_cpu', sorted(src.glob('*.cpp')), with_cuda=False)
-        except _jit.BuildError as e:
-            return False, str(e)
+        ok, reason = _jit_build('ganinv_cpu', lambda src: sorted(src.glob('*.cpp')), False,
+                                _import_error[0] if _import_error else 'ganinv_core._C has no CPU kernels')
+        if not ok:
+            return False, reason
     if dev == 'cuda' and not _has_kernels('CUDA'):
-        if not _jit_enabled():
-            return False, 'ganinv_core._C was built without CUDA kernels; just-in-time build disabled (GANINV_JIT=0)'
-        src = csrc_dir()
-        if src is None:
-            return False, 'ganinv_core._C was built without CUDA kernels and the sources (csrc/) are not installed'
-        try:
-            _jit.build_and_load('ganinv_cuda', [src / 'ops_common.cpp'] + sorted(src.glob('*.cu')), with_cuda=True)
-        except _jit.BuildError as e:
-            return False, str(e)
+        ok, reason = _jit_build('ganinv_cuda', lambda src: [src / 'ops_common.cpp'] + sorted(src.glob('*.cu')),
+                                True, 'ganinv_core._C was built without CUDA kernels')
+        if not ok:
+            return False, reason
     if not _has_kernels(_DISPATCH_KEY[dev]):
         return False, f'the loaded library has no {dev} kernels'
     _register_python_parts()
     return True, ''
 
 
+@torch.compiler.assume_constant_result  # torch.compile: evaluated while tracing, a constant in the graph
 def available(dev: str):
-    """(ok, reason) for the compiled kernels on device type `dev` ('cpu', 'cuda'); cached per process."""
+    """Whether the compiled kernels can run on device type `dev`, loading or building them on first ask.
+
+    Args:
+        dev: a device type, 'cpu' or 'cuda'.
+
+    Returns:
+        (ok, reason): `reason` is '' when ok, else why not (one line). Cached per process.
+    """
     if dev not in _status:
         with _lock:
             if dev not in _status:
@@ -102,32 +115,56 @@ def available(dev: str):
     return _status[dev]
 
 
-def reset_cache():
-    """Forget the per-process availability results (tests, doctor)."""
-    _status.clear()
-
-
-def _ensure(x):
-    if not _registered or x.device.type not in _status:
-        ok, reason = available(x.device.type)
-        if not ok:
-            raise ExtUnavailableError(f'ganinv: the compiled kernels are unavailable on {x.device.type}: {reason}')
+def _ensure(dev):
+    ok, reason = available(dev)
+    if not ok:
+        raise ExtUnavailableError(f'ganinv: the compiled kernels are unavailable on {dev}: {reason}')
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Entry points called by ops.bias_act / ops.upfirdn2d with normalised arguments.
 
 def bias_act_ext(x, b, dim, act, alpha, gain, clamp):
-    """Compiled bias_act: `x` any shape; `b` [x.shape[dim]] or None; alpha, gain floats; clamp float or None."""
-    _ensure(x)
+    """Compiled bias_act (arguments already checked by `ops.bias_act`).
+
+    Args:
+        x: input tensor, any shape.
+        b: bias [x.shape[dim]], or None.
+        dim: the axis `b` runs along, in [0, x.ndim).
+        act: a key of `ACTIVATIONS`.
+        alpha, gain: floats.
+        clamp: float >= 0, or None for no clamping.
+
+    Returns:
+        Tensor shaped like `x`, in x's memory layout when that is contiguous or channels_last.
+
+    Raises:
+        ExtUnavailableError: no compiled kernels for x's device.
+    """
+    _ensure(x.device.type)
     b = x.new_empty([0]) if b is None else b.to(device=x.device, dtype=x.dtype)
     return torch.ops.ganinv.bias_act(x, b, dim, ACT_CODES[act], float(alpha), float(gain),
                                      -1.0 if clamp is None else float(clamp))
 
 
 def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
-    """Compiled upfirdn2d: x [N, C, H, W]; f float32 [fh, fw] or separable [fw]; the rest ints/bool/float."""
-    _ensure(x)
+    """Compiled upfirdn2d (arguments already checked by `ops.upfirdn2d`).
+
+    Args:
+        x: [N, C, H, W].
+        f: filter [fh, fw] or separable [fw] (converted to float32 on x's device).
+        upx, upy, downx, downy: positive ints.
+        padx0, padx1, pady0, pady1: ints; negative crops.
+        flip_filter: False = convolution, True = correlation.
+        gain: float.
+
+    Returns:
+        [N, C, outH, outW], channels_last when x is.
+
+    Raises:
+        ExtUnavailableError: no compiled kernels for x's device.
+    """
+    _ensure(x.device.type)
     f = f.to(device=x.device, dtype=torch.float32)
     return torch.ops.ganinv.upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
                                       bool(flip_filter), float(gain))

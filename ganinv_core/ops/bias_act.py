@@ -52,17 +52,26 @@ ACTIVATIONS = {
 
 
 def _normalize_args(x, b, dim, act, alpha, gain, clamp):
-    """Validate the arguments; return (alpha, gain, clamp) as floats (clamp None when off)."""
+    """Validate the arguments of `bias_act`.
+
+    Returns:
+        (alpha, gain, clamp) as floats; clamp is None when off.
+
+    Raises:
+        OpArgumentError: a non-tensor x, an unknown act, a bad dim or a bias that does not fit x.
+    """
     if not isinstance(x, torch.Tensor):
         raise OpArgumentError(f'bias_act: x must be a tensor, got {type(x).__name__}')
     if act not in ACTIVATIONS:
         raise OpArgumentError(f'bias_act: act={act!r} is unknown; valid: {", ".join(ACTIVATIONS)}')
+    if not isinstance(dim, int) or not -x.ndim <= dim < x.ndim:
+        raise OpArgumentError(f'bias_act: dim={dim!r} is not an axis of x (x shape {tuple(x.shape)})')
     if b is not None:
         if not isinstance(b, torch.Tensor) or b.ndim != 1:
             raise OpArgumentError('bias_act: b must be a 1-D tensor or None')
-        if not -x.ndim <= dim < x.ndim or b.shape[0] != x.shape[dim]:
-            raise OpArgumentError(f'bias_act: b has {b.shape[0]} elements but x.shape[dim={dim}] '
-                                  f'does not match (x shape {tuple(x.shape)})')
+        if b.shape[0] != x.shape[dim]:
+            raise OpArgumentError(f'bias_act: b has {b.shape[0]} elements but x.shape[{dim}] is {x.shape[dim]} '
+                                  f'(x shape {tuple(x.shape)})')
     spec = ACTIVATIONS[act]
     alpha = float(spec.def_alpha if alpha is None else alpha)
     gain = float(spec.def_gain if gain is None else gain)
@@ -81,7 +90,8 @@ def _bias_act_ref(x, b, dim, act, alpha, gain, clamp):
         b: 1-D bias of length `x.shape[dim]`, or None.
         dim: the axis of `x` that `b` runs along.
         act: a key of `ACTIVATIONS`.
-        alpha, gain: floats, or None for the table's defaults.
+        alpha: activation parameter, or None for the table's default.
+        gain: output scale, or None for the table's default.
         clamp: float >= 0, or None (or negative) for no clamping.
 
     Returns:
@@ -115,6 +125,9 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
 
     Returns:
         Tensor shaped like `x`, same dtype.
+
+    Raises:
+        OpArgumentError: an invalid argument (one line naming it).
     """
     alpha, gain, clamp = _normalize_args(x, b, dim, act, alpha, gain, clamp)
     dim = dim % x.ndim

@@ -15,6 +15,7 @@ from .bias_act import OpArgumentError
 
 
 def _parse_scaling(name, s):
+    """(sx, sy) from an int or a pair of positive ints; `name` is the argument, for the error."""
     if isinstance(s, int):
         s = [s, s]
     if not (isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) and v >= 1 for v in s)):
@@ -23,6 +24,7 @@ def _parse_scaling(name, s):
 
 
 def _parse_padding(p):
+    """(padx0, padx1, pady0, pady1) from an int, (px, py) or four ints."""
     if isinstance(p, int):
         p = [p, p]
     if not (isinstance(p, (list, tuple)) and len(p) in (2, 4) and all(isinstance(v, int) for v in p)):
@@ -55,6 +57,9 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
 
     Returns:
         float32 tensor [fh, fw] or, when separable, [fw].
+
+    Raises:
+        OpArgumentError: empty or more than 2-D taps, or 2-D taps with separable=True.
     """
     f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
     if f.ndim > 2 or f.numel() == 0:
@@ -63,6 +68,8 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
         f = f[None]
     if separable is None:
         separable = f.ndim == 1 and f.numel() >= 8
+    if separable and f.ndim != 1:
+        raise OpArgumentError(f'setup_filter: separable=True needs 1-D taps, got shape {tuple(f.shape)}')
     if f.ndim == 1 and not separable:
         f = torch.outer(f, f)
     if normalize:
@@ -149,7 +156,10 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl=None):
     """Filter x with f, keeping its size (plus `padding`).
 
     Args:
-        x: [N, C, H, W]; f: [fh, fw] or [fw]; padding: as in `upfirdn2d`.
+        x: [N, C, H, W].
+        f: [fh, fw] or separable [fw].
+        padding: as in `upfirdn2d`, added to the size-preserving padding.
+        flip_filter, gain, impl: as in `upfirdn2d`.
 
     Returns:
         [N, C, H + pady0 + pady1, W + padx0 + padx1].
@@ -164,7 +174,11 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl=None):
     """Upsample x by `up` with the interpolation filter f (gain multiplied by upx*upy).
 
     Args:
-        x: [N, C, H, W]; f: [fh, fw] or [fw]; up: int or (x, y); padding: as in `upfirdn2d`.
+        x: [N, C, H, W].
+        f: [fh, fw] or separable [fw].
+        up: int or (x, y) pair.
+        padding: as in `upfirdn2d`, added to the centring padding.
+        flip_filter, gain, impl: as in `upfirdn2d`.
 
     Returns:
         [N, C, H*upy + pady0 + pady1, W*upx + padx0 + padx1].
@@ -180,7 +194,11 @@ def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl=None):
     """Low-pass filter x with f, then keep every `down`-th pixel.
 
     Args:
-        x: [N, C, H, W]; f: [fh, fw] or [fw]; down: int or (x, y); padding: as in `upfirdn2d`.
+        x: [N, C, H, W].
+        f: [fh, fw] or separable [fw].
+        down: int or (x, y) pair.
+        padding: as in `upfirdn2d`, added to the centring padding.
+        flip_filter, gain, impl: as in `upfirdn2d`.
 
     Returns:
         [N, C, (H + pady0 + pady1) // downy, (W + padx0 + padx1) // downx].

@@ -33,6 +33,7 @@ def cache_dir():
 
 
 def _sha256(path):
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -52,7 +53,12 @@ def fetch(url, label=None, progress=True):
     """Return a local path for `url`, downloading it into the cache on first use.
 
     Args:
-        url: http(s) URL; label: what the user asked for (a short name), for messages; progress: tqdm bar.
+        url: http(s) URL.
+        label: what the user asked for (a short name), for messages; default the URL.
+        progress: show a tqdm progress bar while downloading.
+
+    Returns:
+        The cached file's path.
 
     Raises:
         WeightsError: download failure (with how to pass a local file), size mismatch, hash mismatch on reuse.
@@ -98,5 +104,6 @@ def fetch(url, label=None, progress=True):
 
 
 def _progress(total, desc, enabled):
+    """A tqdm byte counter on stderr (`total` None when the size is unknown)."""
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit='B', unit_scale=True, unit_divisor=1024, disable=not enabled)

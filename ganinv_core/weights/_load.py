@@ -1,7 +1,6 @@
 """`load_generator` / `save_generator` / `convert`: every accepted source -> a Generator, and back to disk."""
 import os
 
-
 from . import _hub, _nvidia, _safetensors
 from ._errors import WeightsError
 from ._random import RANDOM_NETWORKS, random_generator
@@ -55,15 +54,14 @@ def _read(path):
         raise WeightsError(f'{path}: is a directory, not a network file')
     kind = _sniff(path)
     if kind == 'pickle':
-        cfg, state, _ = _nvidia.read_nvidia_pickle(path)
-        return cfg, state
+        return _nvidia.read_nvidia_pickle(path)
     if kind == 'safetensors':
-        cfg, state, _ = _safetensors.read(path)
-        return cfg, state
+        return _safetensors.read(path)
     raise WeightsError(f'{path}: {kind}')
 
 
 def _local_path(source):
+    """A local file for a path, URL or short name (downloading if needed); WeightsError for unknown names."""
     source = os.fspath(source)
     if source in _hub.NETWORKS:
         return _hub.fetch(_hub.NETWORKS[source], label=source)
@@ -98,7 +96,16 @@ def load_generator(source, device='cpu'):
 
 
 def save_generator(G, path, overwrite=False):
-    """Write `G` as `.safetensors` (state dict + `G.init_kwargs` in the metadata), atomically."""
+    """Write `G` as `.safetensors` (state dict + `G.init_kwargs` in the metadata), atomically.
+
+    Args:
+        G: a `Generator` (anything with `init_kwargs` and a state dict).
+        path: destination file.
+        overwrite: replace an existing file.
+
+    Raises:
+        WeightsError: no init_kwargs, or the file exists and overwrite is False.
+    """
     if not hasattr(G, 'init_kwargs'):
         raise WeightsError(f'{path}: cannot save a {type(G).__name__}: it has no init_kwargs')
     _safetensors.write(G.state_dict(), G.init_kwargs, path, overwrite=overwrite)
@@ -106,6 +113,11 @@ def save_generator(G, path, overwrite=False):
 
 def convert(source, dest, overwrite=False):
     """Convert any `load_generator` source (e.g. an NVIDIA pickle) to a ganinv `.safetensors` file.
+
+    Args:
+        source: anything `load_generator` accepts.
+        dest: the `.safetensors` file to write.
+        overwrite: replace an existing file.
 
     Returns:
         dest.

@@ -1,5 +1,6 @@
 """NVIDIA network pickles (stylegan2-ada-pytorch and stylegan3's StyleGAN2) -> (config, state dict)."""
 import collections
+import logging
 
 import numpy as np
 import torch
@@ -12,11 +13,12 @@ G_CLASSES = frozenset({'Generator', 'MappingNetwork', 'SynthesisNetwork', 'Synth
                        'ToRGBLayer', 'FullyConnectedLayer', 'Conv2dLayer'})
 # Only in StyleGAN3's alias-free generator (training.networks_stylegan3).
 SG3_CLASSES = frozenset({'SynthesisInput'})
+_log = logging.getLogger(__name__)
 _G_ARGS = ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels', 'mapping_kwargs', 'synthesis_kwargs')
 
 
 def _plain(v):
-    """EasyDicts / OrderedDicts / tuples / numpy scalars -> JSON-friendly python values."""
+    """JSON-friendly copy of a pickled config value: EasyDicts / OrderedDicts / tuples / numpy scalars -> JSON-friendly python values."""
     if isinstance(v, dict):
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -27,7 +29,15 @@ def _plain(v):
 
 
 def _walk(stub, prefix, state_dict, classes):
-    """Collect parameters and buffers of a stub tree under NVIDIA's dotted names."""
+    """Collect the parameters and buffers of a stub tree under NVIDIA's dotted names.
+
+    Args:
+        stub: a `PersistentStub`; prefix: its dotted name plus '.' ('' for G_ema);
+        state_dict: filled in place; classes: filled with the class names met.
+
+    Raises:
+        WeightsError: a parameter that is not a tensor or a child that is not a persistent module.
+    """
     classes.add(stub.class_name)
     st = stub.state
     for group in ('_parameters', '_buffers'):
@@ -44,7 +54,11 @@ def _walk(stub, prefix, state_dict, classes):
 
 
 def _config(g_stub):
-    """ADA-nested Generator kwargs from the G stub's `_init_args` / `_init_kwargs` (nested or flat)."""
+    """ADA-nested Generator kwargs from the G stub's `_init_args` / `_init_kwargs` (nested or flat).
+
+    Raises:
+        WeightsError: malformed kwargs, or one of z_dim, c_dim, w_dim, img_resolution, img_channels missing.
+    """
     args = _plain(g_stub.state.get('_init_args') or [])
     kwargs = _plain(g_stub.state.get('_init_kwargs') or {})
     if not isinstance(kwargs, dict) or not isinstance(args, list) or len(args) > len(_G_ARGS):
@@ -64,8 +78,14 @@ def _config(g_stub):
 def read_nvidia_pickle(path):
     """Read `G_ema` of an NVIDIA network pickle safely.
 
+    The layout (stylegan2-ada-pytorch or stylegan3) and the sha256 of the embedded (never run) source are
+    logged at INFO level for provenance.
+
+    Args:
+        path: the pickle file.
+
     Returns:
-        (init_kwargs: ADA-nested dict, state_dict: {name: tensor}, info: dict with 'layout' and 'module_sha256').
+        (init_kwargs: ADA-nested dict, state_dict: {name: tensor}).
 
     Raises:
         WeightsError: unreadable / refused file, no G_ema, malformed network.
@@ -99,5 +119,6 @@ def read_nvidia_pickle(path):
         raise WeightsError(f'{path}: {e}') from None
     if cfg['c_dim']:
         raise UnsupportedNetworkError(f'{path}: conditional networks (c_dim={cfg["c_dim"]}) are not supported')
-    layout = 'ada' if 'synthesis_kwargs' in _plain(g.state.get('_init_kwargs') or {}) else 'sg3'
-    return cfg, state_dict, {'layout': layout, 'module_sha256': g.src_sha256}
+    layout = 'stylegan2-ada-pytorch' if 'synthesis_kwargs' in (g.state.get('_init_kwargs') or {}) else 'stylegan3'
+    _log.info('%s: G_ema from a %s pickle, module_src sha256 %s', path, layout, g.src_sha256)
+    return cfg, state_dict

@@ -8,19 +8,24 @@ from ._errors import WeightsError
 FORMAT = 'ganinv-stylegan2'
 
 
-def write(state_dict, init_kwargs, path, overwrite=False, extra=None):
+def write(state_dict, init_kwargs, path, overwrite=False):
     """Write tensors + config atomically (temp file + os.replace).
 
     Args:
-        state_dict: {name: tensor}; init_kwargs: JSON-serialisable Generator kwargs;
-        path: destination; overwrite: replace an existing file; extra: more string metadata.
+        state_dict: {name: tensor}.
+        init_kwargs: JSON-serialisable Generator kwargs.
+        path: destination.
+        overwrite: replace an existing file.
+
+    Raises:
+        WeightsError: the file exists and overwrite is False.
     """
     from safetensors.torch import save_file
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise WeightsError(f'{path}: already exists (pass overwrite=True to replace it)')
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    meta = {'format': FORMAT, 'format_version': '1', 'init_kwargs': json.dumps(init_kwargs), **(extra or {})}
+    meta = {'format': FORMAT, 'format_version': '1', 'init_kwargs': json.dumps(init_kwargs)}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.safetensors')
@@ -37,7 +42,10 @@ def read(path):
     """Read a ganinv `.safetensors` file.
 
     Returns:
-        (init_kwargs, state_dict, metadata).
+        (init_kwargs, state_dict).
+
+    Raises:
+        WeightsError: unreadable file, or no ganinv generator metadata.
     """
     from safetensors import SafetensorError, safe_open
     try:
@@ -54,4 +62,4 @@ def read(path):
         init_kwargs = json.loads(meta['init_kwargs'])
     except ValueError:
         raise WeightsError(f'{path}: corrupt init_kwargs metadata') from None
-    return init_kwargs, tensors, meta
+    return init_kwargs, tensors

@@ -54,18 +54,21 @@ class PersistentStub:
 
 
 def _np_scalar(dtype, data=None):
+    """`numpy.core.multiarray.scalar` for plain numeric dtypes only (NVIDIA's numpy.float64 attributes)."""
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
         raise pickle.UnpicklingError(f'numpy scalar of dtype {dtype!r} is not allowed')
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
 def _np_reconstruct(cls, shape, typecode):
+    """`numpy.core.multiarray._reconstruct`, restricted to plain `numpy.ndarray`."""
     if cls is not np.ndarray:
         raise pickle.UnpicklingError('numpy _reconstruct of a class other than numpy.ndarray')
     return np.ndarray.__new__(np.ndarray, shape, typecode)
 
 
 def _codecs_encode(text, encoding='utf-8'):
+    """`_codecs.encode` as protocol-2 pickles use it for bytes: latin-1 only."""
     if encoding not in ('latin1', 'latin-1'):
         raise pickle.UnpicklingError(f'_codecs.encode with encoding {encoding!r} is not allowed')
     return codecs.encode(text, encoding)
@@ -77,10 +80,12 @@ def _load_storage(data):
 
 
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks, *extra):
+    """torch's tensor rebuild, dropping pickled backward hooks and metadata."""
     return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, collections.OrderedDict())
 
 
 def _rebuild_parameter(data, requires_grad, hooks):
+    """torch's Parameter rebuild, dropping pickled backward hooks."""
     return torch._utils._rebuild_parameter(data, requires_grad, collections.OrderedDict())
 
 
@@ -112,17 +117,22 @@ class SafeUnpickler(pickle.Unpickler):
     """`pickle.Unpickler` that resolves globals only through `ALLOWED` and has no persistent ids."""
 
     def find_class(self, module, name):
+        """The allow-listed stand-in for `module.name`; BlockedGlobalError for anything else."""
         key = f'{module}.{name}'
         if key not in ALLOWED:
             raise BlockedGlobalError(key)
         return ALLOWED[key]
 
     def persistent_load(self, pid):
+        """Refuse persistent ids (a `torch.save` stream is not a network pickle)."""
         raise pickle.UnpicklingError('persistent ids are not used by NVIDIA network pickles')
 
 
 def safe_load_pickle(path):
     """Unpickle `path` with `SafeUnpickler`.
+
+    Args:
+        path: the pickle file.
 
     Returns:
         The top-level object, with persistent modules as `PersistentStub`s.

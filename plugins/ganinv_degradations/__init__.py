@@ -12,4 +12,5 @@ __all__ = ['Blur', 'Downsample', 'Grayscale', 'Inpaint', 'Noise', 'ganinv_degrad
 
 @hookimpl
 def ganinv_degradations():
+    """The five built-in degradation classes."""
     return [Grayscale, Inpaint, Blur, Downsample, Noise]

@@ -7,18 +7,21 @@ import torch
 import torch.nn.functional as F
 
 from ganinv_core.hooks import Degradation, Param
+from ganinv_core.metrics import gaussian_window
 
 
 def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
-    """[size, size] normalised Gaussian, centred (size odd)."""
-    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-r.square() / (2 * sigma ** 2))
-    k = g[:, None] * g[None, :]
-    return (k / k.sum()).float()
+    """[size, size] normalised, centred Gaussian: the outer product of the 1-D window with itself."""
+    g = gaussian_window(size, sigma)
+    return g[:, None] * g[None, :]
 
 
 def read_kernel(path: str) -> torch.Tensor:
-    """A 2-D kernel from ``.npy`` (no pickles) or an image (converted to grey), normalised to sum 1."""
+    """A 2-D kernel from ``.npy`` (no pickles) or an image (converted to grey), normalised to sum 1.
+
+    Raises:
+        ValueError: the file cannot be read, or is not a finite, non-negative 2-D array with a positive sum.
+    """
     try:
         if path.lower().endswith('.npy'):
             k = np.load(path, allow_pickle=False).astype(np.float64)
@@ -34,6 +37,7 @@ def read_kernel(path: str) -> torch.Tensor:
 
 
 class Blur(Degradation):
+    """Depthwise 2-D convolution with a normalised kernel; edges replicated, so a convex mix stays in [-1, 1]."""
     name = 'blur'
     help = 'Gaussian blur, or a kernel from an image / .npy file (deblurring)'
     params = (Param('sigma', float, 2.0, 'Gaussian standard deviation in pixels'),
@@ -56,6 +60,7 @@ class Blur(Degradation):
         self.register_buffer('weight', k, persistent=False)
 
     def _pad(self):
+        """(left, right, top, bottom) padding that keeps the output the size of the input."""
         kh, kw = self.weight.shape  # asymmetric for even sides: the output stays aligned with the input
         return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
 

@@ -5,6 +5,7 @@ from ganinv_core.hooks import Degradation, Param
 
 
 class Downsample(Degradation):
+    """Area (box mean of f x f blocks) or antialiased bicubic downsampling by an integer factor."""
     name = 'downsample'
     help = 'downsample by an integer factor 2-32 (super-resolution); the target may be the small image'
     params = (Param('factor', int, 4, 'downsampling factor, 2-32'),
@@ -16,6 +17,7 @@ class Downsample(Degradation):
             raise self.fail('factor', 'must be in 2-32')
 
     def output_size(self, size):
+        """size / factor; the factor must divide the side."""
         if size % self.factor:
             raise self.fail('factor', f'does not divide the image size {size}')
         return size // self.factor

@@ -7,6 +7,7 @@ YIQ_Y = (0.299, 0.587, 0.114)
 
 
 class Grayscale(Degradation):
+    """Luminance with YIQ's Y row, the same value in all three channels."""
     name = 'grayscale'
     help = 'luminance Y = 0.299 R + 0.587 G + 0.114 B, replicated to 3 channels (colourisation)'
 

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ganinv_core.hooks import Degradation, Param
 
@@ -35,20 +34,33 @@ def stroke_mask(size: int, seed: int, strokes: int, width: float) -> torch.Tenso
     return torch.from_numpy(~hole).float()
 
 
-def file_mask(path: str, size: int) -> torch.Tensor:
-    """[size, size] from an image file: white (> 127 after grey conversion) = known."""
+def read_mask_image(path: str):
+    """The grey (``L``) PIL image of a mask file, read now so that a bad file fails at construction.
+
+    Raises:
+        ValueError: the file cannot be read as an image.
+    """
     from PIL import Image
     try:
         with Image.open(path) as im:
-            g = im.convert('L')
-            if g.size != (size, size):
-                g = g.resize((size, size), Image.NEAREST)
-            return torch.from_numpy(np.asarray(g) > 127).float()
+            return im.convert('L')
     except OSError as e:
         raise ValueError(f'inpaint mask {path!r}: cannot read it as an image ({e})') from None
 
 
+def file_mask(image, size: int) -> torch.Tensor:
+    """[size, size] from a grey mask image (nearest-resized to the side): white (> 127) = known."""
+    from PIL import Image
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(image) > 127).float()
+
+
 class Inpaint(Degradation):
+    """Holes from a mask (1 = known) set to black (-1); ``mask`` tells the losses which pixels are known.
+
+    The mask is built once per image side and shared by every image of a batch.
+    """
     name = 'inpaint'
     help = 'remove a region (mask file, box, centred square or random strokes); holes are black and carry no loss'
     params = (Param('mode', str, 'center', 'kind of mask', ('file', 'box', 'center', 'strokes')),
@@ -61,8 +73,10 @@ class Inpaint(Degradation):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if self.mode == 'file' and not (self.path and os.path.isfile(self.path)):
-            raise self.fail('path', 'must name an existing mask image when mode=file')
+        if self.mode == 'file':
+            if not (self.path and os.path.isfile(self.path)):
+                raise self.fail('path', 'must name an existing mask image when mode=file')
+            self._image = read_mask_image(self.path)
         if self.mode == 'box':
             try:
                 self._box = [float(v) for v in self.box.split(':')]
@@ -72,14 +86,17 @@ class Inpaint(Degradation):
                 raise self.fail('box', 'must be x0:y0:x1:y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1')
         if self.mode == 'center' and not 0 < self.size <= 1:
             raise self.fail('size', 'must be in (0, 1]')
-        if self.mode == 'strokes' and (self.strokes < 0 or not 0 < self.width <= 1):
-            raise self.fail('strokes' if self.strokes < 0 else 'width', 'is out of range')
+        if self.mode == 'strokes' and self.strokes < 0:
+            raise self.fail('strokes', 'must be >= 0')
+        if self.mode == 'strokes' and not 0 < self.width <= 1:
+            raise self.fail('width', 'must be in (0, 1]')
         self._cache = {}
 
     def _mask2d(self, size: int) -> torch.Tensor:
+        """[size, size] mask of the configured mode, cached per side."""
         if size not in self._cache:
             h = (1 - self.size) / 2
-            self._cache[size] = {'file': lambda: file_mask(self.path, size),
+            self._cache[size] = {'file': lambda: file_mask(self._image, size),
                                  'box': lambda: box_mask(size, *self._box),
                                  'center': lambda: box_mask(size, h, h, 1 - h, 1 - h),
                                  'strokes': lambda: stroke_mask(size, self.seed, self.strokes, self.width)}[self.mode]()

@@ -5,6 +5,7 @@ from ganinv_core.hooks import Degradation, Param
 
 
 class Noise(Degradation):
+    """Seeded additive Gaussian noise; ``simulate_only``, so the generated image is compared as it is."""
     name = 'noise'
     help = 'additive Gaussian noise, applied to a clean input in simulation only (denoising)'
     simulate_only = True

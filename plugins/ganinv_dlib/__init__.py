@@ -12,4 +12,5 @@ __all__ = ['DlibDetector', 'model_path']
 
 @hookimpl
 def ganinv_landmark_detectors():
+    """The detectors of this plugin: `dlib`."""
     return [DlibDetector]

@@ -12,4 +12,5 @@ __all__ = ['L1', 'LatentDist', 'MSE', 'NoiseReg', 'SSIM', 'VGG16', 'ganinv_losse
 
 @hookimpl
 def ganinv_losses():
+    """The six built-in loss classes."""
     return [VGG16, MSE, L1, SSIM, LatentDist, NoiseReg]

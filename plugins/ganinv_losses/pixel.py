@@ -4,6 +4,7 @@ from ganinv_core.metrics import masked_mean
 
 
 class MSE(Loss):
+    """Mean squared error over known pixels and channels, per image."""
     name = 'mse'
     help = 'mean squared error over known pixels'
 
@@ -13,6 +14,7 @@ class MSE(Loss):
 
 
 class L1(Loss):
+    """Mean absolute error over known pixels and channels, per image."""
     name = 'l1'
     help = 'mean absolute error over known pixels'
 

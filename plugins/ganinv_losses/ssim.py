@@ -4,9 +4,15 @@ from ganinv_core.metrics import ssim
 
 
 class SSIM(Loss):
+    """Structural dissimilarity, 1 - SSIM per image (0 for identical images)."""
     name = 'ssim'
     help = '1 - SSIM (Gaussian window, over windows made of known pixels only)'
-    params = (Param('window', int, 11, 'side of the Gaussian window (odd)'),)
+    params = (Param('window', int, 11, 'side of the Gaussian window (odd, >= 3)'),)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.window < 3 or self.window % 2 == 0:
+            raise self.fail('window', 'must be an odd number >= 3')
 
     def forward(self, ctx):
         """[N] 1 - mean SSIM."""

@@ -1,30 +1,59 @@
-"""`ganinv-run --align` end to end with the real dlib detector on a real photo (skimage's astronaut)."""
+"""`ganinv-run --align` end to end with the built-in dlib detector: on a real photo (skimage's astronaut) beside a
+photo with no face, and without the [align] extra."""
 import json
+import sys
 
 import numpy as np
 import pytest
+from ganinv_dlib import _detector
 from PIL import Image
 
 from ganinv_core import cli
+from ganinv_core.io._ffhq import crop_to_photo, ffhq_quad
 
-dlib = pytest.importorskip('dlib', reason='the [align] extra (dlib-bin) is not installed')
-skdata = pytest.importorskip('skimage.data')
+BASE = ['--network', 'random-32', '--steps', '2', '--quiet', '--align']
 
 
-def test_align_restore_paste_back_on_astronaut(tmp_path, capsys):
+def test_align_without_dlib_says_how_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'dlib', None)  # `import dlib` raises ImportError, as without the extra
+    _detector._load.cache_clear()
+    try:
+        Image.new('RGB', (48, 40), (90, 120, 150)).save(tmp_path / 'p.png')
+        code = cli.main([*BASE, '--target', str(tmp_path / 'p.png'), '--outdir', str(tmp_path / 'o')])
+    finally:
+        _detector._load.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == cli.EXIT_BAD_INPUT
+    assert len(err) == 1 and str(tmp_path / 'p.png') in err[0] and "pip install -e '.[align]'" in err[0], err
+
+
+def test_align_restore_paste_back_on_astronaut_after_a_photo_without_face(tmp_path, capsys):
+    pytest.importorskip('dlib', reason="the [align] extra (dlib-bin) is not installed")
+    skdata = pytest.importorskip('skimage.data')
     photo = skdata.astronaut()                                   # 512x512 RGB, one face
     Image.fromarray(photo).save(tmp_path / 'astronaut.png')
-    code = cli.main(['--network', 'random-32', '--steps', '2', '--quiet', '--align', '--target',
-                     str(tmp_path / 'astronaut.png'), '--outdir', str(tmp_path / 'out')])
+    Image.new('RGB', (120, 90), (128, 128, 128)).save(tmp_path / 'blank.png')
+    code = cli.main([*BASE, '--target', str(tmp_path / 'blank.png'), str(tmp_path / 'astronaut.png'),
+                     '--outdir', str(tmp_path / 'out')])
     err = capsys.readouterr().err
-    assert code == 0, err
+    # the photo without a face is reported (one line, named) and the batch goes on with the astronaut
+    assert code == cli.EXIT_BAD_INPUT, err
+    assert f"{tmp_path / 'blank.png'}: photo: no face found by detector 'dlib'" in err
+    run = json.loads((tmp_path / 'out' / 'run.json').read_text())
+    assert run['targets']['blank']['status'] == 'bad input' and run['targets']['astronaut']['status'] == 'ok'
+    assert not (tmp_path / 'out' / 'blank').exists()
+
     d = tmp_path / 'out' / 'astronaut'
     with Image.open(d / 'pasted.png') as im:
         pasted = np.asarray(im.convert('RGB'))
     assert pasted.shape == photo.shape
+    # landmarks and transform are saved: dlib's landmarks of the photo, and the FFHQ crop of them at 32 px
     info = json.loads((d / 'alignment.json').read_text())
+    assert json.loads((d / 'metrics.json').read_text())['alignment'] == 'alignment.json'
     lm = np.asarray(info['landmarks'])
-    assert lm.shape == (68, 2)
+    np.testing.assert_allclose(lm, _detector.DlibDetector().detect(photo)[0])
+    assert info['size'] == 32
+    np.testing.assert_allclose(info['transform'], crop_to_photo(ffhq_quad(lm)[0], 32), atol=1e-9)
     # Far from the face the photo is untouched; the face region was replaced by the (random) restoration.
     x0, y0 = lm.min(0).astype(int)
     x1, y1 = lm.max(0).astype(int)

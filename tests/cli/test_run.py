@@ -43,6 +43,7 @@ def check_outputs(d: Path, G=None):
             assert png(d / f).size > 0
     m = json.loads((d / 'metrics.json').read_text())
     assert set(m['loss']) >= {'total'} and m['steps'] == 3 and m['steps_per_second'] > 0
+    assert m['precision'] == 'fp32' and m['target'] == d.name
     if G is not None:  # projected_w.npz re-renders restored.png within 1/255
         again = to_uint8(render_latent(G, load_latent(d / 'projected_w.npz')))[0]
         assert np.abs(again.astype(int) - png(d / 'restored.png')).max() <= 1
@@ -62,6 +63,25 @@ def test_simulation_each_degradation(tmp_path, capsys, G, spec):
     assert run_json['versions']['torch'] == torch.__version__ and run_json['targets']['seed3']['status'] == 'ok'
     if spec.startswith('downsample'):
         assert png(tmp_path / 'seed3' / 'degraded.png').shape == (8, 8, 3)
+    assert (tmp_path / 'seed3' / 'composite.png').exists() == spec.startswith('inpaint')  # only when pixels are hidden
+
+
+def test_inpainting_composite_keeps_known_pixels(tmp_path, capsys):
+    code, out = run(['--target', 'seed:3', '--simulate', '--degradation', 'inpaint:mode=center,size=0.4',
+                     '--outdir', tmp_path], capsys)
+    assert code == 0, out.err
+    d = tmp_path / 'seed3'
+    clean, deg, rest, comp = (png(d / f).astype(int) for f in ('target.png', 'degraded.png', 'restored.png',
+                                                               'composite.png'))
+    hole = (deg == 0).all(-1)
+    assert 0.1 < hole.mean() < 0.3 and not hole[0, 0] and hole[16, 16]
+    np.testing.assert_array_equal(comp[~hole], clean[~hole])  # known pixels: the target's
+    np.testing.assert_array_equal(comp[hole], rest[hole])     # the hole: the restoration's
+    m = json.loads((d / 'metrics.json').read_text())
+    mse = ((comp - clean) ** 2).mean()
+    assert m['composite']['psnr'] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
+    assert m['composite']['psnr'] > m['vs_clean']['psnr'] and 0 < m['composite']['ssim'] <= 1
+    assert 'composite' in out.out
 
 
 def test_restoration_of_a_file_w_plus(tmp_path, capsys, G):
@@ -88,19 +108,31 @@ def test_batch_equals_one_at_a_time(tmp_path, capsys):
                       - png(tmp_path / 'o' / name / 'restored.png')).max() <= 1
 
 
-def test_bad_file_among_good_ones(tmp_path, capsys):
+def test_bad_files_among_good_ones(tmp_path, capsys, monkeypatch, G):
+    from ganinv_core.io import images
+    monkeypatch.setattr(images, 'MAX_PIXELS', 2000)
     (tmp_path / 'broken.png').write_bytes(b'garbage')
     (tmp_path / 'empty').mkdir()
-    code, out = run(['--target', 'seed:1', tmp_path / 'broken.png', tmp_path / 'empty', 'seed:2',
-                     '--outdir', tmp_path / 'o'], capsys)
+    (tmp_path / 'photos').mkdir()
+    photo(tmp_path / 'photos' / 'a.png', (40, 30))
+    photo(tmp_path / 'photos' / 'b.jpg', (30, 40), seed=1)
+    photo(tmp_path / 'big.png', (60, 50))
+    code, out = run(['--target', 'seed:1', tmp_path / 'broken.png', tmp_path / 'empty', tmp_path / 'photos',
+                     tmp_path / 'big.png', tmp_path / 'gone.png', '--outdir', tmp_path / 'o'], capsys)
     assert code == 2
-    assert f'{tmp_path / "broken.png"}: not an image Pillow can read' in out.err
-    assert f'{tmp_path / "empty"}: folder has no images' in out.err
-    for name in ('seed1', 'seed2'):
-        check_outputs(tmp_path / 'o' / name)
+    assert out.err.splitlines() == [  # one line per bad input, in order: the file and the reason
+        f'error: {tmp_path / "broken.png"}: not an image Pillow can read',
+        f'error: {tmp_path / "empty"}: folder has no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .gif)',
+        f'error: {tmp_path / "big.png"}: 60x50 is larger than the limit of 2000 pixels',
+        f'error: {tmp_path / "gone.png"}: no such file or folder']
+    for name in ('seed1', 'a', 'b'):  # the good targets, the folder's included, are all written
+        check_outputs(tmp_path / 'o' / name, G)
     rj = json.loads((tmp_path / 'o' / 'run.json').read_text())
-    assert rj['targets']['broken']['status'] == 'bad input' and rj['status'] == 'done with errors'
-    assert not (tmp_path / 'o' / 'broken').exists()
+    assert rj['status'] == 'done with errors'
+    assert {k: v['status'] for k, v in rj['targets'].items()} == {
+        'broken': 'bad input', 'empty': 'bad input', 'big': 'bad input', 'gone': 'bad input',
+        'seed1': 'ok', 'a': 'ok', 'b': 'ok'}
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a', 'b', 'run.json', 'seed1']
 
 
 def test_mask_file(tmp_path, capsys):
@@ -114,7 +146,13 @@ def test_mask_file(tmp_path, capsys):
                      '--outdir', tmp_path / 'o'], capsys)
     assert code == 2 and f'{tmp_path / "mask.png"}: mask is 40x30 but the photo is 50x50' in out.err
     check_outputs(tmp_path / 'o' / 'p')
-    assert png(tmp_path / 'o' / 'p' / 'degraded.png')[16, 16].max() == 0  # the hole, black
+    assert not (tmp_path / 'o' / 'q').exists()
+    d = tmp_path / 'o' / 'p'
+    assert png(d / 'degraded.png')[16, 16].max() == 0  # the hole, black
+    hole = (png(d / 'degraded.png') == 0).all(-1)
+    comp, shown, rest = png(d / 'composite.png'), png(d / 'target.png'), png(d / 'restored.png')
+    assert (comp[~hole] == shown[~hole]).all() and (comp[hole] == rest[hole]).all()  # the photo kept, hole filled
+    assert 'composite' not in json.loads((d / 'metrics.json').read_text())  # no clean original: no PSNR
     code, out = run(['--target', tmp_path / 'p.png', '--mask', tmp_path / 'small.png', '--outdir', tmp_path / 'x'],
                     capsys)
     assert code == 2 and 'mask is 40x20 but the photo is 40x30' in out.err
@@ -141,14 +179,19 @@ def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(engine, 'invert', interrupted)
-    code, out = run(['--target', 'seed:1', 'seed:2', '--batch-size', '1', '--outdir', tmp_path], capsys)
-    assert code == 130 and 'interrupted' in out.err
+    code, out = run(['--target', 'seed:1', 'seed:2', 'seed:3', '--batch-size', '1', '--snapshots', '1',
+                     '--outdir', tmp_path], capsys)
+    assert code == 130 and out.err.strip() == f'interrupted: 1 finished target(s) kept in {tmp_path}'
+    assert len(calls) == 2  # the third target was never started
     check_outputs(tmp_path / 'seed1')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json', 'seed1']  # no partial folder or file
-    assert json.loads((tmp_path / 'run.json').read_text())['status'] == 'interrupted'
+    assert sorted(p.name for p in (tmp_path / 'seed1').iterdir()) == sorted([*FILES, 'step0001.png'])
+    rj = json.loads((tmp_path / 'run.json').read_text())
+    assert rj['status'] == 'interrupted' and rj['targets'] == {'seed1': {'status': 'ok', 'folder': 'seed1'}}
 
 
 def test_video_and_snapshots(tmp_path, capsys):
+    pytest.importorskip('imageio_ffmpeg')
     code, out = run(['--target', 'seed:1', '--steps', '6', '--save-video', '--snapshots', '2,4', '--outdir', tmp_path],
                     capsys)
     assert code == 0, out.err
@@ -156,8 +199,63 @@ def test_video_and_snapshots(tmp_path, capsys):
     assert png(d / 'step0002.png').shape == png(d / 'step0004.png').shape == (32, 32, 3)
     import imageio.v2 as imageio
     r = imageio.get_reader(d / 'progress.mp4', format='FFMPEG')
-    assert r.count_frames() >= 2 and r.get_data(0).shape == (32, 64, 3)
+    assert r.count_frames() >= 2 and r.get_data(0).shape == (32, 64, 3)  # target | restoration
+    first = r.get_data(0)
     r.close()
+    assert np.abs(first[:, :32].astype(int) - png(d / 'target.png')).mean() < 8  # left: the target
+    assert sorted(p.name for p in d.iterdir() if p.name.startswith('.') or 'tmp' in p.name) == []
+
+
+def test_save_video_without_ffmpeg_fails_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'imageio_ffmpeg', None)  # as if the plugin were not installed
+    code, out = run(['--target', 'seed:1', '--save-video', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 2 and len(out.err.strip().splitlines()) == 1
+    assert out.err.startswith('error: --save-video: needs imageio with its ffmpeg plugin')
+    assert not (tmp_path / 'o').exists()
+
+
+def test_progress_bar_unless_quiet(tmp_path, capsys):
+    assert cli.main(['--network', 'random-32', '--steps', '3', '--target', 'seed:1', 'seed:2', '--batch-size', '1',
+                     '--loss', 'mse', '--outdir', str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert 'batch 1/2' in err and 'batch 2/2' in err and '3/3' in err and 'mse=' in err and 'it/s=' in err
+    assert run(['--target', 'seed:1', '--outdir', tmp_path / 'q'], capsys)[1].err == ''
+
+
+def test_device_and_precision_flags(tmp_path, capsys):
+    code, out = run(['--target', 'seed:1', '--device', 'cpu', '--precision', 'bf16', '--outdir', tmp_path], capsys)
+    assert code == 0, out.err
+    m = json.loads((tmp_path / 'seed1' / 'metrics.json').read_text())
+    rj = json.loads((tmp_path / 'run.json').read_text())
+    assert m['precision'] == 'bf16' and rj['config']['precision'] == 'bf16' and rj['versions']['device'] == 'cpu'
+
+
+def _toml(cfg: dict) -> str:
+    def val(v):
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+    return ''.join(f'{k} = {val(v)}\n' for k, v in cfg.items())
+
+
+def test_run_json_is_enough_to_rerun(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo(tmp_path / 'p.png')
+    code, out = run(['--target', 'p.png', 'seed:2', '--degradation', 'grayscale', '--latent-space', 'w+',
+                     '--loss', 'mse', '--loss', 'latent-dist:weight=0.5', '--seed', '9', '--batch-size', '2',
+                     '--outdir', 'a'], capsys)
+    assert code == 0, out.err
+    rj = json.loads((tmp_path / 'a' / 'run.json').read_text())
+    assert rj['cwd'] == str(tmp_path) and rj['command'][1:] == [*BASE, '--target', 'p.png', 'seed:2',
+                                                                '--degradation', 'grayscale', '--latent-space',
+                                                                'w+', '--loss', 'mse', '--loss',
+                                                                'latent-dist:weight=0.5', '--seed', '9',
+                                                                '--batch-size', '2', '--outdir', 'a']
+    (tmp_path / 'again.toml').write_text(_toml(dict(rj['config'], outdir='b')))
+    assert cli.main(['--config', 'again.toml']) == 0
+    for name in ('p', 'seed2'):
+        a, b = (load_latent(tmp_path / d / name / 'projected_w.npz') for d in ('a', 'b'))
+        np.testing.assert_allclose(a['w'], b['w'], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(png(tmp_path / 'a' / name / 'restored.png'),
+                                      png(tmp_path / 'b' / name / 'restored.png'))
 
 
 def test_config_file(tmp_path, capsys):
@@ -185,6 +283,8 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--degradation', 'nosuch'], 'nosuch'),
     (['--target', 'seed:1', '--init', 'missing.npz'], 'missing.npz'),
     (['--target', 'seed:1', '--network', 'random-7'], 'random-7'),
+    (['--target', 'seed:1', '--device', 'nosuch'], "--device 'nosuch': not usable here"),
+    (['--target', 'seed:1', '--mask', 'm.png', '--simulate'], '--mask: marks damage in a real photo'),
     ([], '--target: give at least one'),
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
@@ -192,13 +292,6 @@ def test_bad_input_one_line(tmp_path, capsys, args, message):
     assert code == 2
     assert message in out.err and len(out.err.strip().splitlines()) == 1
     assert not (tmp_path / 'o').exists()
-
-
-def test_align_without_extra_says_how_to_install(tmp_path, capsys, monkeypatch):
-    photo(tmp_path / 'p.png')
-    monkeypatch.setitem(sys.modules, 'ganinv_core.io.align', None)  # as if the module were absent
-    code, out = run(['--target', tmp_path / 'p.png', '--align', '--outdir', tmp_path / 'o'], capsys)
-    assert code == 2 and 'pip install -e .[align]' in out.err and str(tmp_path / 'p.png') in out.err
 
 
 def test_list_plugins_and_doctor(capsys):
@@ -221,10 +314,13 @@ def test_convert(tmp_path, capsys):
 
 def test_example_plugin_listed_and_usable(tmp_path):
     """The template plugin, installed into a --target folder on PYTHONPATH, is listed and usable."""
+    import shutil
     root = Path(__file__).resolve().parents[2]
-    site = tmp_path / 'site'
+    site, src = tmp_path / 'site', tmp_path / 'plugin'       # build from a copy: nothing written into the repo
+    shutil.copytree(root / 'examples' / 'ganinv-plugin-example', src,
+                    ignore=shutil.ignore_patterns('build', '*.egg-info', '__pycache__'))
     r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
-                        '--target', str(site), str(root / 'examples' / 'ganinv-plugin-example')],
+                        '--target', str(site), str(src)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get('PYTHONPATH', '')]),
@@ -240,25 +336,38 @@ def test_example_plugin_listed_and_usable(tmp_path):
 
 
 class _FakeDetector:
-    """Landmarks of one synthetic face per photo wider than 45 px, none otherwise."""
+    """Landmarks of one synthetic face per `faces` vertical strip of a photo wider than 45 px, none otherwise."""
     name = 'fake'
+
+    def __init__(self, faces=1):
+        self.faces = faces
 
     def detect(self, image):
         h, w = image.shape[:2]
         if w <= 45:
             return []
-        lm = np.tile([w / 2, h / 2], (68, 1)).astype(float)
-        lm[36:42] = [w * 0.38, h * 0.4] + np.random.RandomState(0).rand(6, 2)   # left eye
-        lm[42:48] = [w * 0.62, h * 0.4] + np.random.RandomState(1).rand(6, 2)   # right eye
-        lm[48:60] = [w * 0.5, h * 0.7] + np.random.RandomState(2).rand(12, 2)   # mouth
-        lm[48], lm[54] = [w * 0.42, h * 0.7], [w * 0.58, h * 0.7]                # mouth corners
-        return [lm]
+        out = []
+        for k in range(self.faces):
+            sw, x0 = w / self.faces, k * w / self.faces
+            lm = np.tile([x0 + sw / 2, h / 2], (68, 1)).astype(float)
+            lm[36:42] = [x0 + sw * 0.38, h * 0.4] + np.random.RandomState(0).rand(6, 2)   # left eye
+            lm[42:48] = [x0 + sw * 0.62, h * 0.4] + np.random.RandomState(1).rand(6, 2)   # right eye
+            lm[48:60] = [x0 + sw * 0.5, h * 0.7] + np.random.RandomState(2).rand(12, 2)   # mouth
+            lm[48], lm[54] = [x0 + sw * 0.42, h * 0.7], [x0 + sw * 0.58, h * 0.7]        # mouth corners
+            out.append(lm)
+        return out
+
+
+def _use_detector(monkeypatch, det):
+    """Make ``--align`` use ``det`` whatever ``--detector`` says."""
+    from ganinv_core.io import align
+    orig = align.align_faces
+    monkeypatch.setattr(align, 'align_faces',
+                        lambda photo, size, detector=None, which='largest', **kw: orig(photo, size, det, which, **kw))
 
 
 def test_align_pastes_back_and_no_face_is_reported(tmp_path, capsys, monkeypatch):
-    import functools
-    from ganinv_core.io import align
-    monkeypatch.setattr(align, 'align_faces', functools.partial(align.align_faces, detector=_FakeDetector()))
+    _use_detector(monkeypatch, _FakeDetector())
     photo(tmp_path / 'face.png', (80, 60))
     photo(tmp_path / 'noface.png', (40, 40))
     code, out = run(['--target', tmp_path / 'face.png', tmp_path / 'noface.png', '--align',
@@ -270,3 +379,25 @@ def test_align_pastes_back_and_no_face_is_reported(tmp_path, capsys, monkeypatch
     info = json.loads((d / 'alignment.json').read_text())
     assert info['size'] == 32 and len(info['landmarks']) == 68
     assert not (tmp_path / 'o' / 'noface').exists()
+
+
+def test_align_all_faces_pasted_into_one_photo(tmp_path, capsys, monkeypatch):
+    _use_detector(monkeypatch, _FakeDetector(faces=2))
+    photo(tmp_path / 'two.png', (160, 60))
+    code, out = run(['--target', tmp_path / 'two.png', '--align', '--face', 'all', '--outdir', tmp_path / 'o'],
+                    capsys)
+    assert code == 0, out.err
+    both = png(tmp_path / 'o' / 'two_pasted.png')
+    original = png(tmp_path / 'two.png')
+    assert both.shape == original.shape
+    for k, strip in enumerate((slice(30, 50), slice(110, 130))):        # the centre of each face
+        own = png(tmp_path / 'o' / f'two_face{k}' / 'pasted.png')
+        assert np.array_equal(both[20:40, strip], own[20:40, strip])    # each face as restored on its own
+        assert not np.array_equal(both[20:40, strip], original[20:40, strip])
+
+
+def test_detector_spec_reaches_the_registry(tmp_path, capsys):
+    photo(tmp_path / 'p.png', (80, 60))
+    code, out = run(['--target', tmp_path / 'p.png', '--align', '--detector', 'no-such-detector',
+                     '--outdir', tmp_path / 'o'], capsys)
+    assert code == 2 and str(tmp_path / 'p.png') in out.err and 'no-such-detector' in out.err

@@ -140,6 +140,7 @@ def test_installed_builtins_come_through_entry_points():
     assert get_registry() is reg                                   # cached
     assert reg.plugins['degradations'].dist == 'ganinv' and 'blur' in reg.plugins['degradations'].provides['degradation']
     assert 'losses (ganinv ' in registry_mod.format_plugin_list()
+    assert not any(Registry(entry_points=False).components.values())   # no other way in
 
 
 def test_example_plugin_found_through_entry_points(tmp_path, monkeypatch):
@@ -171,3 +172,43 @@ def test_every_hook_is_documented():
     doc = open(os.path.join(HERE, '..', '..', 'docs', 'plugins.md'), encoding='utf-8').read()
     hooks = [n for n in dir(GanInvSpecs) if n.startswith('ganinv_')]
     assert len(hooks) == 3 and all(f'`{h}()`' in doc for h in hooks)
+
+
+def test_misspelt_hook_is_broken_not_ignored(monkeypatch):
+    monkeypatch.setenv('GANINV_PLUGINS_STRICT', '1')
+    typo = _plugin_module('typo', ganinv_degradation=lambda: [_degradation('never-seen')])
+    with pytest.raises(PluginError, match="plugin 'typo' .*unknown hook 'ganinv_degradation'"):
+        Registry({'typo': typo}, entry_points=False)
+
+
+def test_load_plugins_by_distribution_and_missing_name_warns(installed, fake_modules, monkeypatch):
+    installed(_Dist('good-dist', {'good': 'fake_good'}), _Dist('other', {'bad': 'fake_raising'}))
+    monkeypatch.setenv('GANINV_LOAD_PLUGINS', 'good-dist')
+    assert list(Registry().plugins) == ['good']
+    monkeypatch.delenv('GANINV_PLUGINS_STRICT', raising=False)
+    monkeypatch.setenv('GANINV_LOAD_PLUGINS', 'good,nothere')
+    with pytest.warns(PluginWarning, match='GANINV_LOAD_PLUGINS names nothere'):
+        assert list(Registry().plugins) == ['good']
+
+
+def test_builtins_listing_shows_distribution_version_params_and_flags():
+    text = get_registry().format_plugin_list()
+    version = md.version('ganinv')
+    for plugin in ('degradations', 'losses'):
+        assert f'\n{plugin} (ganinv {version})\n' in f'\n{text}\n'
+    lines = text.splitlines()
+    blur = lines.index(f'  degradation blur: {get_registry().degradations["blur"].help}')
+    assert lines[blur + 1] == '      sigma=2.0  (float)  Gaussian standard deviation in pixels'
+    assert '      method=\'area\'  (str, area|bicubic)  area (box mean) or bicubic (antialiased)' in lines
+    assert any(line.startswith('  degradation noise: ') and line.endswith('[simulation only]') for line in lines)
+    assert not any(line.startswith('  degradation blur: ') and 'simulation' in line for line in lines)
+    assert '      weight=0.001  (float)  multiplier of this term in the total loss' in lines   # latent-dist
+
+
+def test_instance_with_overrides_is_an_error():
+    from ganinv_core.hooks import SpecError
+    reg = Registry([_plugin_module('p1', ganinv_degradations=lambda: [_degradation('d1')])], entry_points=False)
+    d = reg.build_degradation('d1')
+    assert reg.build_degradation(d) is d
+    with pytest.raises(SpecError, match="degradation 'd1': keyword overrides x need a spec string"):
+        reg.build_degradation(d, x=1)

@@ -74,8 +74,11 @@ def test_param_type_must_be_simple():
 
 def test_builtin_range_checks_name_the_key():
     from ganinv_degradations import Blur, Downsample, Inpaint
+    from ganinv_losses import SSIM
     for cls, kw, key in [(Downsample, dict(factor=64), 'factor'), (Blur, dict(sigma=-1.0), 'sigma'),
                          (Blur, dict(size=4), 'size'), (Inpaint, dict(mode='box', box='0.5:0:0.2:1'), 'box'),
-                         (Inpaint, dict(mode='file', path='/no/such.png'), 'path')]:
+                         (Inpaint, dict(mode='file', path='/no/such.png'), 'path'),
+                         (Inpaint, dict(mode='strokes', strokes=-1), 'strokes'),
+                         (Inpaint, dict(mode='strokes', width=0.0), 'width'), (SSIM, dict(window=4), 'window')]:
         with pytest.raises(SpecError, match=f"'{cls.name}': {key}="):
             cls(**kw)

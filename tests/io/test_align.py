@@ -1,11 +1,22 @@
 """FFHQ alignment geometry and paste-back, on synthetic landmarks and synthetic photos (no detector needed)."""
 import json
+import types
 
 import numpy as np
 import pytest
+from PIL import Image
+from scipy.ndimage import gaussian_filter
 
-from ganinv_core.io._ffhq import ffhq_quad
-from ganinv_core.io.align import AlignedFace, AlignError, NoFaceError, align_face, align_faces, paste_back
+from ganinv_core import hooks
+from ganinv_core.io._ffhq import crop_to_photo, ffhq_quad, warp_ffhq
+from ganinv_core.io.align import (
+    AlignedFace,
+    AlignError,
+    NoFaceError,
+    align_face,
+    align_faces,
+    paste_back,
+)
 
 
 def landmarks(eye_l, eye_r, mouth_l, mouth_r, seed=0):
@@ -64,6 +75,17 @@ def test_quad_matches_hand_computed(mouth_y, quad, qsize):
     q, s = ffhq_quad(lm)
     np.testing.assert_allclose(q, quad, atol=1e-9)
     assert s == pytest.approx(qsize)
+
+
+def test_quad_of_a_face_with_the_mouth_off_axis_matches_hand_computed():
+    # eyes level, eye-to-eye e = (50, 0); mouth centre off to the left, eye-to-mouth m = (-28, 46).
+    # perp(m) = (-46, -28), so x = e - perp(m) = (96, 28), |x| = 100, already max(2 |e|, 1.8 |m|) =
+    # max(100, 96.9): the crop turns towards the face's axis though the eyes are level; y = perp(x) = (-28, 96).
+    # centre = eye mean + 0.1 m = (125, 100) + (-2.8, 4.6) = (122.2, 104.6); corners c -/+ x -/+ y.
+    lm = landmarks((100.0, 100.0), (150.0, 100.0), (77.0, 146.0), (117.0, 146.0))
+    q, s = ffhq_quad(lm)
+    np.testing.assert_allclose(q, [[54.2, -19.4], [-1.8, 172.6], [190.2, 228.6], [246.2, 36.6]], atol=1e-9)
+    assert s == pytest.approx(200.0)
 
 
 def test_quad_uses_only_eyes_and_mouth_corners():
@@ -149,6 +171,50 @@ def test_transform_maps_crop_pixels_to_photo_points(size, supersample, pose, shr
         assert np.abs(err).max() < 2.0 * shrink
 
 
+# -- crop, padding and warp: the FFHQ dataset script's recipe, step by step --------------------------------
+
+def _ffhq_recipe(photo, quad, qsize, size, supersample):
+    """The FFHQ dataset script's crop -> pad -> warp -> downscale, written out literally (no shrink step)."""
+    img, quad = Image.fromarray(photo), quad.copy()
+    assert np.floor(qsize / size * 0.5) <= 1
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    lo, hi = np.floor(quad.min(0)).astype(int), np.ceil(quad.max(0)).astype(int)
+    box = (max(lo[0] - border, 0), max(lo[1] - border, 0), min(hi[0] + border, img.width),
+           min(hi[1] + border, img.height))
+    if box[2] - box[0] < img.width or box[3] - box[1] < img.height:
+        img, quad = img.crop(box), quad - box[:2]
+    lo, hi = np.floor(quad.min(0)).astype(int), np.ceil(quad.max(0)).astype(int)
+    pad = np.maximum([border - lo[0], border - lo[1], hi[0] - img.width + border, hi[1] - img.height + border], 0)
+    if pad.max() > border - 4:
+        pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+        a = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), 'reflect')
+        h, w, _ = a.shape
+        yy, xx, _ = np.ogrid[:h, :w, :1]
+        fade = np.maximum(1.0 - np.minimum(np.float32(xx) / pad[0], np.float32(w - 1 - xx) / pad[2]),
+                          1.0 - np.minimum(np.float32(yy) / pad[1], np.float32(h - 1 - yy) / pad[3]))
+        a += (gaussian_filter(a, [qsize * 0.02, qsize * 0.02, 0]) - a) * np.clip(fade * 3.0 + 1.0, 0.0, 1.0)
+        a += (np.median(a, axis=(0, 1)) - a) * np.clip(fade, 0.0, 1.0)
+        img, quad = Image.fromarray(np.uint8(np.clip(np.rint(a), 0, 255)), 'RGB'), quad + pad[:2]
+    big = size * supersample
+    img = img.transform((big, big), Image.QUAD, tuple((quad + 0.5).ravel()), Image.BILINEAR)
+    return np.asarray(img.resize((size, size), Image.LANCZOS) if supersample > 1 else img)
+
+
+@pytest.mark.parametrize('shift, angle, padded', [
+    ((60, 150), 0.3, True),    # the quad leaves the photo: reflect, blur and fade padding
+    ((85, 150), 0.0, True),    # inside, 2 px from the edge: less than border - 4 spare, padded all the same
+    ((89, 150), 0.0, False),   # inside, 6 px from the edge: cropped, not padded
+    ((150, 150), -0.2, False),  # well inside
+])
+def test_crop_pad_warp_follow_the_ffhq_recipe(shift, angle, padded):
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)  # texture: every blur and fade shows
+    quad, qsize = ffhq_quad(similarity(CANON, angle, 1.0, shift))  # qsize 165.6 px
+    crop = warp_ffhq(photo, quad, qsize, 64, 4)
+    np.testing.assert_array_equal(crop, _ffhq_recipe(photo, quad, qsize, 64, 4))
+    assert (crop != warp_ffhq(photo, quad, qsize, 64, 4, padding=False)).any() == padded
+
+
 # -- padding ---------------------------------------------------------------------------------------------
 
 def test_padding_fills_outside_the_photo():
@@ -165,13 +231,11 @@ def test_padding_fills_outside_the_photo():
 def _smooth_photo(h=320, w=300, seed=0):
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(30, 225, (h // 40 + 2, w // 40 + 2, 3)).astype(np.uint8)
-    from PIL import Image
     return np.asarray(Image.fromarray(coarse).resize((w + 80, h + 80), Image.BICUBIC))[40:40 + h, 40:40 + w]
 
 
 @pytest.mark.parametrize('restored_scale', [1, 2])
 def test_paste_back_of_unchanged_crop_reproduces_photo(restored_scale):
-    from PIL import Image
     photo = _smooth_photo()
     lm = similarity(CANON, 0.3, 1.0, (150, 160))
     face = align_face(photo, lm, 128)
@@ -188,6 +252,32 @@ def test_paste_back_of_unchanged_crop_reproduces_photo(restored_scale):
     assert core.sum() > 5000
     assert diff[core].mean() < 1.5 and diff[core].max() <= 12
     assert (diff[outside] == 0).all()
+
+
+@pytest.mark.parametrize('pose', [(0.0, 1.0), (0.5, 1.2)])
+def test_paste_back_puts_each_crop_pixel_where_it_came_from(pose):
+    # On a ramp photo a misplaced paste shows as an offset in photo pixels (a half-pixel slip fails).
+    lm = similarity(CANON, *pose, (160, 150))
+    yy, xx = np.mgrid[:300, :320].astype(np.float64)
+    for axis in (0, 1):
+        photo = _ramp_photo(axis)
+        face = align_face(photo, lm, 128)
+        out = paste_back(np.zeros_like(photo), face.crop, face, feather=0.0).astype(np.float64)
+        cc = to_crop(face, np.c_[xx.ravel(), yy.ravel()]).reshape(*xx.shape, 2)
+        core = ((cc > 8) & (cc < 120)).all(-1)
+        err = ((out[..., 0] - out[..., 1] + 255) / 2 - ((xx, yy)[axis] * 0.7 + 20))[core] / 0.7
+        assert abs(err.mean()) < 0.1 and np.abs(err).max() < 2.5, f'axis {axis}: offset {err.mean():.3f} px'
+
+
+def test_paste_back_antialiases_a_large_restored_crop():
+    # A 512 px crop of pixel noise pasted onto a face ~166 px across: downscaled first, it averages out;
+    # sampled directly by the bilinear warp it would stay as noisy as the crop.
+    photo = np.zeros((300, 300, 3), np.uint8)
+    face = align_face(photo, similarity(CANON, 0.0, 1.0, (150, 150)), 64)
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    out = paste_back(photo, noise, face, feather=0.0)
+    core = out[110:190, 110:190].astype(np.float64)
+    assert core.std() < 0.5 * noise.std()
 
 
 def test_paste_back_feathered_mask():
@@ -222,6 +312,30 @@ def test_which_selects_faces_left_to_right():
     np.testing.assert_allclose(align_faces(photo, 32, det, -1)[0].landmarks, small_right)
     with pytest.raises(NoFaceError, match='out of range'):
         align_faces(photo, 32, det, 2)
+
+
+class _Fixed(hooks.LandmarkDetector):
+    """A third party's detector: one face of CANON's shape at a place given in the spec."""
+    name = 'fixed-face'
+    help = 'test detector'
+    params = (hooks.Param('x', float, 100.0, 'face centre x'), hooks.Param('y', float, 100.0, 'face centre y'))
+
+    def detect(self, image):
+        return [similarity(CANON, 0.0, 1.0, (self.x, self.y))]
+
+
+def test_a_plugin_detector_is_found_through_the_registry(monkeypatch):
+    plugin = types.ModuleType('third_party_faces')
+    plugin.ganinv_landmark_detectors = hooks.hookimpl(lambda: [_Fixed])
+    reg = hooks.Registry(plugins={'third-party': plugin}, entry_points=False)
+    monkeypatch.setattr(hooks, 'get_registry', lambda: reg)
+    assert reg.detectors == {'fixed-face': _Fixed}
+    photo = np.zeros((200, 260, 3), np.uint8)
+    (face,) = align_faces(photo, 32, 'fixed-face:x=150,y=90')
+    np.testing.assert_allclose(face.landmarks, similarity(CANON, 0.0, 1.0, (150, 90)))
+    np.testing.assert_allclose(face.quad, ffhq_quad(face.landmarks)[0])
+    with pytest.raises(hooks.SpecError, match='nose-finder'):
+        align_faces(photo, 32, 'nose-finder')
 
 
 def test_no_face_is_a_clear_error():
@@ -262,3 +376,4 @@ def test_to_json_round_trips():
     np.testing.assert_allclose(d['quad'], face.quad)
     np.testing.assert_allclose(d['landmarks'], face.landmarks)
     assert isinstance(face, AlignedFace)
+    np.testing.assert_allclose(face.transform, crop_to_photo(ffhq_quad(face.landmarks)[0], 32))

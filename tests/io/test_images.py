@@ -23,6 +23,17 @@ def test_exif_orientation_is_applied(tmp_path):
     assert np.abs(out.astype(int) - ref).mean() < 6
 
 
+def test_16bit_png_and_transparent_palette(tmp_path):
+    g = grad(16, 16)[..., 0]
+    Image.fromarray(g.astype(np.uint16) * 257).save(tmp_path / 'g16.png')
+    np.testing.assert_array_equal(images.read_image(tmp_path / 'g16.png')[..., 1], g)
+    p = Image.fromarray(g).convert('P')
+    p.info['transparency'] = int(np.asarray(p)[0, 0])  # palette index of pixel (0, 0) is transparent
+    p.save(tmp_path / 'p.png', transparency=p.info['transparency'])
+    out = images.read_image(tmp_path / 'p.png')
+    assert (out[0, 0] == 255).all() and out.shape == (16, 16, 3)  # composited over white
+
+
 @pytest.mark.parametrize('mode', ['L', 'LA', 'RGBA', 'P', 'I;16', 'CMYK', '1'])
 def test_modes_become_rgb(tmp_path, mode):
     g = grad(16, 16)
@@ -47,10 +58,16 @@ def test_alpha_composited_over_white(tmp_path):
     assert (images.read_image(tmp_path / 't.png') == 255).all()
 
 
-def test_decompression_bomb_refused(tmp_path):
+def test_decompression_bomb_refused(tmp_path, monkeypatch):
     Image.new('RGB', (300, 200)).save(tmp_path / 'big.png')
     with pytest.raises(ImageError, match=r'big\.png: 300x200 is larger than the limit of 10000 pixels'):
         images.read_image(tmp_path / 'big.png', max_pixels=10_000)
+    monkeypatch.setattr(images, 'MAX_PIXELS', 50_000)  # the default limit is read at call time
+    with pytest.raises(ImageError, match=r'300x200 is larger than the limit of 50000 pixels'):
+        images.read_image(tmp_path / 'big.png')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 20_000)  # Pillow's own check (2x its limit) is caught too
+    with pytest.raises(ImageError, match=r'big\.png: larger than the limit'):
+        images.read_image(tmp_path / 'big.png', max_pixels=10**9)
 
 
 def test_unreadable_and_missing(tmp_path):

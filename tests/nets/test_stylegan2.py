@@ -1,11 +1,15 @@
 """The generator against NVIDIA's own outputs (tests/fixtures/nvidia-tiny) and its structural invariants."""
+import copy
 import json
+import math
 import os
 
 import numpy as np
 import pytest
 import torch
 
+import ganinv_core.nets.synthesis as synthesis_module
+from ganinv_core import ops
 from ganinv_core.nets import Generator, modulated_conv2d
 from ganinv_core.ops import setup_filter
 
@@ -49,6 +53,18 @@ def test_synthesis_reproduces_nvidia(nvidia, fused):
     assert (img - ref['img_trunc07_const']).abs().max() <= 1e-4
 
 
+def test_nvidia_call_interface_and_attributes(nvidia):
+    G, ref, _ = nvidia
+    assert (G.z_dim, G.c_dim, G.w_dim, G.num_ws, G.img_resolution, G.img_channels) == (64, 0, 64, 8, 32, 3)
+    assert (G.mapping.num_ws, G.synthesis.num_ws, G.synthesis.img_resolution) == (8, 8, 32)
+    ws = G.mapping(ref['z'], None, truncation_psi=0.7, truncation_cutoff=None)
+    assert (ws - ref['ws_trunc07']).abs().max() <= 1e-4
+    img = G.synthesis(ws, noise_mode='const', force_fp32=False, fused_modconv=None)
+    assert (img - ref['img_trunc07_const']).abs().max() <= 1e-4
+    img = G(ref['z'], None, 0.7, None, noise_mode='const', force_fp32=True)  # positional, like NVIDIA's scripts
+    assert (img - ref['img_trunc07_const']).abs().max() <= 1e-4
+
+
 def test_truncation_cutoff(nvidia):
     G, ref, _ = nvidia
     ws = G.mapping(ref['z'], None, truncation_psi=0.5, truncation_cutoff=3)
@@ -71,6 +87,19 @@ def test_noise_override_and_modes(nvidia):
         G.synthesis(ref['ws'], noise={'b5.conv1': zeros['b4.conv1']})
     with pytest.raises(ValueError, match='ws must be'):
         G.synthesis(ref['ws'][:, :3])
+    with pytest.raises(ValueError, match="noise_mode='Const' is unknown"):
+        G.synthesis(ref['ws'], noise_mode='Const')
+
+
+def test_gradients_reach_noise_const_buffers(nvidia):
+    """NVIDIA's projector style: the noise_const buffers themselves require grad."""
+    G = copy.deepcopy(nvidia[0])
+    bufs = {n: b.requires_grad_(True) for n, b in G.synthesis.named_buffers() if n.endswith('noise_const')}
+    assert len(bufs) == 7
+    ws = nvidia[1]['ws'][:1].clone().requires_grad_(True)
+    G.synthesis(ws, noise_mode='const').square().sum().backward()
+    assert ws.grad.abs().sum() > 0
+    assert all(b.grad is not None and b.grad.abs().sum() > 0 for b in bufs.values())
 
 
 @pytest.mark.parametrize('fused', [True, False])
@@ -141,11 +170,60 @@ def test_fp16_blocks_stay_fp32_on_cpu():
     torch.testing.assert_close(out, b.synthesis(ws))
 
 
-def test_training_mode_updates_w_avg_and_uses_nonfused():
+@pytest.mark.parametrize('arch', ['resnet', 'orig'])
+def test_resnet_and_orig_blocks_compose_like_nvidia(arch):
+    """The last block rebuilt from its layers: resnet = sqrt(.5) * (1x1 skip upsampled + conv path), orig = no skips."""
+    G = _small(architecture=arch)
+    seen = {}
+    G.synthesis.b16.register_forward_hook(lambda m, args, out: seen.update(args=args, out=out))
+    ws = G.mapping(torch.randn(2, 16), None)
+    img = G.synthesis(ws, noise_mode='const', fused_modconv=True)
+    x, img_in, bws = seen['args']
+    b, lk = G.synthesis.b16, dict(noise_mode='const', fused_modconv=True)
+    assert img_in is None  # neither architecture accumulates an image below the last block
+    h = b.conv1(b.conv0(x, bws[:, 0], **lk), bws[:, 1], **lk)
+    if arch == 'resnet':
+        skip = ops.upsample2d(torch.nn.functional.conv2d(x, b.skip.weight / math.sqrt(x.shape[1])), b.resample_filter)
+        h = (skip + h) * math.sqrt(0.5)  # lrelu is positively homogeneous: gain sqrt(.5) = scaling the output
+    torch.testing.assert_close(seen['out'][0], h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(img, b.torgb(h, bws[:, 2]), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_modconv_default_rule(monkeypatch):
+    seen = []
+
+    def spy(*args, fused_modconv, **kwargs):
+        seen.append(fused_modconv)
+        return modulated_conv2d(*args, fused_modconv=fused_modconv, **kwargs)
+    monkeypatch.setattr(synthesis_module, 'modulated_conv2d', spy)
+
+    def fused(G, n, **kw):
+        seen.clear()
+        G.synthesis(torch.zeros(n, G.num_ws, 16), **kw)
+        assert len(set(seen)) == 1 and len(seen) == 8
+        return seen[0]
+    G = _small()  # ADA: fused iff eval and (fp32 or batch 1)
+    assert fused(G.eval(), 2) and not fused(G.train(), 2) and not fused(G.train(), 1)
+    assert fused(G.train(), 2, fused_modconv=True) and not fused(G.eval(), 1, fused_modconv=False)
+    G = _small(fused_modconv_default='inference_only')  # the stylegan3 repository's StyleGAN2
+    assert fused(G.eval(), 2) and not fused(G.train(), 1)
+    assert not fused(_small(fused_modconv_default=False), 1)
+
+
+def test_w_avg_update_and_truncation_errors():
     G = _small().train()
     before = G.mapping.w_avg.clone()
-    G.mapping(torch.randn(4, 16), None)
+    G.mapping(torch.randn(4, 16), None, skip_w_avg_update=True)
+    G.eval().mapping(torch.randn(4, 16), None)
+    assert torch.equal(before, G.mapping.w_avg)
+    G.train().mapping(torch.randn(4, 16), None)
     assert not torch.equal(before, G.mapping.w_avg)
+    G = Generator(16, 0, 16, 16, 3, mapping_kwargs=dict(num_layers=2, w_avg_beta=None),
+                  synthesis_kwargs=dict(channel_base=128, channel_max=16))
+    with pytest.raises(ValueError, match='truncation_psi=0.5 needs w_avg'):
+        G.mapping(torch.randn(1, 16), None, truncation_psi=0.5)
+    with pytest.raises(ValueError, match=r'z must be \[N, 16\], got \(1, 3\)'):
+        G.mapping(torch.randn(1, 3), None)
 
 
 @pytest.mark.gpu

@@ -125,15 +125,24 @@ def test_not_a_vgg_names_what_is_missing(tmp_path):
         V.load_vgg16(str(tmp_path / 'missing.pt'))
 
 
-def test_download_cached_atomic_and_offline_error(tmp_path, monkeypatch):
+def test_download_cached_like_the_generators_and_offline_error(tmp_path, monkeypatch):
+    from ganinv_core.weights import _hub
     monkeypatch.setenv('GANINV_CACHE', str(tmp_path / 'cache'))
-    src = tmp_path / 'remote.bin'
-    src.write_bytes(b'x' * 3000)
-    path = V.download(src.as_uri(), 'vgg16.pt')
-    assert path == str(tmp_path / 'cache' / 'vgg16.pt') and open(path, 'rb').read() == b'x' * 3000
-    assert os.listdir(tmp_path / 'cache') == ['vgg16.pt']               # no partial file left
+    src = tmp_path / 'remote' / 'vgg16.pt'
+    src.parent.mkdir()
+    ref = _NvidiaLike(*_tensors())
+    torch.jit.script(ref).save(str(src))
+    monkeypatch.setattr(V, 'NVIDIA_URL', src.as_uri())                 # the default source, served locally
+    net = V.load_vgg16()                                                 # downloaded, then read
+    path = _hub.cached_path(src.as_uri())
+    name = os.path.basename(path)
+    assert sorted(os.listdir(tmp_path / 'cache')) == [name, name + '.sha256']
     src.unlink()
-    assert V.download(src.as_uri(), 'vgg16.pt') == path                  # cached: no network
-    with pytest.raises(V.VGG16Error, match=r'cannot download other.pt .*pass its path .*vgg16:weights='):
-        V.download((tmp_path / 'nothere').as_uri(), 'other.pt')
-    assert os.listdir(tmp_path / 'cache') == ['vgg16.pt']
+    x = torch.rand(1, 3, 32, 32) * 255
+    torch.testing.assert_close(V.load_vgg16('nvidia')(x), net(x))       # cached: no network
+    torch.testing.assert_close(net(x), ref(x))
+    with pytest.raises(V.VGG16Error, match=r'^cannot download VGG16 weights from .*other\.pt .*; offline\? fetch '
+                                           r'other\.pt elsewhere and pass its path \(--loss vgg16:weights=') as e:
+        V.download((tmp_path / 'nothere' / 'other.pt').as_uri())
+    assert '\n' not in str(e.value) and '--network' not in str(e.value)
+    assert len(os.listdir(tmp_path / 'cache')) == 2                      # no partial file left

@@ -76,6 +76,8 @@ def test_setup_filter():
     torch.testing.assert_close(f, torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64)
     assert ops.setup_filter([1] * 8).shape == (8,)            # >= 8 taps: separable
     assert ops.setup_filter([1, 2, 1], separable=True).shape == (3,)
+    with pytest.raises(OpArgumentError, match='separable=True needs 1-D taps'):
+        ops.setup_filter([[1, 2], [3, 4]], separable=True)
     torch.testing.assert_close(ops.setup_filter([1, 2], gain=4, separable=True), torch.tensor([2 / 3, 4 / 3]))
     torch.testing.assert_close(ops.setup_filter([1, 2], flip_filter=True, separable=True), torch.tensor([2., 1]) / 3)
 
@@ -140,6 +142,7 @@ def test_bias_act_first_and_second_derivatives(act):
 def test_bad_arguments_raise_one_line():
     x = torch.zeros(1, 2, 4, 4)
     for call in (lambda: ops.bias_act(x, act='gelu'), lambda: ops.bias_act(x, torch.zeros(3)),
+                 lambda: ops.bias_act(x, torch.zeros(2), dim=4), lambda: ops.bias_act(x, dim=-5),
                  lambda: ops.upfirdn2d(x[0], ops.setup_filter([1, 1])), lambda: ops.upfirdn2d(x, None, up=0),
                  lambda: ops.upfirdn2d(x, None, padding=[1, 2, 3]),
                  lambda: ops.upfirdn2d(x, torch.ones(3, 3), padding=-1)):

@@ -16,6 +16,9 @@ def test_grayscale_known_image():
     assert y.shape == x.shape and torch.equal(y[:, 0], y[:, 2])
     assert y[0, 0, 0, 0].item() == pytest.approx(0.299 * 1 - 0.587 - 0.114)
     assert y[0, 0, 1, 1].item() == pytest.approx(0.5)                   # grey stays grey
+    x = torch.tensor([[0.2, -0.6], [1.0, -0.4]]).view(1, 1, 2, 2) * torch.tensor([1.0, -0.5, 0.25]).view(1, 3, 1, 1)
+    expect = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    torch.testing.assert_close(Grayscale()(x), expect.unsqueeze(1).expand(1, 3, 2, 2))
 
 
 def test_inpaint_center_and_box_values():
@@ -39,6 +42,12 @@ def test_inpaint_mask_from_png(tmp_path):
     assert torch.all(m[:, :6] == 0) and torch.all(m[:, 6:] == 1)
 
 
+def test_inpaint_unreadable_mask_fails_at_construction(tmp_path):
+    (tmp_path / 'm.png').write_text('not an image')
+    with pytest.raises(ValueError, match=r"inpaint mask '.*m\.png': cannot read it as an image"):
+        Inpaint(mode='file', path=str(tmp_path / 'm.png'))
+
+
 def test_inpaint_strokes_seeded():
     x = torch.zeros(1, 3, 64, 64)
     m1, m2 = Inpaint(mode='strokes', seed=3).mask(x), Inpaint(mode='strokes', seed=3).mask(x)
@@ -50,7 +59,10 @@ def test_blur_delta_gives_kernel(tmp_path):
     x = -torch.ones(1, 3, 15, 15)
     x[0, :, 7, 7] = 1
     k = gaussian_kernel(1.0, 7)
-    assert k.sum().item() == pytest.approx(1)
+    r = np.arange(7) - 3
+    ref = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / 2)             # sigma 1, written out
+    np.testing.assert_allclose(k.numpy(), ref / ref.sum(), rtol=1e-6, atol=1e-7)
+    assert Blur(sigma=1.0).weight.shape == (7, 7)                       # default size 2*ceil(3 sigma)+1
     torch.testing.assert_close(Blur(sigma=1.0, size=7)(x)[0, 1, 4:11, 4:11], -1 + 2 * k)
     asym = np.zeros((3, 3))
     asym[0, 1], asym[1, 1] = 3, 1                                       # non-symmetric kernel from .npy

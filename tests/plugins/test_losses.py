@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from ganinv_core.hooks import LossContext, get_registry
 from ganinv_core.metrics import to_vgg_input
-from ganinv_losses import L1, MSE, SSIM, VGG16, LatentDist, NoiseReg
+from ganinv_losses import L1, MSE, SSIM, LatentDist, NoiseReg
 
 
 def test_default_weights():

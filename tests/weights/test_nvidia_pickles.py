@@ -150,6 +150,27 @@ def test_malicious_pickles_are_refused_and_nothing_runs(tmp_path, module, name, 
         assert os.path.exists(marker)
 
 
+class _System:
+    """Reduces to os.system(cmd): the classic pickle payload."""
+
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return os.system, (self.cmd,)
+
+
+def test_payload_inside_a_valid_network_is_refused(tmp_path):
+    marker = tmp_path / 'pwned'
+
+    def evil(top, kw, G):
+        kw['mapping_kwargs']['payload'] = _System(f'touch {marker}')
+    path = write_pickle(tmp_path / 'net.pkl', edit=evil)
+    with pytest.raises(WeightsError, match=r"refused.*'(posix|os|nt)\.system'"):
+        load_generator(path)
+    assert not marker.exists()
+
+
 def test_pickle_to_safetensors_round_trip(tmp_path):
     pkl = write_pickle(tmp_path / 'net.pkl')
     out = convert(pkl, tmp_path / 'net.safetensors')
@@ -197,3 +218,25 @@ def test_unsupported_networks(tmp_path):
             'SynthesisInput'
     with pytest.raises(UnsupportedNetworkError, match='StyleGAN3.*not supported'):
         load_generator(write_pickle(tmp_path / 's.pkl', edit=sg3))
+
+    def discriminator(top, kw, G):
+        top['G_ema'] = _stub(G, sys.modules['torch_utils.persistence']._reconstruct_persistent_obj,
+                             sys.modules['dnnlib.util'].EasyDict, 'src', kw, class_name='Discriminator')
+    with pytest.raises(WeightsError, match='d.pkl: G_ema is not a StyleGAN2 generator'):
+        load_generator(write_pickle(tmp_path / 'd.pkl', edit=discriminator))
+
+
+def test_tensorflow_pickles_are_not_supported(tmp_path, monkeypatch):
+    mod = types.ModuleType('dnnlib.tflib.network')
+
+    class Network:  # pickles as dnnlib.tflib.network.Network, like NVIDIA's TensorFlow-era (G, D, Gs) tuples
+        pass
+    Network.__module__, Network.__qualname__, mod.Network = mod.__name__, 'Network', Network
+    for name in ('dnnlib', 'dnnlib.tflib'):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    net = Network()
+    net.__dict__.update(name='G', variables=[('w', np.zeros(2, np.float32))])
+    (tmp_path / 'tf.pkl').write_bytes(pickle.dumps((net, net, net), protocol=3))
+    with pytest.raises(UnsupportedNetworkError, match='tf.pkl: TensorFlow.*not supported'):
+        load_generator(tmp_path / 'tf.pkl')

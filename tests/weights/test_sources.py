@@ -54,7 +54,7 @@ class FakeResponse(io.BytesIO):
         self.close()
 
 
-def test_download_cache(tmp_path, monkeypatch):
+def test_download_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('GANINV_CACHE', str(tmp_path / 'cache'))
     G = load_generator('random-32')
     save_generator(G, tmp_path / 'src.safetensors')
@@ -63,6 +63,8 @@ def test_download_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(_hub.urllib.request, 'urlopen', lambda url, timeout: calls.append(url) or FakeResponse(data))
     monkeypatch.setitem(_hub.NETWORKS, 'tiny', 'https://example.org/nets/tiny.safetensors')
     a = load_generator('tiny')
+    bar = capsys.readouterr().err  # tqdm's progress bar, on stderr
+    assert 'tiny.safetensors' in bar and '100%' in bar
     path = tmp_path / 'cache' / 'tiny.safetensors'
     assert path.read_bytes() == data and len(calls) == 1
     assert open(str(path) + '.sha256').read().split()[0] == hashlib.sha256(data).hexdigest()
@@ -80,8 +82,9 @@ def test_download_cache(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise urllib.error.URLError('Name or service not known')
     monkeypatch.setattr(_hub.urllib.request, 'urlopen', offline)
-    with pytest.raises(WeightsError, match=r'pass a local file instead: --network /path/to/tiny.safetensors'):
+    with pytest.raises(WeightsError, match=r'pass a local file instead: --network /path/to/tiny.safetensors') as e:
         load_generator('tiny')
+    assert '\n' not in str(e.value) and 'Name or service not known' in str(e.value)
 
 
 def test_short_names_point_to_nvidia():

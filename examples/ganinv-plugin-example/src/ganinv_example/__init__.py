@@ -9,9 +9,11 @@ __all__ = ['ColourResponse', 'ColourStats']
 
 @hookimpl
 def ganinv_degradations():
+    """The degradation classes this plugin contributes."""
     return [ColourResponse]
 
 
 @hookimpl
 def ganinv_losses():
+    """The loss classes this plugin contributes."""
     return [ColourStats]

@@ -1,10 +1,9 @@
 """A camera's colour response: per-channel gain, then a gamma curve."""
-import torch
-
 from ganinv_core.hooks import Degradation, Param
 
 
 class ColourResponse(Degradation):
+    """Per-channel gains, then a gamma curve, on [0, 1] intensities; applied to both sides (not simulation only)."""
     name = 'colour-response'
     help = "a camera's colour response: per-channel gain, then gamma (u -> (g_c u)^gamma on [0, 1])"
     params = (Param('gamma', float, 1.8, 'exponent of the response curve (> 0)'),

@@ -14,6 +14,7 @@ def _stats(x, m):
 
 
 class ColourStats(Loss):
+    """Per image, squared differences of each channel's mean and (weighted) standard deviation over known pixels."""
     name = 'colour-stats'
     help = 'squared differences of per-channel mean and std between prediction and target'
     default_weight = 0.1
