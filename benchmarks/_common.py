@@ -3,7 +3,7 @@ import os
 
 import torch
 
-from flops import step_flops
+from flops import step_flops, synthesis_macs, vgg16_macs
 
 SIZE = os.environ.get('GANINV_BENCH_SIZE', 'cpu')
 DEVICE = torch.device('cuda' if torch.cuda.is_available() and os.environ.get('GANINV_BENCH_DEVICE') != 'cpu' else 'cpu')
@@ -39,6 +39,48 @@ def record(benchmark, *, compare, images=1, steps=1, flops=None, baseline=False,
         benchmark.extra_info['peak_mem_mb_per_image'] = peak_mem / 2 ** 20 / images
 
 
-def step_flops_for(res, fused):
-    return step_flops(res, fused_modconv=fused, channel_base=32768 if res >= 256 else 2048,
-                      channel_max=512 if res >= 256 else 128)
+def _arch(G):
+    sk = G.init_kwargs.get('synthesis_kwargs', {})
+    return dict(channel_base=sk.get('channel_base', 32768), channel_max=sk.get('channel_max', 512))
+
+
+def step_flops_for(G, fused, vgg_weight_grads=False):
+    """FLOPs of one projection step of one image on generator ``G`` (its own channel counts)."""
+    return step_flops(G.img_resolution, fused_modconv=fused, vgg_weight_grads=vgg_weight_grads, **_arch(G))
+
+
+def gen_flops_for(G, fused):
+    """FLOPs of one synthesis forward + backward (w.r.t. the latent) of one image."""
+    return 2 * synthesis_macs(G.img_resolution, w_dim=G.w_dim, **_arch(G)) * (3 if fused else 2)
+
+
+def vgg_flops_for(res):
+    """FLOPs of one VGG16 forward + backward (w.r.t. the image, no weight gradients) at min(res, 256)."""
+    return 2 * vgg16_macs(min(res, 256)) * 2
+
+
+def timed(benchmark, fn, rounds, warmup=1):
+    """Time ``fn`` (which must sync the device) with fixed rounds; returns the peak device memory in bytes."""
+    if DEVICE.type == 'cuda':
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    return torch.cuda.max_memory_allocated() if DEVICE.type == 'cuda' else None
+
+
+_NETS = {}
+
+
+def generator(name):
+    """A cached built-in random generator on DEVICE (``random-64``, ``random-256``, ``random-1024``)."""
+    if name not in _NETS:
+        from ganinv_core.weights import load_generator
+        _NETS[name] = load_generator(name, device=DEVICE)
+    return _NETS[name]
+
+
+def targets(G, n):
+    """n generated faces [n,3,R,R] in [-1, 1] on DEVICE (seeds 1..n)."""
+    import numpy as np
+    from ganinv_core.io.images import render_seed, to_tensor
+    return to_tensor(np.stack([render_seed(G, s)[0] for s in range(1, n + 1)])).to(DEVICE)

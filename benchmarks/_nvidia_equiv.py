@@ -78,7 +78,7 @@ class NvidiaProjectorStep:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        value = float(loss)                                              # the projector's per-step print: a sync
+        value = float(loss.detach())                                     # the projector's per-step print: a sync
         with torch.no_grad():
             for buf in self.noise_bufs.values():
                 buf -= buf.mean()

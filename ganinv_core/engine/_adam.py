@@ -1,8 +1,9 @@
-"""Adam with a device-tensor learning rate and an optional device-side skip flag (no host sync).
+"""Adam with a device-tensor learning rate, a device step counter and an optional device-side skip flag.
 
-Matches ``torch.optim.Adam`` (same update order and bias corrections); the lr lives on the device so the
-schedule never leaves it, and ``ok`` lets fp16 loss scaling drop a step with non-finite gradients without
-asking the host.
+Matches ``torch.optim.Adam`` (same update order and bias corrections). Everything that changes from step to
+step lives on the device (lr, step count), so a step never asks the host and can be captured in a CUDA graph.
+The update runs as a handful of ``torch._foreach_*`` kernels over all tensors; ``ok`` lets fp16 loss scaling
+drop a step with non-finite gradients without asking the host.
 """
 from __future__ import annotations
 
@@ -24,27 +25,41 @@ class Adam:
         self.eps = eps
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = 0
+        dev = self.params[0].device if self.params else torch.device('cpu')
+        self.t = torch.zeros((), dtype=torch.float64, device=dev)     # steps taken, on the device
+
+    def state(self) -> list[torch.Tensor]:
+        """The tensors that change during a step (for snapshot / restore around CUDA-graph warm-up)."""
+        return self.m + self.v + [self.t]
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, ok: torch.Tensor | None = None) -> None:
         """One update; ``lr`` is a 0-d device tensor; ``ok`` (0-d bool) skips the step when False."""
-        self.t += 1
-        c1 = 1 - self.b1 ** self.t
-        c2 = (1 - self.b2 ** self.t) ** 0.5
-        for p, m, v in zip(self.params, self.m, self.v):
-            g = p.grad
-            if g is None:
-                continue
-            m1 = m * self.b1 + g * (1 - self.b1)
-            v1 = v * self.b2 + g * g * (1 - self.b2)
-            # p -= (lr / c1) * m / (sqrt(v) / c2 + eps), exactly torch.optim.Adam's formula
-            p1 = p - (lr / c1) * m1 / (v1.sqrt() / c2 + self.eps)
-            if ok is not None:
-                m1, v1, p1 = (torch.where(ok, a, b) for a, b in ((m1, m), (v1, v), (p1, p)))
-            m.copy_(m1)
-            v.copy_(v1)
-            p.copy_(p1)
+        self.t.add_(1)
+        # bias corrections in float64 on the device: c1 = 1 - b1^t, c2 = sqrt(1 - b2^t)
+        c1 = (1 - torch.pow(self.b1, self.t)).float()
+        c2 = (1 - torch.pow(self.b2, self.t)).sqrt().float()
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        ps, ms, vs = ([xs[i] for i in live] for xs in (self.params, self.m, self.v))
+        gs = [ps[k].grad for k in range(len(live))]
+        if ok is not None:
+            ms0, vs0, ps0 = ([x.clone() for x in xs] for xs in (ms, vs, ps))
+        # m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= (lr/c1) m / (sqrt(v)/c2 + eps)
+        torch._foreach_lerp_(ms, gs, 1 - self.b1)
+        torch._foreach_mul_(vs, self.b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - self.b2)
+        den = torch._foreach_sqrt(vs)
+        torch._foreach_div_(den, c2)
+        torch._foreach_add_(den, self.eps)
+        upd = torch._foreach_div(ms, den)
+        torch._foreach_mul_(upd, lr / c1)
+        torch._foreach_sub_(ps, upd)
+        if ok is not None:  # a skipped step leaves every tensor as it was
+            for new, old in ((ms, ms0), (vs, vs0), (ps, ps0)):
+                for a, b in zip(new, old):
+                    a.copy_(torch.where(ok, a, b))
 
     def zero_grad(self) -> None:
         for p in self.params:

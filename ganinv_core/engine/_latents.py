@@ -74,6 +74,17 @@ class Latents:
             self._chunk = torch.cat([torch.randn(shape, generator=g, device=self.w.device) for g in self.gens], 1)
         return self._chunk[step - self._chunk_start]
 
+    def w_noise_all(self, steps: int, chunk: int = 64) -> torch.Tensor:
+        """Every step's w-noise at once [steps, N, rows, w_dim]: the numbers ``w_noise`` would draw, in order.
+
+        For a static step (CUDA graphs) that indexes the noise with a device step counter; consumes the
+        per-image generators, so use either this or ``w_noise`` in one run.
+        """
+        shape = (chunk, 1) + tuple(self.w.shape[1:])
+        n_chunks = -(-steps // chunk)
+        return torch.cat([torch.cat([torch.randn(shape, generator=g, device=self.w.device) for g in self.gens], 1)
+                          for _ in range(n_chunks)])[:steps]
+
     def ws(self, w: torch.Tensor | None = None) -> torch.Tensor:
         """Broadcast a latent (default the current one) to [N, num_ws, w_dim]."""
         w = self.w if w is None else w

@@ -11,95 +11,20 @@ numbers come from its own generator, so image i's result equals a batch-of-one r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
-import torch
+from ._inversion import Inversion
+from ._result import InversionError, Progress, Result
 
-from . import _latents, _precision, _schedule, _wstats
-from ._adam import Adam
-from ._pipeline import build_losses, pipeline
-from ._report import image_metrics
-
-
-class InversionError(ValueError):
-    """The optimisation cannot run or produced non-finite values (one line, naming what and why)."""
-
-
-@dataclass
-class Progress:
-    """What a callback sees, after ``step`` of ``steps`` optimisation steps (step 0: before the first).
-
-    Attributes:
-        losses: {term: [N] float array} at this step (None at step 0); ``'total'`` included.
-        rate: steps per second so far.
-        render: () -> [N,3,H,W] float tensor in [-1,1], the current restoration (no w-noise).
-    """
-    step: int
-    steps: int
-    losses: dict | None
-    rate: float
-    render: Callable[[], torch.Tensor]
-
-
-@dataclass
-class Result:
-    """The outcome of ``invert`` (all tensors on the CPU).
-
-    Attributes:
-        images: [N,3,H,W] restored images in [-1, 1] (G of the final latent and noise).
-        degraded: [N,3,h,w] the restorations passed through the degradation pipeline.
-        targets: [N,3,h,w] the (degraded) targets.
-        clean: [N,3,H,W] clean originals, when known.
-        w: [N,num_ws,w_dim] final latents (W runs have identical rows).
-        noise: {layer: [N,1,R,R]} final noise buffers.
-        history: {term: [steps, N]} weighted loss per step, ``'total'`` included.
-        metrics: one dict per image (losses, psnr/ssim/lpips, speed).
-        latent_space, steps, seed, precision: how it ran.
-        wall_time: seconds in the loop; steps_per_second: steps / wall_time.
-    """
-    images: torch.Tensor
-    degraded: torch.Tensor
-    targets: torch.Tensor
-    clean: torch.Tensor | None
-    w: torch.Tensor
-    noise: dict
-    history: dict
-    metrics: list
-    latent_space: str
-    steps: int
-    seed: int
-    precision: str
-    wall_time: float
-    steps_per_second: float
-    mask: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
-
-    def latent(self, i: int) -> dict:
-        """Image ``i``'s latent as arrays: ``w`` [1,num_ws,w_dim] and ``noise.<layer>`` [1,1,R,R]."""
-        out = {'w': self.w[i:i + 1].numpy()}
-        out.update({f'noise.{k}': v[i:i + 1].numpy() for k, v in self.noise.items()})
-        return out
-
-
-def _as_images(x, name: str, device: torch.device) -> torch.Tensor:
-    """uint8 [N,H,W,C] array or float [N,C,H,W] tensor in [-1,1] -> float32 [N,C,H,W] on ``device``."""
-    if isinstance(x, np.ndarray) and x.dtype == np.uint8:
-        x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
-    x = torch.as_tensor(x)
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or not x.is_floating_point():
-        raise InversionError(f'{name}: expected float [N,C,H,W] in [-1,1] or uint8 [N,H,W,C], got {tuple(x.shape)} {x.dtype}')
-    return x.to(device, torch.float32)
+__all__ = ['invert', 'Inversion', 'InversionError', 'Progress', 'Result']
 
 
 def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None = None, steps: int = 1000,
            latent_space: str = 'w', optimize_noise: bool = True, lr: float = 0.1, init: dict | None = None,
            seed: int = 303, precision: str = 'fp32', callbacks: Sequence[Callable[[Progress], None]] = (),
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
-           report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, device=None) -> Result:
+           report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, device=None,
+           modconv: str = 'auto', cuda_graph: bool = False, compile=False) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
     Args:
@@ -123,6 +48,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         w_stats: ``(w_avg [w_dim], w_std)`` to use instead of the cached statistics.
         lpips_vgg: VGG16Features for the LPIPS metric (default: the vgg16 loss's network, if any).
         device: default: G's device.
+        modconv, cuda_graph, compile: speed options, see ``Inversion`` (equal results within float tolerance).
 
     Returns:
         A ``Result``.
@@ -130,105 +56,25 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     Raises:
         InversionError: bad arguments, or a loss that became NaN/inf (naming the step and images).
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise InversionError(f'steps: must be a positive integer, got {steps!r}')
-    device = torch.device(device) if device is not None else next(iter(G.parameters())).device
-    try:
-        prec = _precision.Precision(_precision.resolve(precision, device), device)
-        pipe = pipeline(degradations).to(device)
-        terms = build_losses(losses)
-    except ValueError as e:
-        raise InversionError(str(e)) from e
-    terms = [t.to(device) for t in terms]
-    target = _as_images(targets, 'targets', device)
-    n, res = target.shape[0], G.img_resolution
-    want = pipe.output_size(res)
-    if target.shape[1:] != (G.img_channels, want, want):
-        raise InversionError(f'targets: shape {tuple(target.shape[1:])} does not match the degraded '
-                             f'generator output {(G.img_channels, want, want)}')
-    clean_t = _as_images(clean, 'clean', device) if clean is not None else None
-    indices = list(range(n)) if indices is None else [int(i) for i in indices]
-    if len(indices) != n:
-        raise InversionError(f'indices: {len(indices)} ids for {n} targets')
-
-    w_avg, w_std = w_stats if w_stats is not None else _wstats.w_stats(G)
-    w_avg = torch.as_tensor(np.asarray(w_avg), dtype=torch.float32, device=device).reshape(-1)
-    gens = [_latents.image_generator(seed, i, device) for i in indices]
-    try:
-        lat = _latents.Latents(G, n, w_avg, latent_space, optimize_noise, gens, init)
-    except ValueError as e:
-        raise InversionError(str(e)) from e
-    lrs, sigmas = _schedule.schedule(steps, float(w_std), lr, device)
-    mask = pipe.mask(torch.zeros(n, G.img_channels, res, res, device=device))
-    names = [t.name for t in terms]
-    weights = torch.tensor([float(getattr(t, 'weight', 1.0)) for t in terms], device=device)
-    from ganinv_core.hooks import LossContext
-    with prec.autocast():
-        for t in terms:
-            t.prepare(target, mask)
-
-    opt = Adam(lat.params)
-    scaler = _precision.LossScaler(device, prec.name == 'fp16')
-    hist = torch.zeros(steps, n, len(terms) + 1, device=device)
+    inv = Inversion(G, targets, degradations=degradations, losses=losses, steps=steps, latent_space=latent_space,
+                    optimize_noise=optimize_noise, lr=lr, init=init, seed=seed, precision=precision, clean=clean,
+                    indices=indices, w_stats=w_stats, device=device, modconv=modconv, cuda_graph=cuda_graph,
+                    compile=compile)
     report = set(int(s) for s in report_steps) | {steps}
-    synth = lambda ws, force=True: G.synthesis(ws, noise_mode='const', noise=lat.noise, force_fp32=force)
-
-    @torch.no_grad()
-    def render() -> torch.Tensor:
-        return synth(lat.ws()).float()
+    names = inv.names + ['total']
 
     def call(step: int, losses_now, rate: float) -> None:
-        p = Progress(step, steps, losses_now, rate, render)
+        p = Progress(step, steps, losses_now, rate, inv.render)
         for cb in callbacks:
             cb(p)
 
     call(0, None, 0.0)
     last, t0 = 0, time.perf_counter()
-    with prec.mode():
-        for step in range(steps):
-            w = lat.w + lat.w_noise(step) * sigmas[step]
-            img = synth(lat.ws(w), prec.force_fp32)
-            with prec.autocast():
-                ctx = LossContext(pred=pipe(img), target=target, mask=mask, image=img, w=lat.w,
-                                  w_avg=w_avg, w_std=w_std, noise=list(lat.noise.values()))
-                per = torch.stack([t(ctx).float().reshape(n) for t in terms], 1) * weights    # [N, K]
-            total = per.sum(1)
-            hist[step] = torch.cat([per, total[:, None]], 1).detach()
-            (total.sum() * scaler.scale).backward()
-            opt.step(lrs[step], scaler.unscale(lat.params))
-            opt.zero_grad()
-            lat.renormalise()
-            done = step + 1
-            if done % log_every == 0 or done in report:
-                chunk = hist[last:done].cpu()
-                _check_finite(chunk, last, names)
-                last = done
-                rate = done / max(time.perf_counter() - t0, 1e-9)
-                call(done, {k: chunk[-1, :, j].numpy() for j, k in enumerate(names + ['total'])}, rate)
-        wall = time.perf_counter() - t0
-        if not all(torch.isfinite(p).all() for p in lat.params):
-            raise InversionError('latents: became NaN/inf during the optimisation')
-        with torch.no_grad():
-            images = render()
-            degraded = pipe(images)
-    history = {k: hist[:, :, j].cpu().numpy() for j, k in enumerate(names + ['total'])}
-    rate = steps / max(wall, 1e-9)
-    vgg = lpips_vgg if lpips_vgg is not None else next((t.vgg for t in terms if getattr(t, 'vgg', None) is not None), None)
-    metrics = image_metrics(images, degraded, target, clean_t, mask, history, rate, wall, vgg)
-    return Result(images=images.cpu(), degraded=degraded.cpu(), targets=target.cpu(),
-                  clean=None if clean_t is None else clean_t.cpu(),
-                  w=lat.ws().detach().cpu().contiguous(), noise={k: v.detach().cpu() for k, v in lat.noise.items()},
-                  history=history, metrics=metrics, latent_space=latent_space, steps=steps, seed=seed,
-                  precision=prec.name, wall_time=wall, steps_per_second=rate,
-                  mask=None if mask is None else mask.cpu())
-
-
-def _check_finite(chunk: torch.Tensor, first: int, names: list[str]) -> None:
-    """Raise on the first non-finite loss in ``chunk`` [steps, N, K+1] (step numbers from ``first``)."""
-    bad = ~torch.isfinite(chunk)
-    if bad.any():
-        s, _, k = (int(v) for v in bad.nonzero()[0])
-        imgs = sorted(set(int(i) for i in bad[s].any(1).nonzero()[:, 0]))
-        term = (names + ['total'])[k]
-        raise InversionError(f'step {first + s}: loss {term!r} is not finite for image(s) {imgs}; '
-                             'try precision fp32 or a lower learning rate')
+    while inv.done < steps:
+        nxt = min([s for s in report if s > inv.done] + [(inv.done // log_every + 1) * log_every])
+        inv.run(nxt - inv.done)
+        chunk = inv.losses(last)          # the only host sync: every log_every steps and at report steps
+        last = inv.done
+        call(inv.done, {k: chunk[-1, :, j].numpy() for j, k in enumerate(names)},
+             inv.done / max(time.perf_counter() - t0, 1e-9))
+    return inv.result(time.perf_counter() - t0, lpips_vgg)

@@ -55,11 +55,11 @@ class Precision:
     def loss_dtype(self) -> torch.dtype | None:
         return {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.name)
 
-    def autocast(self):
-        """Autocast context for the losses (a no-op for fp32/tf32)."""
+    def autocast(self, cache: bool = True):
+        """Autocast context for the losses (a no-op for fp32/tf32); ``cache=False`` inside CUDA-graph capture."""
         if self.loss_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.loss_dtype)
+        return torch.autocast(self.device.type, dtype=self.loss_dtype, cache_enabled=cache)
 
     def mode(self):
         """Process-wide flags for the run (TF32 on only for ``tf32``)."""
@@ -89,9 +89,13 @@ class LossScaler:
         inv = 1.0 / self.scale
         for g in grads:
             g.mul_(inv)
-        # update the scale without leaving the device
-        self.good = torch.where(ok, self.good + 1, torch.zeros_like(self.good))
-        grow = self.good >= self.interval
-        self.scale = torch.where(ok, torch.where(grow, self.scale * 2, self.scale), self.scale / 2)
-        self.good = torch.where(grow, torch.zeros_like(self.good), self.good)
+        # update the scale without leaving the device, in place (the tensors keep their addresses: graph-safe)
+        good = torch.where(ok, self.good + 1, torch.zeros_like(self.good))
+        grow = good >= self.interval
+        self.scale.copy_(torch.where(ok, torch.where(grow, self.scale * 2, self.scale), self.scale / 2))
+        self.good.copy_(torch.where(grow, torch.zeros_like(good), good))
         return ok
+
+    def state(self) -> list[torch.Tensor]:
+        """The tensors a step changes."""
+        return [self.scale, self.good]

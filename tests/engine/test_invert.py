@@ -19,12 +19,15 @@ def test_batch_equals_one_at_a_time(G):
     targets, _ = seeds(G, 1, 2, 3)
     kw = dict(losses=['mse', 'latent-dist', 'noise-reg'], steps=6, latent_space='w+', seed=11)
     batch = invert(G, targets, **kw)
+    # Batched and single convolutions round differently (~1e-7); Adam's first steps move each element by about
+    # lr * sign(grad), so where a gradient element is near zero that rounding can flip a step: the runs agree
+    # to ~1e-3, not bit for bit. A cross-talk between images would show up as O(lr) = 0.1 differences.
     for i in range(3):
         one = invert(G, targets[i:i + 1], indices=[i], **kw)
-        torch.testing.assert_close(batch.w[i:i + 1], one.w, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(batch.images[i:i + 1], one.images, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(batch.w[i:i + 1], one.w, rtol=0, atol=5e-3)
+        torch.testing.assert_close(batch.images[i:i + 1], one.images, rtol=0, atol=2e-2)
         for k in one.noise:
-            torch.testing.assert_close(batch.noise[k][i:i + 1], one.noise[k], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(batch.noise[k][i:i + 1], one.noise[k], rtol=0, atol=5e-3)
     assert not torch.allclose(batch.w[0], batch.w[1])  # the images really differ
 
 

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The one GPU-machine run (H100/H200, system python3 with CUDA torch, no internet), at most ~9.5 minutes:
+#   1 install (builds the CUDA kernels)  2 doctor  3 the GPU tests (everything marked gpu)
+#   4 full benchmark suite (ops + engine, 256 and 1024, every precision, NVIDIA-equivalent baseline)
+#   5 bf16-vs-fp32 final PSNR at 1024  6 profile of the step.
+# Each stage has its own timeout and a failing stage does not stop the next. Everything goes to $OUT
+# (8 files: run.log, doctor.txt, bench.json, bench.md, ops.json, ops.md, psnr.txt, profile.txt).
+#   bash benchmarks/gpu_run.sh                 (repository root, on the GPU machine)
+#   GANINV_GPU_DRY=1 bash benchmarks/gpu_run.sh (CPU rehearsal: .venv, no install, CPU sizes, short stages)
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/out/gpu}; mkdir -p "$OUT"
+DRY=${GANINV_GPU_DRY:-0}
+export GANINV_PLUGINS_STRICT=1 GANINV_CACHE=${GANINV_CACHE:-$OUT/../.cache-gpu-run}
+exec > >(tee -a "$OUT/run.log") 2>&1
+
+if [ "$DRY" = 1 ]; then
+  PY=${PY:-.venv/bin/python}; SIZE=cpu; NET=random-64; PSNR_STEPS=3; PROF_NETS="random-64"; T=1
+  BENCH_SEL=(-k "random-64 and (step or inversion)"); TESTS=(tests/engine/test_perf_options.py)
+else
+  PY=${PY:-python3}; SIZE=full; NET=random-1024; PSNR_STEPS=100; PROF_NETS="random-1024"; T=1
+  BENCH_SEL=(); TESTS=()
+fi
+
+stage() {  # stage NAME SECONDS CMD...: run with a timeout, report its exit code, never abort the script
+  local name=$1 secs=$2; shift 2
+  echo; echo "=== [$(date -u +%T)] $name (timeout ${secs}s)"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$secs" "$@"
+  echo "=== $name: exit $? after $((SECONDS - t0))s"
+}
+
+echo "=== ganinv GPU run $(date -u +%FT%TZ) dry=$DRY"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name())'
+
+# 1. install into the system python (builds the C++/CUDA kernels for sm_90)
+if [ "$DRY" != 1 ]; then
+  stage install 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
+    "$PY" -m pip install --no-build-isolation --no-deps -e .
+  "$PY" -c 'import ganinv_losses' 2>/dev/null || stage install-without-ext 60 env GANINV_NO_EXT=1 \
+    "$PY" -m pip install --no-build-isolation --no-deps -e .    # the kernels then build just in time
+fi
+
+# 2. doctor: which backend each op uses on each device
+stage doctor 60 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1 || ganinv-run --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
+
+# 3. tests: everything marked gpu, and the ops + engine suites (CPU and CUDA paths)
+stage tests-gpu 100 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider
+[ ${#TESTS[@]} = 0 ] || stage tests-cpu-paths 200 "$PY" -m pytest "${TESTS[@]}" -q -ra -p no:cacheprovider
+
+# 4. the benchmark suite (few rounds: the engine cases use fixed rounds, the ops cases a short max time)
+stage bench-engine 170 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q -p no:cacheprovider \
+  --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" "${BENCH_SEL[@]}"
+stage bench-ops 60 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
+  --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
+  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
+
+# 5. accuracy of the fast precisions: final PSNR vs the target, same target and seed, against fp32
+stage psnr 70 "$PY" - "$NET" "$PSNR_STEPS" > "$OUT/psnr.txt" <<'PYEOF'
+import sys, time
+import numpy as np, torch
+from ganinv_core.engine import invert
+from ganinv_core.io.images import render_seed, to_tensor
+from ganinv_core.weights import load_generator
+net, steps = sys.argv[1], int(sys.argv[2])
+dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+G = load_generator(net, device=dev)
+t = to_tensor(np.stack([render_seed(G, 11)[0]])).to(dev)
+kw = dict(losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'], steps=steps, seed=3, log_every=steps)
+rows = {}
+for name, opts in [('fp32', dict(precision='fp32', modconv='fused')), ('bf16', dict(precision='bf16')),
+                   ('tf32-graph', dict(precision='tf32', cuda_graph=True)), ('fp16', dict(precision='fp16'))]:
+    t0 = time.perf_counter()
+    r = invert(G, t, **opts, **kw)
+    rows[name] = r.metrics[0]['vs_target']['psnr']
+    print(f'{net} {steps} steps {name:14s} psnr {rows[name]:.3f} dB  delta vs fp32 {rows[name] - rows["fp32"]:+.3f}'
+          f'  {r.steps_per_second:.1f} steps/s  wall {time.perf_counter() - t0:.1f}s', flush=True)
+print('bf16 within 0.1 dB of fp32:', abs(rows['bf16'] - rows['fp32']) <= 0.1)
+PYEOF
+cat "$OUT/psnr.txt"
+
+# 6. where the time goes: the top kernels of the step
+: > "$OUT/profile.txt"
+for net in $PROF_NETS; do
+  stage "profile $net b1" 45 bash -c "'$PY' benchmarks/profile_step.py --network $net --batch 1 --precision tf32 --steps 3 >> '$OUT/profile.txt' 2>&1"
+  [ "$T" = 1 ] || stage "profile $net b8 bf16" 90 bash -c "'$PY' benchmarks/profile_step.py --network $net --batch 8 --precision bf16 --steps 3 >> '$OUT/profile.txt' 2>&1"
+done
+cat "$OUT/profile.txt"
+echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"

@@ -1,0 +1,51 @@
+"""Profile a few optimisation steps with torch.profiler and print the top kernels and their share of the step.
+
+    python benchmarks/profile_step.py --network random-256 --batch 1 --steps 3 [--precision bf16] [--graph]
+
+On CUDA it ranks device kernels by self CUDA time, on the CPU operators by self CPU time.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import DEVICE, generator, sync, targets  # noqa: E402
+
+from ganinv_core.engine import Inversion  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--network', default='random-256')
+    ap.add_argument('--batch', type=int, default=1)
+    ap.add_argument('--steps', type=int, default=3)
+    ap.add_argument('--precision', default='auto')
+    ap.add_argument('--modconv', default='auto')
+    ap.add_argument('--graph', action='store_true', help='CUDA-graph capture of the step')
+    ap.add_argument('--top', type=int, default=25)
+    a = ap.parse_args(argv)
+    G = generator(a.network)
+    inv = Inversion(G, targets(G, a.batch), losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'],
+                    steps=a.steps + 2, precision=a.precision, modconv=a.modconv, cuda_graph=a.graph)
+    inv.run(2)                                   # warm-up (and graph capture)
+    sync()
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if DEVICE.type == 'cuda' else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        inv.run(a.steps)
+        sync()
+    key = 'self_cuda_time_total' if DEVICE.type == 'cuda' else 'self_cpu_time_total'
+    events = [e for e in prof.key_averages() if getattr(e, key.replace('_total', '_total'), 0) > 0]
+    total = sum(getattr(e, key) for e in events) or 1
+    print(f'# {a.network} batch {a.batch} {inv.prec.name} modconv={"fused" if inv.fused else "nonfused"} '
+          f'graph={inv._graph is not None} on {DEVICE}: {total / 1e3 / a.steps:.1f} ms/step of '
+          f'{"device" if DEVICE.type == "cuda" else "CPU"} time')
+    print(f'{"kernel / op":70s} {"ms/step":>9s} {"share":>7s} {"calls/step":>10s}')
+    for e in sorted(events, key=lambda e: -getattr(e, key))[:a.top]:
+        t = getattr(e, key)
+        print(f'{e.key[:70]:70s} {t / 1e3 / a.steps:9.2f} {100 * t / total:6.1f}% {e.count / a.steps:10.1f}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,168 @@
+"""Generator forward+backward, VGG16 loss, one optimisation step and a short inversion, against the
+NVIDIA-equivalent projector step timed in this process (issue 6).
+
+Sizes (``GANINV_BENCH_SIZE``): ``cpu`` times random-64 (batch 1 and 4) and random-256 (config-f, batch 1);
+``full`` times random-256 and random-1024 (config-f) at batch 1 and 8 in every precision. Each group's
+baseline (``compare`` key, ``baseline=True``) is the NVIDIA-equivalent configuration (reference ops, fp32,
+fused modconv, batch 1, host sync per step, Python-loop noise regulariser, VGG with weight gradients), so the
+report's ratio is images·steps/s relative to it.
+"""
+import pytest
+import torch
+
+from _common import (DEVICE, SIZE, gen_flops_for, generator, record, step_flops_for, sync, targets, timed,
+                     vgg_flops_for)
+from _nvidia_equiv import NvidiaProjectorStep
+
+from ganinv_core.engine import Inversion, invert
+
+FULL = SIZE == 'full'
+CUDA = DEVICE.type == 'cuda'
+LOSSES = ['vgg16:weights=random', 'latent-dist', 'noise-reg']     # the default set, offline weights
+ROUNDS = dict(warmup=2, rounds=3) if FULL else dict(warmup=1, rounds=2)
+NETS = ('random-256', 'random-1024') if FULL else ('random-64', 'random-256')
+BIG = 8 if FULL else 4
+
+
+def _small(net):
+    return net == NETS[0]
+
+
+# (name, batch, options) of the engine's step; precision and cuda_graph are Inversion options.
+def _step_cases():
+    for net in NETS:
+        yield net, 'ours-default', 1, {}
+        yield net, 'ours-nonfused', 1, dict(modconv='nonfused')
+        yield net, 'ours-fused', 1, dict(modconv='fused')
+        if CUDA:
+            for prec in ('tf32', 'bf16', 'fp16'):
+                yield net, f'ours-{prec}', 1, dict(precision=prec, modconv='nonfused')
+                yield net, f'ours-{prec}', BIG, dict(precision=prec, modconv='nonfused')
+            yield net, 'ours-tf32-graph', 1, dict(precision='tf32', cuda_graph=True)
+            yield net, 'ours-tf32-graph', BIG, dict(precision='tf32', cuda_graph=True)
+            yield net, 'ours-bf16-graph', BIG, dict(precision='bf16', cuda_graph=True)
+            yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
+        elif _small(net):
+            yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')
+            yield net, 'ours-static', 1, dict(cuda_graph=True)      # the graph-ready static step, run eagerly
+            yield net, 'ours-bf16', 1, dict(precision='bf16')
+
+
+@pytest.mark.parametrize('net', NETS)
+def test_nvidia_equivalent_step(benchmark, net):
+    G = generator(net)
+    nv = NvidiaProjectorStep(G, (targets(G, 1) + 1) * 127.5, DEVICE)
+    fused = True
+    mem = timed(benchmark, lambda: (nv.step(), sync()), **ROUNDS)
+    record(benchmark, compare=f'step-{net}', images=1, flops=step_flops_for(G, fused, vgg_weight_grads=True),
+           baseline=True, peak_mem=mem)
+
+
+@pytest.mark.parametrize('net,case,n,opts', list(_step_cases()), ids=[f'{c[0]}-{c[1]}-b{c[2]}' for c in _step_cases()])
+def test_step(benchmark, net, case, n, opts):
+    G = generator(net)
+    inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)
+    mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
+    record(benchmark, compare=f'step-{net}', images=n, flops=step_flops_for(G, inv.fused) * n, peak_mem=mem)
+    benchmark.extra_info.update(case=f'{case}-b{n}', modconv='fused' if inv.fused else 'nonfused',
+                                graph=inv._graph is not None)
+
+
+def _gen_cases():
+    for net in NETS:
+        for n in (1, BIG) if (FULL or _small(net)) else (1,):
+            for fused in (True, False):
+                yield net, n, fused, 'fp32'
+            if CUDA:
+                yield net, n, False, 'fp16'
+
+
+@pytest.mark.parametrize('net,n,fused,prec', list(_gen_cases()),
+                         ids=[f'{c[0]}-b{c[1]}-{"fused" if c[2] else "nonfused"}-{c[3]}' for c in _gen_cases()])
+def test_generator_fwd_bwd(benchmark, net, n, fused, prec):
+    G = generator(net)
+    ws = G.mapping(torch.randn(n, G.z_dim, device=DEVICE), None).detach().requires_grad_(True)
+
+    def run():
+        img = G.synthesis(ws, noise_mode='const', fused_modconv=fused, force_fp32=prec == 'fp32')
+        img.float().square().sum().backward()
+        ws.grad = None
+        sync()
+    mem = timed(benchmark, run, **ROUNDS)
+    record(benchmark, compare=f'gen-{net}', images=n, flops=gen_flops_for(G, fused) * n,
+           baseline=(n == 1 and fused and prec == 'fp32'), peak_mem=mem)
+
+
+def _vgg_cases():
+    res = (256, 1024) if FULL else (64, 256)
+    for r in res:
+        yield r, 1, 'nvidia', 'fp32'          # weights require grad, as the projector's VGG
+        yield r, 1, 'frozen', 'fp32'
+        yield r, BIG, 'frozen', 'fp32'
+        if CUDA:
+            yield r, BIG, 'frozen', 'bf16'
+
+
+@pytest.mark.parametrize('res,n,kind,prec', list(_vgg_cases()), ids=[f'{c[0]}-b{c[1]}-{c[2]}-{c[3]}' for c in _vgg_cases()])
+def test_vgg16_loss(benchmark, res, n, kind, prec):
+    from ganinv_core.metrics import to_vgg_input
+    from ganinv_core.nets.vgg16 import random_vgg16
+    vgg = random_vgg16().to(DEVICE).eval().requires_grad_(kind == 'nvidia')
+    torch.manual_seed(0)
+    x = (torch.rand(n, 3, res, res, device=DEVICE) * 2 - 1).requires_grad_(True)
+    tf = vgg(to_vgg_input(x.detach())).detach()
+    ac = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=prec == 'bf16')
+
+    def run():
+        with ac:
+            loss = (tf - vgg(to_vgg_input(x))).float().square().sum()
+        loss.backward()
+        x.grad = None
+        for p in vgg.parameters():
+            p.grad = None
+        sync()
+    mem = timed(benchmark, run, **ROUNDS)
+    record(benchmark, compare=f'vgg-{res}', images=n, flops=vgg_flops_for(res) * n * (1.5 if kind == 'nvidia' else 1),
+           baseline=kind == 'nvidia', peak_mem=mem)
+
+
+INV_STEPS = 30 if FULL else 20
+INV_NET = NETS[-1] if FULL else NETS[0]
+
+
+def _inv_cases():
+    yield 'ours-default', 1, {}
+    yield 'ours-nonfused', 1, dict(modconv='nonfused')
+    yield 'ours-nonfused', BIG, dict(modconv='nonfused')
+    if CUDA:
+        yield 'ours-tf32-graph', 1, dict(precision='tf32', cuda_graph=True)
+        yield 'ours-bf16-graph', BIG, dict(precision='bf16', cuda_graph=True)
+
+
+def test_nvidia_equivalent_inversion(benchmark):
+    G = generator(INV_NET)
+    t = (targets(G, 1) + 1) * 127.5
+
+    def run():
+        nv = NvidiaProjectorStep(G, t, DEVICE, num_steps=INV_STEPS)
+        for _ in range(INV_STEPS):
+            nv.step()
+        sync()
+    mem = timed(benchmark, run, warmup=1, rounds=2)
+    record(benchmark, compare=f'invert-{INV_NET}', images=1, steps=INV_STEPS, baseline=True, peak_mem=mem,
+           flops=step_flops_for(G, True, vgg_weight_grads=True))
+
+
+@pytest.mark.parametrize('case,n,opts', list(_inv_cases()), ids=[f'{INV_NET}-{c[0]}-b{c[1]}' for c in _inv_cases()])
+def test_inversion(benchmark, case, n, opts):
+    G = generator(INV_NET)
+    t = targets(G, n)
+
+    def run():
+        invert(G, t, losses=LOSSES, steps=INV_STEPS, log_every=INV_STEPS, **opts)
+        sync()
+    mem = timed(benchmark, run, warmup=1, rounds=2)
+    fused = opts.get('modconv', 'auto') == 'fused' or (opts.get('modconv', 'auto') == 'auto' and not CUDA)
+    record(benchmark, compare=f'invert-{INV_NET}', images=n, steps=INV_STEPS, peak_mem=mem,
+           flops=step_flops_for(G, fused) * n)
+    benchmark.extra_info.update(case=f'{case}-b{n}')

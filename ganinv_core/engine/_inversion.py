@@ -1,0 +1,271 @@
+"""The step-level engine: an ``Inversion`` holds one batch's state; ``step()`` / ``run(k)`` advance it.
+
+``invert()`` drives exactly this object, so the benchmarks time what users run. One step (reference doc §1.2):
+    w_t = w + n_t sigma_t;  x = G(w_t, noise);  L = sum_i sum_k weight_k loss_k(D(x)_i, y_i);
+    Adam on (w, noise) with lr_t;  noise renormalised per image.
+The step never asks the host: lr, sigma and the step counter are device tensors and the per-term losses go to a
+device buffer that ``losses()`` reads every few steps. Speed options (all equal to the default within float
+tolerance): ``modconv`` (fused grouped conv vs modulate-conv-demodulate), ``cuda_graph`` (the whole step
+captured once and replayed), ``compile`` (``torch.compile`` of the synthesis network).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from . import _latents, _precision, _schedule, _wstats
+from ._adam import Adam
+from ._pipeline import build_losses, pipeline
+from ._result import InversionError, Result, _as_images, _check_finite
+from ._report import image_metrics
+
+MODCONV = ('auto', 'fused', 'nonfused')
+
+
+def resolve_modconv(modconv: str, device: torch.device, n: int) -> bool:
+    """``'auto' | 'fused' | 'nonfused'`` -> ``fused_modconv`` for the synthesis network.
+
+    Non-fused (modulate, one conv with the shared weight, demodulate) needs no per-sample weight gradient in the
+    backward (a third of the generator's FLOPs) and lets the batch share one weight on tensor cores, so ``auto``
+    picks it on every device (about 1.3x faster per step on the CPU too, benchmarks/RESULTS.md); the two forms
+    are equal within float tolerance (tests/nets). ``fused`` is NVIDIA's projector's choice (eval, batch 1).
+    """
+    if modconv not in MODCONV:
+        raise ValueError(f'modconv: {modconv!r} is not one of {", ".join(MODCONV)}')
+    return modconv == 'fused'
+
+
+class Inversion:
+    """One batch's optimisation state; see ``invert`` for the arguments it shares.
+
+    Extra args:
+        modconv: ``'auto'``, ``'fused'`` or ``'nonfused'`` modulated convolution.
+        cuda_graph: capture the whole step (forward, backward, Adam, renormalisation) once as a CUDA graph and
+            replay it; the w-noise of every step is drawn up front. Off the GPU the same static step runs
+            eagerly. A capture failure warns once and falls back to eager steps (same numbers).
+        compile: ``torch.compile`` the synthesis network (True = inductor, or a backend name); a failure
+            warns once and falls back to eager.
+
+    Attributes:
+        done: steps taken so far (host int).
+        hist: [steps, N, K+1] weighted per-term losses and the total, on the device.
+    """
+
+    def __init__(self, G, targets, *, degradations=(), losses=None, steps: int = 1000, latent_space: str = 'w',
+                 optimize_noise: bool = True, lr: float = 0.1, init: dict | None = None, seed: int = 303,
+                 precision: str = 'fp32', clean=None, indices=None, w_stats: tuple | None = None, device=None,
+                 modconv: str = 'auto', cuda_graph: bool = False, compile=False):
+        if not isinstance(steps, int) or steps < 1:
+            raise InversionError(f'steps: must be a positive integer, got {steps!r}')
+        device = torch.device(device) if device is not None else next(iter(G.parameters())).device
+        target = _as_images(targets, 'targets', device)
+        n, res = target.shape[0], G.img_resolution
+        try:
+            self.prec = _precision.Precision(_precision.resolve(precision, device), device)
+            self.fused = resolve_modconv(modconv, device, n)
+            self.pipe = pipeline(degradations).to(device)
+            terms = build_losses(losses)
+        except ValueError as e:
+            raise InversionError(str(e)) from e
+        self.terms = [t.to(device) for t in terms]
+        want = self.pipe.output_size(res)
+        if target.shape[1:] != (G.img_channels, want, want):
+            raise InversionError(f'targets: shape {tuple(target.shape[1:])} does not match the degraded '
+                                 f'generator output {(G.img_channels, want, want)}')
+        self.clean = _as_images(clean, 'clean', device) if clean is not None else None
+        indices = list(range(n)) if indices is None else [int(i) for i in indices]
+        if len(indices) != n:
+            raise InversionError(f'indices: {len(indices)} ids for {n} targets')
+
+        w_avg, w_std = w_stats if w_stats is not None else _wstats.w_stats(G)
+        self.w_avg = torch.as_tensor(np.asarray(w_avg), dtype=torch.float32, device=device).reshape(-1)
+        self.w_std = float(w_std)
+        gens = [_latents.image_generator(seed, i, device) for i in indices]
+        try:
+            self.lat = _latents.Latents(G, n, self.w_avg, latent_space, optimize_noise, gens, init)
+        except ValueError as e:
+            raise InversionError(str(e)) from e
+        self.G, self.target, self.n, self.device, self.steps = G, target, n, device, steps
+        self.latent_space, self.seed = latent_space, seed
+        self.lrs, self.sigmas = _schedule.schedule(steps, self.w_std, lr, device)
+        self.mask = self.pipe.mask(torch.zeros(n, G.img_channels, res, res, device=device))
+        self.names = [t.name for t in self.terms]
+        self.weights = torch.tensor([float(getattr(t, 'weight', 1.0)) for t in self.terms], device=device)
+        with self.prec.autocast():
+            for t in self.terms:
+                t.prepare(target, self.mask)
+        self.opt = Adam(self.lat.params)
+        self.scaler = _precision.LossScaler(device, self.prec.name == 'fp16')
+        self.hist = torch.zeros(steps, n, len(self.terms) + 1, device=device)
+        self.done = 0
+        self._synth = G.synthesis
+        if compile:
+            self._synth = _compiled(G.synthesis, 'inductor' if compile is True else str(compile))
+        # static step: device step counter and all w-noise drawn up front (what a CUDA graph needs)
+        self.static = bool(cuda_graph)
+        self._graph = None
+        self._want_graph = bool(cuda_graph) and device.type == 'cuda'
+        if self.static:
+            self._wn = self.lat.w_noise_all(steps)
+            self._step_t = torch.zeros(1, dtype=torch.long, device=device)
+
+    # ---- the step -------------------------------------------------------------------------------------------
+    def synth(self, ws: torch.Tensor, force_fp32: bool = True) -> torch.Tensor:
+        """G.synthesis with this batch's noise buffers and modulated-conv choice: [N,num_ws,D] -> [N,C,R,R]."""
+        return self._synth(ws, noise_mode='const', noise=self.lat.noise, force_fp32=force_fp32,
+                           fused_modconv=self.fused)
+
+    def _body(self, i, cache: bool = True) -> None:
+        """One step at index ``i`` (host int, or a [1] device tensor in the static step)."""
+        from ganinv_core.hooks import LossContext
+        lat, n = self.lat, self.n
+        if isinstance(i, int):
+            wn, sigma, lr = lat.w_noise(i), self.sigmas[i], self.lrs[i]
+        else:
+            wn, sigma, lr = (x.index_select(0, i)[0] for x in (self._wn, self.sigmas, self.lrs))
+        w = lat.w + wn * sigma
+        img = self.synth(lat.ws(w), self.prec.force_fp32)
+        with self.prec.autocast(cache):
+            ctx = LossContext(pred=self.pipe(img), target=self.target, mask=self.mask, image=img, w=lat.w,
+                              w_avg=self.w_avg, w_std=self.w_std, noise=list(lat.noise.values()))
+            per = torch.stack([t(ctx).float().reshape(n) for t in self.terms], 1) * self.weights   # [N, K]
+        total = per.sum(1)
+        row = torch.cat([per, total[:, None]], 1).detach()
+        if isinstance(i, int):
+            self.hist[i] = row
+        else:
+            self.hist.index_copy_(0, i, row[None])
+        (total.sum() * self.scaler.scale).backward()
+        self.opt.step(lr, self.scaler.unscale(lat.params))
+        lat.renormalise()
+
+    def step(self) -> None:
+        """Advance one optimisation step (no host sync)."""
+        if self.done >= self.steps:
+            raise InversionError(f'step: all {self.steps} steps are done')
+        with self.prec.mode():
+            if self._want_graph and self._graph is None:
+                self._graph = _capture(self)
+                self._want_graph = self._graph is not None
+            if self._graph is not None:
+                self._graph.replay()
+            elif self.static:
+                self._body(self._step_t)
+                self.opt.zero_grad()
+                self._step_t.add_(1)
+            else:
+                self._body(self.done)
+                self.opt.zero_grad()
+        self.done += 1
+
+    def run(self, k: int) -> None:
+        """``k`` steps (fewer if the run ends first)."""
+        for _ in range(min(k, self.steps - self.done)):
+            self.step()
+
+    # ---- reading it out -------------------------------------------------------------------------------------
+    def losses(self, first: int) -> torch.Tensor:
+        """Host copy [done - first, N, K+1] of the loss rows since ``first``; raises on a non-finite one."""
+        chunk = self.hist[first:self.done].cpu()
+        _check_finite(chunk, first, self.names)
+        return chunk
+
+    def render(self) -> torch.Tensor:
+        """The current restoration [N,C,R,R] float32 in [-1, 1] (no w-noise)."""
+        with torch.no_grad(), self.prec.mode():
+            return self.synth(self.lat.ws()).float()
+
+    def result(self, wall: float, lpips_vgg=None) -> Result:
+        """The ``Result`` after the steps taken (``wall``: seconds they took)."""
+        lat = self.lat
+        if not all(torch.isfinite(p).all() for p in lat.params):
+            raise InversionError('latents: became NaN/inf during the optimisation')
+        images = self.render()
+        with torch.no_grad():
+            degraded = self.pipe(images)
+        hist = self.hist[:self.done]
+        history = {k: hist[:, :, j].cpu().numpy() for j, k in enumerate(self.names + ['total'])}
+        rate = self.done / max(wall, 1e-9)
+        vgg = lpips_vgg if lpips_vgg is not None else next(
+            (t.vgg for t in self.terms if getattr(t, 'vgg', None) is not None), None)
+        metrics = image_metrics(images, degraded, self.target, self.clean, self.mask, history, rate, wall, vgg)
+        return Result(images=images.cpu(), degraded=degraded.cpu(), targets=self.target.cpu(),
+                      clean=None if self.clean is None else self.clean.cpu(),
+                      w=lat.ws().detach().cpu().contiguous(),
+                      noise={k: v.detach().cpu() for k, v in lat.noise.items()},
+                      history=history, metrics=metrics, latent_space=self.latent_space, steps=self.done,
+                      seed=self.seed, precision=self.prec.name, wall_time=wall, steps_per_second=rate,
+                      mask=None if self.mask is None else self.mask.cpu())
+
+    def state(self) -> list[torch.Tensor]:
+        """Every tensor a step changes (latents, Adam moments and counter, loss scale, step counter, history)."""
+        return self.lat.params + self.opt.state() + self.scaler.state() + [self._step_t, self.hist]  # static only
+
+
+_WARNED: set = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _compiled(module, backend: str):
+    """``torch.compile(module)`` that falls back to ``module`` (with one warning) when compiling fails."""
+    try:
+        fast = torch.compile(module, backend=backend)
+    except Exception as e:  # noqa: BLE001 - an optional speed-up must never stop a run
+        _warn_once('compile', f'compile: torch.compile failed ({type(e).__name__}: {e}); running eagerly'.splitlines()[0])
+        return module
+    state = {'ok': True}
+
+    def call(*args, **kwargs):
+        if state['ok']:
+            try:
+                return fast(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001
+                state['ok'] = False
+                _warn_once('compile', f'compile: the compiled synthesis failed ({type(e).__name__}: {e}); '
+                           'running eagerly'.splitlines()[0])
+        return module(*args, **kwargs)
+    return call
+
+
+def _capture(inv: Inversion):
+    """Capture ``inv``'s static step as a CUDA graph; None (one warning) when that fails.
+
+    Two warm-up steps run on a side stream (cuBLAS/cuDNN/autograd set-up), then every tensor they changed is
+    restored, so the captured run starts exactly where the eager one would.
+    """
+    saved = [t.detach().clone() for t in inv.state()]
+
+    def restore():
+        with torch.no_grad():
+            for t, s in zip(inv.state(), saved):
+                t.copy_(s)
+        inv.opt.zero_grad()
+
+    try:
+        side = torch.cuda.Stream(inv.device)
+        side.wait_stream(torch.cuda.current_stream(inv.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                inv._body(inv._step_t, cache=False)
+                inv.opt.zero_grad()
+                inv._step_t.add_(1)
+        torch.cuda.current_stream(inv.device).wait_stream(side)
+        restore()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            inv._body(inv._step_t, cache=False)
+            inv._step_t.add_(1)
+        restore()  # capture runs no kernels, but keep the start state exact
+        return graph
+    except Exception as e:  # noqa: BLE001 - fall back to eager steps
+        torch.cuda.synchronize(inv.device)
+        restore()
+        _warn_once('graph', f'cuda_graph: capture failed ({type(e).__name__}: {e}); running eagerly'.splitlines()[0])
+        return None

@@ -1,0 +1,139 @@
+"""The engine's speed options give the default path's numbers (CPU), and the CUDA-only ones on the GPU."""
+import numpy as np
+import pytest
+import torch
+
+from ganinv_core.engine import Inversion, InversionError, invert
+from ganinv_core.engine._adam import Adam
+from ganinv_core.io.images import render_seed, to_tensor
+
+KW = dict(losses=['mse', 'latent-dist', 'noise-reg'], steps=8, seed=5)
+
+
+def _target(G, *seeds):
+    return to_tensor(np.stack([render_seed(G, s)[0] for s in seeds]))
+
+
+def _same(a, b, tol):
+    torch.testing.assert_close(a.w, b.w, rtol=0, atol=tol)
+    torch.testing.assert_close(a.images, b.images, rtol=0, atol=tol)
+    for k in a.noise:
+        torch.testing.assert_close(a.noise[k], b.noise[k], rtol=0, atol=tol)
+
+
+def test_step_api_is_what_invert_runs(G):
+    t = _target(G, 1, 2)
+    ref = invert(G, t, **KW)
+    inv = Inversion(G, t, **KW)
+    inv.run(3)
+    inv.step()
+    inv.run(100)                     # stops at the end of the run
+    assert inv.done == KW['steps']
+    with pytest.raises(InversionError, match='all 8 steps are done'):
+        inv.step()
+    got = inv.result(1.0)
+    _same(got, ref, 0)
+    np.testing.assert_array_equal(got.history['total'], ref.history['total'])
+
+
+def test_static_step_equals_eager(G):
+    """cuda_graph=True off the GPU runs the static step (device counter, w-noise drawn up front): same numbers."""
+    t = _target(G, 3, 4)
+    _same(invert(G, t, cuda_graph=True, latent_space='w+', **KW), invert(G, t, latent_space='w+', **KW), 1e-6)
+
+
+def test_w_noise_all_is_the_chunked_sequence(G):
+    t = _target(G, 1, 2)
+    a, b = Inversion(G, t, **KW).lat, Inversion(G, t, **KW).lat
+    every = a.w_noise_all(70, chunk=16)
+    assert every.shape == (70,) + tuple(b.w.shape)
+    for s in range(70):
+        torch.testing.assert_close(every[s], b.w_noise(s, chunk=16), rtol=0, atol=0)
+
+
+def test_nonfused_modconv_equals_fused(G):
+    """Same gradients, so the same trajectory while Adam is not in its sign-sensitive start (small lr, W)."""
+    t = _target(G, 6)
+    kw = dict(KW, lr=0.01, optimize_noise=False)
+    a, b = invert(G, t, modconv='fused', **kw), invert(G, t, modconv='nonfused', **kw)
+    _same(a, b, 2e-4)
+    ia, ib = (Inversion(G, t, modconv=m, **KW) for m in ('fused', 'nonfused'))
+    for inv in (ia, ib):
+        inv._body(0)
+    for pa, pb in zip(ia.lat.params, ib.lat.params):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-5 * float(pa.grad.abs().max()))
+
+
+def test_compile_option_runs_and_matches(G):
+    t = _target(G, 7)
+    kw = dict(KW, steps=3)
+    _same(invert(G, t, compile='eager', **kw), invert(G, t, **kw), 1e-5)
+
+
+def test_bad_modconv(G):
+    with pytest.raises(InversionError, match="modconv: 'fast' is not one of auto, fused, nonfused"):
+        invert(G, _target(G, 1), modconv='fast', **KW)
+
+
+def test_foreach_adam_skip_and_counter():
+    torch.manual_seed(0)
+    ps = [torch.randn(4, requires_grad=True), torch.randn(2, 3, requires_grad=True)]
+    ref = [p.detach().clone().requires_grad_(True) for p in ps]
+    ours, theirs = Adam(ps), torch.optim.Adam(ref, lr=0.05)
+    for k in range(4):
+        for a, b in zip(ps, ref):
+            a.grad = torch.full_like(a, k - 1.5) + a.detach()
+            b.grad = a.grad.clone()
+        ours.step(torch.tensor(0.05))
+        theirs.step()
+        for a, b in zip(ps, ref):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    before = [p.detach().clone() for p in ps] + [m.clone() for m in ours.m]
+    ours.step(torch.tensor(0.05), ok=torch.tensor(False))
+    for x, y in zip(ps + ours.m, before):
+        assert torch.equal(x.detach(), y)
+    assert float(ours.t) == 5
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_graph_equals_eager_on_gpu():
+    from ganinv_core.weights import load_generator
+    G = load_generator('random-64', device='cuda')
+    t = _target(G, 1, 2).cuda()
+    kw = dict(losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'], steps=30, seed=3, precision='fp32',
+              lr=0.02)
+    with _no_warning():
+        graph = invert(G, t, cuda_graph=True, **kw)
+    eager = invert(G, t, **kw)
+    torch.testing.assert_close(graph.images, eager.images, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(graph.history['total'], eager.history['total'], rtol=1e-3)
+
+
+@pytest.mark.gpu
+@cuda
+def test_bf16_psnr_within_0p1_db_of_fp32():
+    from ganinv_core.weights import load_generator
+    G = load_generator('random-64', device='cuda')
+    t = _target(G, 11).cuda()
+    kw = dict(losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'], steps=150, seed=3)
+    psnr = {p: invert(G, t, precision=p, **kw).metrics[0]['vs_target']['psnr'] for p in ('fp32', 'bf16')}
+    assert abs(psnr['bf16'] - psnr['fp32']) <= 0.1, psnr
+
+
+class _no_warning:
+    """Fail if the block warns (a CUDA-graph fallback would make the comparison vacuous)."""
+
+    def __enter__(self):
+        import warnings
+        self._cm = warnings.catch_warnings(record=True)
+        self.seen = self._cm.__enter__()
+        warnings.simplefilter('always')
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        msgs = [str(w.message) for w in self.seen if 'cuda_graph' in str(w.message)]
+        assert not msgs, msgs
