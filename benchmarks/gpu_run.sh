@@ -4,7 +4,8 @@
 #   4 full benchmark suite (ops + engine, 256 and 1024, every precision, NVIDIA-equivalent baseline)
 #   5 bf16-vs-fp32 final PSNR at 1024  6 profile of the step.
 # Each stage has its own timeout and a failing stage does not stop the next. Everything goes to $OUT
-# (8 files: run.log, doctor.txt, bench.json, bench.md, ops.json, ops.md, psnr.txt, profile.txt).
+# (run.log, doctor.txt, bench.json/.md, ops.json/.md, ops_simple.json/.md, psnr.txt, profile.txt: 10 files;
+# the device tool brings back 8, so the .json files are the ones to drop if needed).
 #   bash benchmarks/gpu_run.sh                 (repository root, on the GPU machine)
 #   GANINV_GPU_DRY=1 bash benchmarks/gpu_run.sh (CPU rehearsal: .venv, no install, CPU sizes, short stages)
 set -u
@@ -47,14 +48,19 @@ stage doctor 60 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2
 
 # 3. tests: everything marked gpu, and the ops + engine suites (CPU and CUDA paths)
 stage tests-gpu 100 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider
+# the simple CUDA kernels (GANINV_CUDA_SIMPLE=1), kept as the fallback of the tiled / vectorised ones
+stage tests-gpu-simple-kernels 60 env GANINV_CUDA_SIMPLE=1 "$PY" -m pytest tests/ops -m gpu -q -ra -p no:cacheprovider
 [ ${#TESTS[@]} = 0 ] || stage tests-cpu-paths 200 "$PY" -m pytest "${TESTS[@]}" -q -ra -p no:cacheprovider
 
 # 4. the benchmark suite (few rounds: the engine cases use fixed rounds, the ops cases a short max time)
-stage bench-engine 170 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q -p no:cacheprovider \
+stage bench-engine 150 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q -p no:cacheprovider \
   --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" "${BENCH_SEL[@]}"
 stage bench-ops 60 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
+stage bench-ops-simple-kernels 50 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q \
+  -p no:cacheprovider --benchmark-only -k ext --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
+  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
 
 # 5. accuracy of the fast precisions: final PSNR vs the target, same target and seed, against fp32
 stage psnr 70 "$PY" - "$NET" "$PSNR_STEPS" > "$OUT/psnr.txt" <<'PYEOF'
@@ -88,3 +94,6 @@ for net in $PROF_NETS; do
 done
 cat "$OUT/profile.txt"
 echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"
+# The device tool returns at most 8 files: pack the raw JSON into one archive.
+(cd "$OUT" && ls *.json >/dev/null 2>&1 && tar czf json.tgz *.json && rm -f *.json)
+ls -la "$OUT"
