@@ -40,6 +40,41 @@ void span(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ y, c
   }
 }
 
+// The piecewise-linear activations (linear, relu, lrelu), forward and first derivative, in the one
+// branch-free form GCC vectorises (checked with -fopt-info-vec for every instance): the slope
+// s > 0 ? gain : a gain (a = alpha for lrelu, 0 for relu, 1 for linear) and one select for the clamp
+// mask. (A product of 0/1 mask factors, or relu as s > 0 ? s gain : 0, leaves the loop scalar.)
+template <typename T, int A, int ORDER, bool CLAMP, bool BVEC>
+void span_pl(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ y, const T* __restrict__ bv,
+             T bias, int64_t n, Consts<T> k) {
+  const T gain = k.gain, ag = (A == kLinear ? T(1) : A == kRelu ? T(0) : k.alpha) * k.gain, c = k.clamp;
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = x[i] + (BVEC ? bv[i] : bias);
+    const T slope = A == kLinear ? gain : s > T(0) ? gain : ag;
+    if constexpr (ORDER == 0) {
+      const T v = A == kRelu ? (s > T(0) ? s : T(0)) * gain : s * slope;  // relu(-inf) = 0, not -inf * 0
+      if constexpr (CLAMP) {
+        const T lo = v < -c ? -c : v;
+        y[i] = lo > c ? c : lo;
+      } else {
+        y[i] = v;
+      }
+    } else {
+      const T v = s * slope;  // = gain * act(s) (and NaN at s = -inf for relu, masked like an overflow)
+      y[i] = g[i] * (CLAMP ? ((v <= c) & (v >= -c) ? slope : T(0)) : slope);  // torch.clamp's gradient mask
+    }
+  }
+}
+
+// `span`, or `span_pl` where it applies.
+template <typename T, int A, int ORDER, bool CLAMP, bool BVEC>
+void span_any(const T* x, const T* g, T* y, const T* bv, T bias, int64_t n, Consts<T> k) {
+  if constexpr ((A == kLinear || A == kRelu || A == kLrelu) && ORDER < 2)
+    span_pl<T, A, ORDER, CLAMP, BVEC>(x, g, y, bv, bias, n, k);
+  else
+    span<T, A, ORDER, CLAMP, BVEC>(x, g, y, bv, bias, n, k);
+}
+
 template <typename T, int A, int ORDER, bool CLAMP>
 void loop(const T* x, const T* b, const T* g, T* y, const BiasActParams& p) {
   const Consts<T> k{T(p.alpha), T(p.gain), T(p.clamp)};
@@ -48,14 +83,14 @@ void loop(const T* x, const T* b, const T* g, T* y, const BiasActParams& p) {
     for (int64_t i = begin; i < end;) {
       int64_t len = end - i;
       if (size == 0) {
-        span<T, A, ORDER, CLAMP, false>(x + i, g + i, y + i, nullptr, T(0), len, k);
+        span_any<T, A, ORDER, CLAMP, false>(x + i, g + i, y + i, nullptr, T(0), len, k);
       } else if (step == 1) {  // the bias changes every element (channels_last, dim 1): b[c], b[c+1], ...
         const int64_t c = i % size;
         len = std::min(len, size - c);
-        span<T, A, ORDER, CLAMP, true>(x + i, g + i, y + i, b + c, T(0), len, k);
+        span_any<T, A, ORDER, CLAMP, true>(x + i, g + i, y + i, b + c, T(0), len, k);
       } else {  // [i, i + len) shares one bias value
         len = std::min(len, (i / step + 1) * step - i);
-        span<T, A, ORDER, CLAMP, false>(x + i, g + i, y + i, nullptr, b[(i / step) % size], len, k);
+        span_any<T, A, ORDER, CLAMP, false>(x + i, g + i, y + i, nullptr, b[(i / step) % size], len, k);
       }
       i += len;
     }
@@ -115,11 +150,14 @@ at::Tensor bias_act_grad_cpu(const at::Tensor& g, const at::Tensor& x, const at:
   return run(g, x, b, order, dim, act, alpha, gain, clamp, "bias_act_grad");
 }
 
+at::Tensor unwritten_like_cpu(const at::Tensor& x) { return maybe_poison(at::empty_like(x)); }
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ganinv, CPU, m) {
   m.impl("bias_act", &bias_act_cpu);
   m.impl("bias_act_grad", &bias_act_grad_cpu);
+  m.impl("_unwritten_like", &unwritten_like_cpu);
 }
 
 }  // namespace ganinv

@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 namespace ganinv {
 
@@ -86,6 +87,8 @@ struct UpfirdnParams {
   int64_t n, c, in_h, in_w, out_h, out_w;
   int64_t sx[4], sy[4];  // strides of x and y, (N, C, H, W)
   int upx, upy, downx, downy, padx0, pady0, fw, fh;
+  bool flip;    // false: convolve, tap (ky, kx) reads f[fh-1-ky][fw-1-kx]; true: f[ky][kx]
+  double gain;  // scales every tap
 };
 
 // Validation and layout helpers (host, ops_common.cpp).
@@ -104,6 +107,16 @@ void check_upfirdn_args(const at::Tensor& x, const at::Tensor& f, int64_t upx, i
                         int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1);
 int64_t upfirdn_out_size(int64_t in, int64_t up, int64_t pad0, int64_t pad1, int64_t taps, int64_t down);
 
+// GANINV_CUDA_SIMPLE=1 (read once per process): the CUDA ops use their simple one-element-per-thread
+// kernels instead of the tiled upfirdn2d and packed bias_act kernels (to compare, or to rule them out).
+inline bool cuda_simple() {
+  static const bool on = [] {
+    const char* v = std::getenv("GANINV_CUDA_SIMPLE");
+    return v != nullptr && v[0] == '1';
+  }();
+  return on;
+}
+
 // Non-negative remainder (a mod m, m > 0).
 GANINV_HD int64_t pos_mod(int64_t a, int64_t m) { const int64_t r = a % m; return r < 0 ? r + m : r; }
 
@@ -111,8 +124,9 @@ GANINV_HD int64_t pos_mod(int64_t a, int64_t m) { const int64_t r = a % m; retur
 
 namespace ganinv {
 
-// One upfirdn2d pass with a prepared [fh, fw] filter `fk` into the preallocated y (device-specific).
-using UpfirdnPass = void (*)(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p);
+// One upfirdn2d pass with the raw float32 [fh, fw] filter `f` (flip and gain in p) into the
+// preallocated y (device-specific; prepare_filter makes the flipped, scaled copy where one is wanted).
+using UpfirdnPass = void (*)(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const UpfirdnParams& p);
 
 // The full op (checks, layout, separable split) around a device-specific pass; ops_common.cpp.
 at::Tensor upfirdn2d_run(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,

@@ -115,10 +115,11 @@ at::Tensor one_pass(const at::Tensor& x, const at::Tensor& f2d, int64_t upx, int
   const int64_t ow = upfirdn_out_size(x.size(3), upx, padx0, padx1, fw, downx);
   at::Tensor y = maybe_poison(at::empty({x.size(0), x.size(1), oh, ow}, x.options().memory_format(fmt)));
   if (y.numel() == 0) return y;
-  const at::Tensor fk = prepare_filter(f2d, flip, gain, x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  const UpfirdnParams p = upfirdn_params(x, y, int(upx), int(upy), int(downx), int(downy), int(padx0), int(pady0),
-                                         int(fw), int(fh));
-  pass(x, fk, y, p);
+  UpfirdnParams p = upfirdn_params(x, y, int(upx), int(upy), int(downx), int(downy), int(padx0), int(pady0),
+                                   int(fw), int(fh));
+  p.flip = flip;
+  p.gain = gain;
+  pass(x, f2d, y, p);
   return y;
 }
 

@@ -1,6 +1,7 @@
-// upfirdn2d on the CPU. One task = one output row: for every valid (ky, kx) tap the contributing
-// output columns form an arithmetic progression (step so) reading input columns with step si,
-// so the inner loop is a strided axpy (a plain vectorisable one for up = down = 1, contiguous).
+// upfirdn2d on the CPU. One task = one output row (of one channel; of all channels for channels_last):
+// for every valid (ky, kx) tap the contributing output columns form an arithmetic progression (step
+// so) reading input columns with step si, so the inner loop is an axpy into the accumulator
+// (contiguous reads for si = 1, NCHW; across channels, contiguous, for channels_last).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -35,46 +36,78 @@ std::vector<TapRun> column_runs(const UpfirdnParams& p, int64_t so, int64_t si) 
   return runs;
 }
 
+// The accumulator of one output row is stored by phase: output column ox = ox0 + j*so lives at
+// (ox0 * plen + j) [* C for channels_last], so every tap's run adds into a contiguous span even when
+// upsampling (so > 1); the copy-out at the end of a row interleaves the phases.
 template <typename T>
-void upfirdn_pass_typed(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p) {
+void upfirdn_pass_typed(const at::Tensor& x, const at::Tensor& f_raw, at::Tensor& y, const UpfirdnParams& p) {
+  const at::Tensor fk = prepare_filter(f_raw, p.flip, p.gain, x.scalar_type());
   const T* xp = x.const_data_ptr<T>();
   const T* f = fk.const_data_ptr<T>();
   T* yp = y.mutable_data_ptr<T>();
   const int64_t so = p.upx / std::gcd(p.downx, p.upx), si = so * p.downx / p.upx;
+  const int64_t plen = (p.out_w + so - 1) / so;  // columns per phase
   const std::vector<TapRun> runs = column_runs(p, so, si);
-  const int64_t rows = p.n * p.c * p.out_h;
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, p.out_w * p.fw * p.fh));
-  const int64_t sxw = p.sx[3];
+  // channels_last (x and y): one task = one output row of all channels, channels innermost.
+  const bool cl = p.c > 1 && p.sx[1] == 1 && p.sy[1] == 1 && p.sx[3] == p.c && p.sy[3] == p.c;
+  const int64_t C = cl ? p.c : 1, rows = p.n * (cl ? 1 : p.c) * p.out_h;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, p.out_w * C * p.fw * p.fh));
+  const int64_t sxw = p.sx[3], syw = p.sy[3];
+  // 4-tap FIR rows (up = down = 1 along x, NCHW): all four taps in one pass over a zero-padded copy of
+  // the input row, out[ox] += sum_kx w[kx] buf[ox + kx], buf[t] = row[t - padx0] (0 outside).
+  const bool fir4 = !cl && p.upx == 1 && p.downx == 1 && p.fw == 4 && sxw == 1;
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(p.out_w);
+    std::vector<T> acc(so * plen * C), buf(fir4 ? p.out_w + 3 : 0);
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t oy = r % p.out_h, nc = r / p.out_h, c = nc % p.c, n = nc / p.c;
+      const int64_t oy = r % p.out_h, nc = r / p.out_h, c = cl ? 0 : nc % p.c, n = cl ? nc : nc / p.c;
       const T* plane = xp + n * p.sx[0] + c * p.sx[1];
       std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t ky = 0; ky < p.fh; ++ky) {
         const int64_t py = oy * p.downy + ky - p.pady0;  // row in the upsampled, padded image
         if (py < 0 || py % p.upy != 0 || py / p.upy >= p.in_h) continue;
         const T* row = plane + (py / p.upy) * p.sx[2];
+        if (fir4) {
+          for (int64_t t = 0; t < p.out_w + 3; ++t) {
+            const int64_t ix = t - p.padx0;
+            buf[t] = ix >= 0 && ix < p.in_w ? row[ix] : T(0);
+          }
+          const T* w = f + ky * 4;
+          const T* b = buf.data();
+          T* a = acc.data();
+          for (int64_t ox = 0; ox < p.out_w; ++ox)
+            a[ox] += w[0] * b[ox] + w[1] * b[ox + 1] + w[2] * b[ox + 2] + w[3] * b[ox + 3];
+          continue;
+        }
         for (int64_t kx = 0; kx < p.fw; ++kx) {
           const TapRun& q = runs[kx];
           const T w = f[ky * p.fw + kx];
-          T* a = acc.data() + q.ox0;
+          T* a = acc.data() + q.ox0 * plen * C;
           const T* in = row + q.ix0 * sxw;
-          if (so == 1 && si == 1 && sxw == 1) {
+          if (cl) {  // a[j, :] += w * in[j * si, :]
+            for (int64_t j = q.jlo; j < q.jhi; ++j) {
+              T* aj = a + j * C;
+              const T* ij = in + j * si * sxw;
+              for (int64_t k = 0; k < C; ++k) aj[k] += w * ij[k];
+            }
+          } else if (si == 1 && sxw == 1) {
             for (int64_t j = q.jlo; j < q.jhi; ++j) a[j] += w * in[j];
           } else {
-            for (int64_t j = q.jlo; j < q.jhi; ++j) a[j * so] += w * in[j * si * sxw];
+            for (int64_t j = q.jlo; j < q.jhi; ++j) a[j] += w * in[j * si * sxw];
           }
         }
       }
       T* out = yp + n * p.sy[0] + c * p.sy[1] + oy * p.sy[2];
-      for (int64_t ox = 0; ox < p.out_w; ++ox) out[ox * p.sy[3]] = acc[ox];
+      for (int64_t ox = 0; ox < p.out_w; ++ox) {
+        const T* src = acc.data() + ((ox % so) * plen + ox / so) * C;
+        T* dst = out + ox * syw;
+        for (int64_t k = 0; k < C; ++k) dst[k] = src[k];  // C = 1 unless channels_last (then stride 1)
+      }
     }
   });
 }
 
-void upfirdn_pass_cpu(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ganinv_upfirdn2d_cpu", [&] { upfirdn_pass_typed<scalar_t>(x, fk, y, p); });
+void upfirdn_pass_cpu(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const UpfirdnParams& p) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ganinv_upfirdn2d_cpu", [&] { upfirdn_pass_typed<scalar_t>(x, f, y, p); });
 }
 
 at::Tensor upfirdn2d_cpu(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,

@@ -1,7 +1,9 @@
-// upfirdn2d on CUDA: one thread per output element, in y's memory order (so NCHW and channels_last
-// are both coalesced on writes). Each thread visits only the taps whose upsampled position holds an
-// input sample (fh/upy x fw/upx of them). Specialisations with compile-time factors and a 4x4 filter
-// cover StyleGAN2's uses (up 2, plain FIR, down 2); everything else takes the generic kernel.
+// upfirdn2d on CUDA. Default for NCHW with a 4x4 filter and up 1/2 or down 2 (StyleGAN2's uses): a
+// tiled kernel (input tile and filter in shared memory, 8 outputs per thread, flip and gain applied
+// while staging the filter). Everything else, and all of it under GANINV_CUDA_SIMPLE=1: the simple
+// kernel, one thread per output element in y's memory order (NCHW and channels_last both coalesced
+// on writes), visiting only the taps whose upsampled position holds an input sample, with
+// compile-time specialisations for the same 4x4 modes.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -88,13 +90,115 @@ void choose(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const Upfi
   return launch<scalar_t, int64_t, CL, 0, 0, 0, 0>(x, fk, y, p);
 }
 
-void upfirdn_pass_cuda(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p) {
-  const at::Tensor fd = fk.to(y.device());
+// The simple path: one thread per output, the filter prepared (flipped, scaled) by small tensor ops.
+void simple_pass(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const UpfirdnParams& p) {
+  const at::Tensor fk = prepare_filter(f, p.flip, p.gain, x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   // y is channels_last-contiguous or contiguous; when it is both, the two index orders coincide.
   const bool cl = !y.is_contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_upfirdn2d_cuda", [&] {
-    if (cl) choose<scalar_t, true>(x, fd, y, p);
-    else choose<scalar_t, false>(x, fd, y, p);
+    if (cl) choose<scalar_t, true>(x, fk, y, p);
+    else choose<scalar_t, false>(x, fk, y, p);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The tiled path (NCHW, 4x4 filter, up 1 or 2 with down 1, or down 2 with up 1, the same on both axes).
+// A block of 256 threads owns a TOH x TOW output tile of one plane: it stages the input rows and
+// columns the tile reads, and the flipped, gain-scaled filter, in shared memory (zero outside the
+// image, so pads and crops need no tests in the inner loop); each thread then computes RY x RX outputs
+// at (ty + 8 u, tx + 32 v), u < RY, v < RX, so a warp writes 32 consecutive columns.
+
+constexpr int kTaps = 4, kThreadsX = 32, kThreadsY = 8, kRX = 2;
+
+template <int UP, int DOWN>
+struct Tile {
+  static constexpr int RY = DOWN == 2 ? 2 : 4;  // down 2 reads a 4x larger input tile: fewer rows
+  static constexpr int OW = kThreadsX * kRX, OH = kThreadsY * RY;
+  // Input rows/columns read by O consecutive outputs: floor_div(a + L, UP) - floor_div(a, UP) + 1
+  // <= L / UP + 2, L = (O - 1) DOWN + taps - 1 (the span of upsampled positions).
+  static constexpr int IW = ((OW - 1) * DOWN + kTaps - 1) / UP + 2;
+  static constexpr int IH = ((OH - 1) * DOWN + kTaps - 1) / UP + 2;
+};
+
+__device__ __forceinline__ int floor_div(int a, int m) { return a >= 0 ? a / m : -((-a + m - 1) / m); }
+
+template <typename scalar_t, int UP, int DOWN>
+__global__ void __launch_bounds__(kThreadsX * kThreadsY)
+    upfirdn_tiled_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f, scalar_t* __restrict__ y,
+                         UpfirdnParams p, int tiles_x, int planes) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using T = Tile<UP, DOWN>;
+  __shared__ acc_t sx[T::IH][T::IW];
+  __shared__ acc_t sf[kTaps][kTaps];
+  const int tid = int(threadIdx.x), tx = tid % kThreadsX, ty = tid / kThreadsX;
+  const int H = int(p.in_h), W = int(p.in_w), OH = int(p.out_h), OW = int(p.out_w);
+  if (tid < kTaps * kTaps) {  // tap (ky, kx) = f[ky][kx] (flip) or f[3 - ky][3 - kx] (convolution)
+    const int k = p.flip ? tid : kTaps * kTaps - 1 - tid;
+    sf[tid / kTaps][tid % kTaps] = acc_t(f[k]) * acc_t(p.gain);
+  }
+  const int oy0 = int(blockIdx.x) / tiles_x * T::OH, ox0 = int(blockIdx.x) % tiles_x * T::OW;
+  // Upsampled, padded position of tap 0 for the tile's first output; the first input row / column.
+  const int ay = oy0 * DOWN - p.pady0, ax = ox0 * DOWN - p.padx0;
+  const int iy0 = floor_div(ay, UP), ix0 = floor_div(ax, UP);
+  for (int plane = int(blockIdx.y); plane < planes; plane += int(gridDim.y)) {
+    const scalar_t* xp = x + int64_t(plane) * H * W;
+    scalar_t* yp = y + int64_t(plane) * OH * OW;
+    __syncthreads();  // the previous plane's reads of sx are done (and sf is written, first time)
+    for (int i = tid; i < T::IH * T::IW; i += kThreadsX * kThreadsY) {
+      const int iy = iy0 + i / T::IW, ix = ix0 + i % T::IW;
+      sx[i / T::IW][i % T::IW] =
+          (iy >= 0 && iy < H && ix >= 0 && ix < W) ? acc_t(xp[int64_t(iy) * W + ix]) : acc_t(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < T::RY; ++u) {
+      const int ly = ty + kThreadsY * u, oy = oy0 + ly;
+      // Output row oy: taps ky = ky0 + UP t (those on an input row), reading tile row ry + t.
+      const int py = ay + ly * DOWN, ky0 = (UP - py % UP) % UP, ry = (py + ky0) / UP - iy0;
+#pragma unroll
+      for (int v = 0; v < kRX; ++v) {
+        const int lx = tx + kThreadsX * v, ox = ox0 + lx;
+        const int px = ax + lx * DOWN, kx0 = (UP - px % UP) % UP, rx = (px + kx0) / UP - ix0;
+        acc_t acc = acc_t(0);
+#pragma unroll
+        for (int t = 0; t < kTaps / UP; ++t)
+#pragma unroll
+          for (int s = 0; s < kTaps / UP; ++s) acc += sf[ky0 + UP * t][kx0 + UP * s] * sx[ry + t][rx + s];
+        if (oy < OH && ox < OW) yp[int64_t(oy) * OW + ox] = scalar_t(acc);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int UP, int DOWN>
+void launch_tiled(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const UpfirdnParams& p) {
+  using T = Tile<UP, DOWN>;
+  const int tiles_x = int((p.out_w + T::OW - 1) / T::OW), tiles_y = int((p.out_h + T::OH - 1) / T::OH);
+  const int planes = int(p.n * p.c);
+  const dim3 grid(unsigned(tiles_x * tiles_y), unsigned(std::min(planes, 65535)));
+  upfirdn_tiled_kernel<scalar_t, UP, DOWN><<<grid, kThreadsX * kThreadsY, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      x.const_data_ptr<scalar_t>(), f.const_data_ptr<float>(), y.mutable_data_ptr<scalar_t>(), p, tiles_x, planes);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Whether the tiled kernel takes this pass: NCHW-contiguous x and y, a 4x4 filter, (up, down) in
+// {(1, 1), (2, 1), (1, 2)} on both axes, and int32 sizes (planes, tiles, positions).
+bool tiled_applies(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams& p) {
+  const bool same = p.upx == p.upy && p.downx == p.downy;
+  const bool mode = (p.upx == 1 || p.upx == 2) && (p.downx == 1 || (p.downx == 2 && p.upx == 1));
+  const int64_t lim = int64_t(1) << 30;
+  return x.is_contiguous() && y.is_contiguous() && p.fw == kTaps && p.fh == kTaps && same && mode &&
+         p.n * p.c < lim && p.in_h * p.in_w < lim && p.out_h * p.out_w < lim && p.out_h * 2 + p.pady0 < lim &&
+         p.out_w * 2 + p.padx0 < lim && std::abs(p.padx0) < lim && std::abs(p.pady0) < lim;
+}
+
+void upfirdn_pass_cuda(const at::Tensor& x, const at::Tensor& f_in, at::Tensor& y, const UpfirdnParams& p) {
+  if (cuda_simple() || !tiled_applies(x, y, p)) return simple_pass(x, f_in, y, p);
+  const at::Tensor f = f_in.contiguous();  // raw float32 [4, 4]: flip and gain are applied in the kernel
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_upfirdn2d_tiled", [&] {
+    if (p.upx == 2) launch_tiled<scalar_t, 2, 1>(x, f, y, p);
+    else if (p.downx == 2) launch_tiled<scalar_t, 1, 2>(x, f, y, p);
+    else launch_tiled<scalar_t, 1, 1>(x, f, y, p);
   });
 }
 

@@ -2,7 +2,8 @@
 generator's tensor shapes, forward and forward+backward, batch 1 and 8.
 
 On the CPU (no GPU, or GANINV_BENCH_SIZE=cpu) a feasible subset runs: batch 1, resolutions up to 256.
-Every timed function synchronises the device before returning. The ref case of each group is its
+Every timed function synchronises the device before returning; backward is `torch.autograd.grad`
+(no accumulation into `.grad`). The ref case of each group is its
 baseline (`extra_info['baseline']`), so the report prints the ext/ref ratio.
 """
 import os
@@ -29,6 +30,7 @@ def _cases():
             yield 'bias_act', f'conv_lrelu-b{n}-{c}x{r}', (n, c, r, r)
             yield 'bias_act', f'torgb_linear-b{n}-3x{r}', (n, 3, r, r)
             yield 'upfirdn2d', f'conv0_fir-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)
+            yield 'upfirdn2d', f'conv0_fir_cl-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)  # channels_last x
             yield 'upfirdn2d', f'img_up2-b{n}-3x{r // 2}', (n, 3, r // 2, r // 2)
 
 
@@ -47,16 +49,21 @@ def _op(kind, case, impl, f):
 @pytest.mark.parametrize('kind,case,shape', list(_cases()), ids=lambda v: v if isinstance(v, str) else None)
 def test_op(benchmark, kind, case, shape, impl, mode):
     torch.manual_seed(0)
-    x = torch.randn(shape, device=DEVICE, requires_grad=mode != 'fwd')
+    x = torch.randn(shape, device=DEVICE)
+    if '_cl-' in case:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(mode != 'fwd')
     b = torch.randn(shape[1], device=DEVICE, requires_grad=mode != 'fwd')
     f = ops.setup_filter([1, 3, 3, 1], device=DEVICE)
     op = _op(kind, case, impl, f)
     gy = torch.randn_like(op(x, b)).detach()
+    # Gradients returned, not accumulated into .grad (which would time an extra add per input).
+    wrt = (x, b) if kind == 'bias_act' else (x,)
 
     def step():
         y = op(x, b)
         if mode != 'fwd':
-            y.backward(gy)
+            torch.autograd.grad(y, wrt, gy)
         sync()
 
     benchmark.extra_info.update(compare=f'{kind}-{case}-{mode}', baseline=impl == 'ref', op=kind,

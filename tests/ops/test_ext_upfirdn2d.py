@@ -167,3 +167,33 @@ def test_bad_arguments_raise_value_errors():
         torch.ops.ganinv.upfirdn2d(x, torch.ones(8, 8), 1, 1, 1, 1, 0, 0, 0, 0, False, 1.0)
     with pytest.raises(ValueError, match='up and down'):
         torch.ops.ganinv.upfirdn2d(x, torch.ones(2, 2), 0, 1, 1, 1, 0, 0, 0, 0, False, 1.0)
+
+
+# The tiled CUDA kernel's cases (NCHW, 4x4 filter; up 1 / up 2 / down 2; 32x64 output tiles, 16x64
+# for down 2) at sizes that end mid-tile, exactly on a tile, one past it, and odd; batch 1 and 8;
+# plus pads that crop (negative) and a flipped filter. On the CPU the same shapes exercise the
+# phase-split accumulator and (channels_last) the channels-innermost loop.
+TILED_MODES = {
+    'conv0_fir': MODES['conv0_fir'], 'torgb_up2': MODES['torgb_up2'], 'down2': MODES['down2'],
+    'fir_crop_flip': ('1331', (1, 1), (1, 1), (-1, 2, 3, -2), True, 1.5),
+    'up2_crop': ('1331', (2, 2), (1, 1), (-3, 1, 1, -2), False, 4.0),
+    'down2_asym': ('1331', (1, 1), (2, 2), (0, 1, 2, 1), False, 1.0),
+}
+TILED_SHAPES = [(1, 3, 65, 129), (1, 2, 66, 130), (8, 2, 17, 33), (8, 1, 33, 64), (1, 1, 5, 3)]
+
+
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.float32)] + [
+    pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16)])
+@pytest.mark.parametrize('name', list(TILED_MODES))
+def test_tiled_shapes(name, dtype, device, gen):
+    mode = TILED_MODES[name]
+    f = make_filter(mode[0], gen, device)
+    for shape in TILED_SHAPES:
+        for layout in ('contiguous', 'channels_last'):
+            x = draw(shape, layout, dtype, device, gen)
+            y = _ext.upfirdn2d_ext(x, f, mode[1][0], mode[1][1], mode[2][0], mode[2][1], *mode[3], mode[4], mode[5])
+            r = _upfirdn2d_ref(x.double(), f, *mode[1:])
+            what = f'{name} {dtype} {shape} {layout}'
+            assert y.shape == r.shape, what
+            assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
+            close(y, r, dtype, what, gen)
