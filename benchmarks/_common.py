@@ -1,4 +1,5 @@
 """Shared helpers for the benchmark modules (imported as `_common`; conftest puts this folder on sys.path)."""
+import gc
 import os
 
 import torch
@@ -62,6 +63,7 @@ def vgg_flops_for(res):
 def timed(benchmark, fn, rounds, warmup=1):
     """Time ``fn`` (which must sync the device) with fixed rounds; returns the peak device memory in bytes."""
     if DEVICE.type == 'cuda':
+        gc.collect()                 # earlier cases' CUDA graphs (and their private memory pools) sit in cycles
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)

@@ -56,7 +56,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
                      f"{f'{100 * tflops / peak:.1f}' if tflops and peak else '-'} |")
     out = config.getoption('benchmark_json')
     if out is not None:
-        md = os.path.splitext(str(out))[0] + '.md'
+        md = os.path.splitext(getattr(out, 'name', str(out)))[0] + '.md'
         with open(md, 'w') as f:
             f.write('\n'.join(lines) + '\n')
     print('\n' + '\n'.join(lines))

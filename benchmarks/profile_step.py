@@ -35,8 +35,12 @@ def main(argv=None):
     with torch.profiler.profile(activities=acts) as prof:
         inv.run(a.steps)
         sync()
-    key = 'self_cuda_time_total' if DEVICE.type == 'cuda' else 'self_cpu_time_total'
-    events = [e for e in prof.key_averages() if getattr(e, key.replace('_total', '_total'), 0) > 0]
+    avgs = prof.key_averages()
+    key = 'self_cpu_time_total'
+    if DEVICE.type == 'cuda':   # torch >= 2.4 names it self_device_time_total; older torch self_cuda_time_total
+        key = next((k for k in ('self_device_time_total', 'self_cuda_time_total')
+                    if any(getattr(e, k, 0) for e in avgs)), 'self_device_time_total')
+    events = [e for e in avgs if getattr(e, key, 0) > 0]
     total = sum(getattr(e, key) for e in events) or 1
     print(f'# {a.network} batch {a.batch} {inv.prec.name} modconv={"fused" if inv.fused else "nonfused"} '
           f'graph={inv._graph is not None} on {DEVICE}: {total / 1e3 / a.steps:.1f} ms/step of '
