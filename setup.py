@@ -5,6 +5,7 @@ Install with torch already present:  pip install --no-build-isolation -e .
 """
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
@@ -27,18 +28,27 @@ def _extensions():
     cu = sorted(glob.glob('csrc/*.cu'))
     if not cpp:
         return [], {}
-    common = dict(include_dirs=[os.path.join(HERE, 'csrc')], py_limited_api=False)
+    omp = _openmp_flags(torch)
+    common = dict(include_dirs=[os.path.join(HERE, 'csrc')], py_limited_api=False, extra_link_args=omp)
     if ce.CUDA_HOME is not None and torch.version.cuda and cu:
         if not os.environ.get('TORCH_CUDA_ARCH_LIST', '').strip():
             os.environ['TORCH_CUDA_ARCH_LIST'] = _default_arch_list()
         print(f"ganinv: building CPU + CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
         ext = ce.CUDAExtension('ganinv_core._C', cpp + cu, define_macros=[('GANINV_WITH_CUDA', '1')],
-                               extra_compile_args={'cxx': ['-O3'], 'nvcc': ['-O3', '--use_fast_math']}, **common)
+                               extra_compile_args={'cxx': ['-O3'] + omp, 'nvcc': ['-O3', '--use_fast_math']}, **common)
     else:
         print('ganinv: building the CPU kernels only (this torch has no CUDA, or nvcc was not found); '
               'CUDA kernels are compiled just in time on first use on a GPU')
-        ext = ce.CppExtension('ganinv_core._C', cpp, extra_compile_args={'cxx': ['-O3']}, **common)
+        ext = ce.CppExtension('ganinv_core._C', cpp, extra_compile_args={'cxx': ['-O3'] + omp}, **common)
     return [ext], {'build_ext': ce.BuildExtension.with_options(use_ninja=True)}
+
+
+def _openmp_flags(torch):
+    """['-fopenmp'] where torch's CPU parallel backend is OpenMP (Linux gcc/clang): `at::parallel_for` is inlined
+    into our kernels, and without the flag its `omp parallel` pragmas are ignored (one thread)."""
+    if sys.platform.startswith('linux') and 'OpenMP' in torch.__config__.parallel_info():
+        return ['-fopenmp']
+    return []
 
 
 def _default_arch_list():

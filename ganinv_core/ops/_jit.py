@@ -141,8 +141,10 @@ def _ninja_build(name, sources, build_dir: Path, with_cuda: bool, verbose: bool)
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "lock").unlink(missing_ok=True)  # torch's own baton: we already hold the real lock
     csrc = str(Path(sources[0]).parent)
+    # at::parallel_for is inlined into the kernels: its OpenMP pragmas need -fopenmp (as in setup.py)
+    omp = ['-fopenmp'] if sys.platform.startswith('linux') and 'OpenMP' in torch.__config__.parallel_info() else []
     cpp_extension.load(name=name, sources=[str(s) for s in sources], build_directory=str(build_dir),
-                       extra_include_paths=[csrc], extra_cflags=['-O3'],
+                       extra_include_paths=[csrc], extra_cflags=['-O3'] + omp, extra_ldflags=omp,
                        extra_cuda_cflags=['-O3', '--use_fast_math'] if with_cuda else None,
                        with_cuda=with_cuda, is_python_module=False, verbose=verbose)
 

@@ -197,3 +197,31 @@ def test_tiled_shapes(name, dtype, device, gen):
             assert y.shape == r.shape, what
             assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
             close(y, r, dtype, what, gen)
+
+
+# The CPU rank-1 fast path (f = col (x) row: two 1-D passes through a ring of x-filtered rows) against
+# the reference in float64: asymmetric exact-in-float32 factors (so flip matters), up/down 2 and 3,
+# cropping pads, odd sizes, batch 1 and 8, both layouts; plus an almost-rank-1 filter (generic path).
+RANK1_MODES = [((1, 1), (1, 1), (1, 1, 1, 1), False, 4.0), ((2, 2), (1, 1), (2, 1, 2, 1), True, 4.0),
+               ((1, 1), (2, 2), (1, 2, 0, 1), False, 1.0), ((1, 2), (3, 1), (-1, 2, 3, -2), True, 1.5),
+               ((3, 1), (1, 2), (2, -1, -1, 2), False, 0.5)]
+
+
+@pytest.mark.parametrize('filt', ['rank1', 'almost_rank1', 'column', 'row'])
+@pytest.mark.parametrize('mode', range(len(RANK1_MODES)))
+def test_rank1_filters_cpu_float64(filt, mode, gen):
+    col, row = torch.tensor([1., 2., 5.]) / 8, torch.tensor([3., 1., 4., 2.]) / 16
+    f = {'rank1': torch.outer(col, row), 'almost_rank1': torch.outer(col, row) + torch.eye(3, 4) * 1e-3,
+         'column': col[:, None], 'row': row[None]}[filt]
+    up, down, pad, flip, gain = RANK1_MODES[mode]
+    for shape in [(1, 3, 9, 7), (8, 2, 6, 11), (1, 1, 4, 3)]:
+        for layout in ('contiguous', 'channels_last'):
+            x = draw(shape, layout, torch.float64, 'cpu', gen).requires_grad_()
+            y = _ext.upfirdn2d_ext(x, f, up[0], up[1], down[0], down[1], *pad, flip, gain)
+            r = _upfirdn2d_ref(x, f, up, down, pad, flip, gain)
+            what = f'{filt} {RANK1_MODES[mode]} {shape} {layout}'
+            assert y.shape == r.shape and not y.isnan().any(), what
+            close(y, r, torch.float64, what, gen)
+            gy = torch.randn(r.shape, generator=gen, dtype=torch.float64)
+            close(torch.autograd.grad(y, x, gy)[0], torch.autograd.grad(r, x, gy)[0], torch.float64,
+                  what + ' gradient', gen)
