@@ -21,7 +21,7 @@ $(STAMP): setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu)
 	@set -e; \
 	if [ ! -x $(BIN)/python ]; then \
 	  echo "ganinv: creating $(VENV)"; $(PYTHON) -m venv $(VENV); \
-	  host=$$($(PYTHON) -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null); \
+	  host=$$($(PYTHON) -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null || true); \
 	  if [ -n "$$host" ]; then \
 	    echo "ganinv: sharing the torch already installed in $$host"; \
 	    echo "$$host" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_ganinv_host_torch.pth"; \

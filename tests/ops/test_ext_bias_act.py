@@ -5,13 +5,14 @@ Inputs are drawn fresh every run (the seed is in each failure message) and outpu
 1e-10; float32 1e-5 (CPU and CUDA); float16 rtol 4e-3 / atol 2e-3 and bfloat16 rtol 3e-2 / atol 2e-2
 against the float64 reference of the same (rounded) inputs: half an output ulp plus float accumulation.
 """
-import secrets
 
 import pytest
 import torch
 
 from ganinv_core.ops import _ext
 from ganinv_core.ops.bias_act import ACTIVATIONS, _bias_act_ref
+
+pytestmark = pytest.mark.usefixtures('_poison')
 
 CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                       reason='no CUDA device')])
@@ -23,20 +24,6 @@ TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16
 CASES = [((1, 3, 4, 4), 1, 'contiguous'), ((2, 5, 7, 3), 1, 'channels_last'), ((3, 4, 5, 6), 1, 'strided'),
          ((7, 9), 1, 'contiguous'), ((6, 5, 3), 0, 'contiguous'), ((2, 3, 5, 4), 2, 'channels_last'),
          ((1, 1, 1, 1), 1, 'contiguous'), ((11,), 0, 'contiguous'), ((2, 4, 3, 3), 3, 'strided')]
-
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    monkeypatch.setenv('GANINV_DEBUG_POISON', '1')
-    ok, reason = _ext.available('cpu')
-    assert ok, reason
-
-
-@pytest.fixture
-def gen():
-    seed = secrets.randbits(31)
-    g = torch.Generator().manual_seed(seed)
-    return g
 
 
 def draw(shape, layout, dtype, device, gen, scale=1.5):

@@ -5,13 +5,14 @@ Modes: every resampling StyleGAN2's generator uses (torgb upsample: up 2, pad [2
 conv0's post-filter: 4x4 FIR, pad 1, gain 4) plus downsampling, anisotropic factors, up/down 3,
 negative pads, flip, separable filters, 1x1 and odd filters. Tolerances as in test_ext_bias_act.py.
 """
-import secrets
 
 import pytest
 import torch
 
 from ganinv_core.ops import _ext
 from ganinv_core.ops.upfirdn2d import _upfirdn2d_ref, setup_filter
+
+pytestmark = pytest.mark.usefixtures('_poison')
 
 CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                       reason='no CUDA device')])
@@ -36,20 +37,6 @@ MODES = {
 }
 SHAPES = [((1, 3, 8, 8), 'contiguous'), ((2, 5, 7, 9), 'channels_last'), ((2, 3, 6, 5), 'strided'),
           ((1, 1, 5, 3), 'contiguous')]
-
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    monkeypatch.setenv('GANINV_DEBUG_POISON', '1')
-    ok, reason = _ext.available('cpu')
-    assert ok, reason
-
-
-@pytest.fixture
-def gen():
-    seed = secrets.randbits(31)
-    g = torch.Generator().manual_seed(seed)
-    return g
 
 
 def make_filter(kind, gen, device):
