@@ -56,7 +56,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
                      f"{f'{100 * tflops / peak:.1f}' if tflops and peak else '-'} |")
     out = config.getoption('benchmark_json')
     if out is not None:
-        md = os.path.splitext(getattr(out, 'name', str(out)))[0] + '.md'
+        path = os.fspath(out) if isinstance(out, (str, os.PathLike)) else out.name   # Path, or an open file (older)
+        md = os.path.splitext(path)[0] + '.md'
         with open(md, 'w') as f:
             f.write('\n'.join(lines) + '\n')
     print('\n' + '\n'.join(lines))
