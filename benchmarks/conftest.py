@@ -58,6 +58,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     if out is not None:
         path = os.fspath(out) if isinstance(out, (str, os.PathLike)) else out.name   # Path, or an open file (older)
         md = os.path.splitext(path)[0] + '.md'
+        os.makedirs(os.path.dirname(os.path.abspath(md)), exist_ok=True)
         with open(md, 'w') as f:
             f.write('\n'.join(lines) + '\n')
     print('\n' + '\n'.join(lines))
