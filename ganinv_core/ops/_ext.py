@@ -1,7 +1,8 @@
-"""The compiled ops: loading, autograd, fake kernels, and the two entry points the public ops call.
+"""The compiled ops: loading, fake kernels, and the two entry points the public ops call.
 
 `torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d}` come from `ganinv_core._C` (built by setup.py)
-or, for a device whose kernels it lacks, from a just-in-time build (`_jit`). Autograd: bias_act's
+or, for a device whose kernels it lacks, from a just-in-time build (`_jit`). Their autograd lives in
+C++ next to the schemas (csrc/autograd.cpp: no Python on the forward or backward path): bias_act's
 backward is `bias_act_grad(order=1)`, whose own backward uses `order=2` (second derivatives; third
 order is not supported); upfirdn2d's backward is upfirdn2d with up/down swapped, so any order works.
 """
@@ -12,12 +13,10 @@ from pathlib import Path
 import torch
 
 from . import _jit
-from .bias_act import ACTIVATIONS
 
 OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d')
 ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
              'swish': 8}  # csrc/ganinv_ops.h `Act`
-_HAS_2ND = {ACT_CODES[a] for a, spec in ACTIVATIONS.items() if spec.has_2nd_grad}  # nonzero act''
 DTYPES = {'cpu': (torch.float32, torch.float64),
           'cuda': (torch.float32, torch.float64, torch.float16, torch.bfloat16)}
 _DISPATCH_KEY = {'cpu': 'CPU', 'cuda': 'CUDA'}
@@ -94,6 +93,9 @@ def _load(dev):
             return False, reason
     if not _has_kernels(_DISPATCH_KEY[dev]):
         return False, f'the loaded library has no {dev} kernels'
+    if not _has_kernels('Autograd'):
+        return False, ('the loaded ganinv_core._C has no autograd kernels (built from older sources: '
+                       'reinstall with `pip install --no-build-isolation -e .`)')
     _register_python_parts()
     return True, ''
 
@@ -171,72 +173,7 @@ def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Autograd and fake (meta) kernels, registered once the schemas exist.
-
-def _reduce_bias(dx, b, dim):
-    """db [C] from dx: the sum over every axis but `dim`."""
-    if not b.numel():
-        return None
-    axes = [i for i in range(dx.ndim) if i != dim]
-    return dx.sum(axes) if axes else dx  # (sum over [] would reduce everything)
-
-
-def _bias_act_setup(ctx, inputs, output):
-    x, b, dim, act, alpha, gain, clamp = inputs
-    ctx.save_for_backward(x, b)
-    ctx.args = (dim, act, alpha, gain, clamp)
-
-
-def _bias_act_backward(ctx, gy):
-    x, b = ctx.saved_tensors
-    dim = ctx.args[0]
-    dx = torch.ops.ganinv.bias_act_grad(gy, x, b, 1, *ctx.args)
-    db = _reduce_bias(dx, b, dim) if ctx.needs_input_grad[1] else None
-    return dx, db, None, None, None, None, None
-
-
-def _grad_setup(ctx, inputs, output):
-    g, x, b, order, dim, act, alpha, gain, clamp = inputs
-    ctx.save_for_backward(g, x, b)
-    ctx.order = order
-    ctx.args = (dim, act, alpha, gain, clamp)
-
-
-def _grad_backward(ctx, gdx):
-    # dx = g * gain * act^(k)(x + b) * mask  ->  d/dg = same op on gdx;  d/dx = order k+1 on gdx * g.
-    g, x, b = ctx.saved_tensors
-    dim, act = ctx.args[0], ctx.args[1]
-    dg = torch.ops.ganinv.bias_act_grad(gdx, x, b, ctx.order, *ctx.args) if ctx.needs_input_grad[0] else None
-    dx = db = None
-    if (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]) and act in _HAS_2ND:
-        if ctx.order >= 2:
-            raise RuntimeError('bias_act: third-order gradients are not supported by the compiled kernels')
-        dx = torch.ops.ganinv.bias_act_grad(gdx * g, x, b, 2, *ctx.args)
-        db = _reduce_bias(dx, b, dim) if ctx.needs_input_grad[2] else None
-    return dg, dx, db, None, None, None, None, None, None
-
-
-def _upfirdn_setup(ctx, inputs, output):
-    x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain = inputs
-    ctx.save_for_backward(f)
-    ctx.args = (upx, upy, downx, downy, padx0, pady0, flip, gain)
-    ctx.in_hw = (x.shape[2], x.shape[3])
-    ctx.out_hw = (output.shape[2], output.shape[3])
-
-
-def _upfirdn_backward(ctx, gy):
-    # The adjoint of upfirdn2d is upfirdn2d with up/down swapped, the filter flipped, and these pads.
-    if ctx.needs_input_grad[1]:
-        raise RuntimeError('upfirdn2d: gradients with respect to the filter are not supported by the compiled kernels')
-    (f,) = ctx.saved_tensors
-    upx, upy, downx, downy, padx0, pady0, flip, gain = ctx.args
-    (ih, iw), (oh, ow) = ctx.in_hw, ctx.out_hw
-    fw, fh = f.shape[-1], f.shape[0]
-    p = [fw - padx0 - 1, iw * upx - ow * downx + padx0 - upx + 1,
-         fh - pady0 - 1, ih * upy - oh * downy + pady0 - upy + 1]
-    dx = torch.ops.ganinv.upfirdn2d(gy, f, downx, downy, upx, upy, *p, not flip, gain)
-    return (dx,) + (None,) * 11
-
+# Fake (meta) kernels for torch.compile, registered once the schemas exist (autograd: csrc/autograd.cpp).
 
 def _out_like(x):
     """Fake output laid out as the kernels lay out theirs (x's strides when dense, else contiguous)."""
@@ -270,6 +207,3 @@ def _register_python_parts():
     torch.library.register_fake(lib + 'bias_act')(_fake_bias_act)
     torch.library.register_fake(lib + 'bias_act_grad')(_fake_bias_act_grad)
     torch.library.register_fake(lib + 'upfirdn2d')(_fake_upfirdn2d)
-    torch.library.register_autograd(lib + 'bias_act', _bias_act_backward, setup_context=_bias_act_setup)
-    torch.library.register_autograd(lib + 'bias_act_grad', _grad_backward, setup_context=_grad_setup)
-    torch.library.register_autograd(lib + 'upfirdn2d', _upfirdn_backward, setup_context=_upfirdn_setup)

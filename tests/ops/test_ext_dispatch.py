@@ -41,6 +41,31 @@ def test_public_ops_call_the_chosen_backend(monkeypatch):
     assert calls == ['ext']
 
 
+def test_autograd_runs_in_cpp_without_a_python_wrapper():
+    """The ops' backward nodes are the C++ ones from csrc/autograd.cpp (no Python autograd.Function per call)."""
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    f = torch.ones(4)
+    y = torch.ops.ganinv.bias_act(x, b, 1, _ext.ACT_CODES['swish'], 0.0, 1.0, -1.0)
+    assert 'BiasActFn' in y.grad_fn.name()
+    gx, = torch.autograd.grad(y.sum(), x, create_graph=True)
+    assert 'BiasActGradFn' in gx.grad_fn.name()
+    u = torch.ops.ganinv.upfirdn2d(x, f, 2, 2, 1, 1, 2, 1, 2, 1, False, 4.0)
+    assert 'UpfirdnFn' in u.grad_fn.name()
+    # d/dx of a second derivative would need a third-order kernel: one clear error, not a wrong number
+    g2, = torch.autograd.grad(gx.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match='third-order gradients are not supported'):
+        torch.autograd.grad(g2.sum(), x)
+
+
+def test_autograd_kernels_are_required(monkeypatch):
+    """A `_C` built from sources older than csrc/autograd.cpp is reported unusable, not silently non-differentiable."""
+    real = _ext._has_kernels
+    monkeypatch.setattr(_ext, '_has_kernels', lambda key: key != 'Autograd' and real(key))
+    ok, reason = _ext._load('cpu')
+    assert not ok and 'no autograd kernels' in reason and 'pip install' in reason
+
+
 def test_bad_choice_is_a_value_error(monkeypatch):
     monkeypatch.setenv('GANINV_OPS', 'fast')
     with pytest.raises(ValueError, match='GANINV_OPS must be auto, ref or ext'):
