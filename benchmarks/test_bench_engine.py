@@ -41,6 +41,8 @@ def _step_cases():
             yield net, 'ours-tf32-graph', 1, dict(precision='tf32', cuda_graph=True)
             yield net, 'ours-tf32-graph', BIG, dict(precision='tf32', cuda_graph=True)
             yield net, 'ours-bf16-graph', BIG, dict(precision='bf16', cuda_graph=True)
+            yield net, 'ours-bf16-cl-graph', BIG, dict(precision='bf16', cuda_graph=True, channels_last=True)
+            yield net, 'ours-bf16-cl-graph', 1, dict(precision='bf16', cuda_graph=True, channels_last=True)
             yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
         elif _small(net):
             yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')

@@ -139,15 +139,28 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
   return y;
 }
 
+bool is_16bit(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf; }
+
+// bfloat16 / float16 inputs are computed in float32 (widened, then the result rounded once), as on CUDA.
+at::Tensor run_any(const at::Tensor& g, const at::Tensor& x, const at::Tensor& b, int64_t order, int64_t dim,
+                   int64_t act, double alpha, double gain, double clamp, const char* op) {
+  if (!is_16bit(x)) return run(g, x, b, order, dim, act, alpha, gain, clamp, op);
+  TORCH_CHECK_VALUE(g.scalar_type() == x.scalar_type() && (!b.numel() || b.scalar_type() == x.scalar_type()), op,
+                    ": every input must have x's dtype (", x.scalar_type(), ")");
+  const at::Tensor xf = x.to(at::kFloat);
+  return run(order > 0 ? g.to(at::kFloat) : xf, xf, b.to(at::kFloat), order, dim, act, alpha, gain, clamp, op)
+      .to(x.scalar_type());
+}
+
 at::Tensor bias_act_cpu(const at::Tensor& x, const at::Tensor& b, int64_t dim, int64_t act, double alpha,
                         double gain, double clamp) {
-  return run(x, x, b, 0, dim, act, alpha, gain, clamp, "bias_act");
+  return run_any(x, x, b, 0, dim, act, alpha, gain, clamp, "bias_act");
 }
 
 at::Tensor bias_act_grad_cpu(const at::Tensor& g, const at::Tensor& x, const at::Tensor& b, int64_t order,
                              int64_t dim, int64_t act, double alpha, double gain, double clamp) {
   TORCH_CHECK_VALUE(order == 1 || order == 2, "bias_act_grad: order must be 1 or 2, got ", order);
-  return run(g, x, b, order, dim, act, alpha, gain, clamp, "bias_act_grad");
+  return run_any(g, x, b, order, dim, act, alpha, gain, clamp, "bias_act_grad");
 }
 
 at::Tensor unwritten_like_cpu(const at::Tensor& x) { return maybe_poison(at::empty_like(x)); }

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     a('--modconv', choices=('auto', 'fused', 'nonfused'), help='modulated conv form (default auto: non-fused)')
     a('--cuda-graph', action='store_true', help='capture each step as a CUDA graph (CUDA only; static shapes)')
     a('--compile', action='store_true', help='torch.compile the step (slow first step)')
+    a('--channels-last', action='store_true', help='channels-last activations in the bf16/fp16 blocks')
     a('--seed', type=int, help='random seed (default 303)')
     a('--outdir', help='output folder (default out)')
     a('--overwrite', action='store_true', help='replace existing outputs')
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, precision='auto',
-                device=None, modconv='auto', cuda_graph=False, compile=False, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
+                device=None, modconv='auto', cuda_graph=False, compile=False, channels_last=False, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
                 align=False, face='largest', detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False,
                 convert=None)
 
@@ -380,7 +381,8 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      steps=args.steps, latent_space=args.latent_space, optimize_noise=not args.no_noise_opt,
                      lr=args.lr, init=init, seed=args.seed, precision=args.precision, callbacks=[on_progress],
                      clean=clean, indices=[j.index for j in batch], report_steps=args.snapshots,
-                     modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile)
+                     modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
+                     channels_last=args.channels_last)
     finally:
         if bar is not None:
             bar.close()

@@ -47,6 +47,8 @@ class Inversion:
             eagerly. A capture failure warns once and falls back to eager steps (same numbers).
         compile: ``torch.compile`` the synthesis network (True = inductor, or a backend name); a failure
             warns once and falls back to eager.
+        channels_last: lay out the reduced-precision (bf16 / fp16) blocks' activations channels-last (what
+            tensor-core convolutions read natively); no effect in fp32 / tf32.
 
     Attributes:
         done: steps taken so far (host int).
@@ -56,7 +58,7 @@ class Inversion:
     def __init__(self, G, targets, *, degradations=(), losses=None, steps: int = 1000, latent_space: str = 'w',
                  optimize_noise: bool = True, lr: float = 0.1, init: dict | None = None, seed: int = 303,
                  precision: str = 'fp32', clean=None, indices=None, w_stats: tuple | None = None, device=None,
-                 modconv: str = 'auto', cuda_graph: bool = False, compile=False):
+                 modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False):
         if not isinstance(steps, int) or steps < 1:
             raise InversionError(f'steps: must be a positive integer, got {steps!r}')
         device = torch.device(device) if device is not None else next(iter(G.parameters())).device
@@ -88,7 +90,7 @@ class Inversion:
         except ValueError as e:
             raise InversionError(str(e)) from e
         self.G, self.target, self.n, self.device, self.steps = G, target, n, device, steps
-        self.latent_space, self.seed = latent_space, seed
+        self.latent_space, self.seed, self.channels_last = latent_space, seed, bool(channels_last)
         self.lrs, self.sigmas = _schedule.schedule(steps, self.w_std, lr, device)
         self.mask = self.pipe.mask(torch.zeros(n, G.img_channels, res, res, device=device))
         self.names = [t.name for t in self.terms]
@@ -113,9 +115,11 @@ class Inversion:
 
     # ---- the step -------------------------------------------------------------------------------------------
     def synth(self, ws: torch.Tensor, force_fp32: bool = True) -> torch.Tensor:
-        """G.synthesis with this batch's noise buffers and modulated-conv choice: [N,num_ws,D] -> [N,C,R,R]."""
+        """G.synthesis with this batch's noise buffers, modulated-conv choice and the precision's reduced dtype
+        (used where ``force_fp32`` is False): [N,num_ws,D] -> [N,C,R,R]."""
         return self._synth(ws, noise_mode='const', noise=self.lat.noise, force_fp32=force_fp32,
-                           fused_modconv=self.fused)
+                           fused_modconv=self.fused, half_dtype=self.prec.half_dtype,
+                           channels_last=self.channels_last)
 
     def _body(self, i, cache: bool = True) -> None:
         """One step at index ``i`` (host int, or a [1] device tensor in the static step)."""

@@ -24,7 +24,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            seed: int = 303, precision: str = 'fp32', callbacks: Sequence[Callable[[Progress], None]] = (),
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
            report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, device=None,
-           modconv: str = 'auto', cuda_graph: bool = False, compile=False) -> Result:
+           modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
     Args:
@@ -48,7 +48,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         w_stats: ``(w_avg [w_dim], w_std)`` to use instead of the cached statistics.
         lpips_vgg: VGG16Features for the LPIPS metric (default: the vgg16 loss's network, if any).
         device: default: G's device.
-        modconv, cuda_graph, compile: speed options, see ``Inversion`` (equal results within float tolerance).
+        modconv, cuda_graph, compile, channels_last: speed options, see ``Inversion`` (equal results within float
+            tolerance).
 
     Returns:
         A ``Result``.
@@ -59,7 +60,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     inv = Inversion(G, targets, degradations=degradations, losses=losses, steps=steps, latent_space=latent_space,
                     optimize_noise=optimize_noise, lr=lr, init=init, seed=seed, precision=precision, clean=clean,
                     indices=indices, w_stats=w_stats, device=device, modconv=modconv, cuda_graph=cuda_graph,
-                    compile=compile)
+                    compile=compile, channels_last=channels_last)
     report = set(int(s) for s in report_steps) | {steps}
     names = inv.names + ['total']
 

@@ -2,9 +2,11 @@
 
 - ``fp32``: everything float32, TF32 off.
 - ``tf32``: float32 tensors, TF32 matmuls/convolutions on (Ampere and newer).
-- ``bf16``: the generator in float32; the losses under bfloat16 autocast.
-- ``fp16``: the generator's own fp16 blocks (``force_fp32=False``), the losses under float16 autocast, and
-  dynamic loss scaling so small gradients survive; a step with non-finite gradients is skipped on the device.
+- ``bf16``: the generator's fp16 blocks (its top ``num_fp16_res`` resolutions) in bfloat16, on any device; the
+  losses under bfloat16 autocast (VGG's feature normalisation and distance stay float32).
+- ``fp16``: the generator's own fp16 blocks (``force_fp32=False``, CUDA only, as NVIDIA's), the losses under
+  float16 autocast, and dynamic loss scaling so small gradients survive; a step with non-finite gradients is
+  skipped on the device.
 - ``auto``: the fastest one known to be accurate: ``tf32`` on CUDA devices of compute capability >= 8.0,
   else ``fp32``.
 """
@@ -48,8 +50,13 @@ class Precision:
 
     @property
     def force_fp32(self) -> bool:
-        """Passed to ``G.synthesis``: only fp16 runs the generator's fp16 blocks."""
-        return self.name != 'fp16'
+        """Passed to ``G.synthesis``: only fp16 and bf16 run the generator's fp16 blocks in reduced precision."""
+        return self.name not in ('fp16', 'bf16')
+
+    @property
+    def half_dtype(self) -> torch.dtype:
+        """Passed to ``G.synthesis``: the dtype of its fp16 blocks when ``force_fp32`` is False."""
+        return torch.bfloat16 if self.name == 'bf16' else torch.float16
 
     @property
     def loss_dtype(self) -> torch.dtype | None:

@@ -89,8 +89,9 @@ class SynthesisBlock(torch.nn.Module):
         is_last: the final block (always has torgb).
         architecture: 'skip' (default), 'resnet' or 'orig'.
         resample_filter, conv_clamp: passed to the layers.
-        use_fp16: run this block in float16 on CUDA (never on the CPU).
-        fp16_channels_last: channels-last memory format when in fp16.
+        use_fp16: run this block in reduced precision (`half_dtype` of forward): float16 on CUDA only,
+            bfloat16 on any device.
+        fp16_channels_last: channels-last memory format when in reduced precision.
         fused_modconv_default: None = NVIDIA ADA's rule (fused iff eval and (fp32 or batch 1));
             True / False / 'inference_only' (= not training) as in the stylegan3 repository.
         **layer_kwargs: extra SynthesisLayer arguments (kernel_size, use_noise, activation).
@@ -125,17 +126,24 @@ class SynthesisBlock(torch.nn.Module):
                                     channels_last=self.channels_last)
         self.noise_keys = tuple(f'b{resolution}.{name}' for name in ('conv0', 'conv1') if hasattr(self, name))
 
-    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, noise_mode='const', noise=None):
+    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, noise_mode='const', noise=None,
+                half_dtype=torch.float16, channels_last=None):
         """x [N, I, R/2, R/2] (None for b4), img [N, C, R/2, R/2] or None, ws [N, num_conv + num_torgb, w_dim].
+
+        `channels_last` (None = the block's `fp16_channels_last`) lays out x channels-last while in reduced precision.
 
         Returns:
             (x [N, O, R, R], img [N, C, R, R] float32 or None).
         """
         w_iter = iter(ws.unbind(dim=1))
         N = ws.shape[0]
-        fp16 = self.use_fp16 and not force_fp32 and ws.device.type == 'cuda'
-        dtype = torch.float16 if fp16 else torch.float32
-        fmt = torch.channels_last if fp16 and self.channels_last else torch.contiguous_format
+        if half_dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f'synthesis: half_dtype must be torch.float16 or torch.bfloat16, got {half_dtype}')
+        # NVIDIA's rule (fp16 only on CUDA), extended to bf16, which every device computes in
+        fp16 = self.use_fp16 and not force_fp32 and (ws.device.type == 'cuda' or half_dtype == torch.bfloat16)
+        dtype = half_dtype if fp16 else torch.float32
+        cl = self.channels_last if channels_last is None else channels_last
+        fmt = torch.channels_last if fp16 and cl else torch.contiguous_format
         if fused_modconv is None:
             d = self.fused_modconv_default
             if d is None:
@@ -202,13 +210,18 @@ class SynthesisNetwork(torch.nn.Module):
         """[(layer_name, resolution)] of the layers with noise, in forward order, e.g. ('b4.conv1', 4)."""
         return list(self._noise_layers)
 
-    def forward(self, ws, noise_mode='const', force_fp32=False, fused_modconv=None, noise=None):
+    def forward(self, ws, noise_mode='const', force_fp32=False, fused_modconv=None, noise=None,
+                half_dtype=torch.float16, channels_last=None):
         """Render images.
 
         Args:
             ws: [N, num_ws, w_dim].
             noise_mode: 'const' (the stored noise_const), 'random' (fresh randn) or 'none'.
-            force_fp32: never use fp16, even in the fp16 blocks on CUDA.
+            force_fp32: never use reduced precision, even in the fp16 blocks.
+            half_dtype: the reduced precision of the fp16 blocks (the top `num_fp16_res` resolutions):
+                torch.float16 (NVIDIA's; CUDA only) or torch.bfloat16 (any device).
+            channels_last: lay the reduced-precision blocks' activations out channels-last (True / False;
+                None = as built, `fp16_channels_last`).
             fused_modconv: None = the default rule (see SynthesisBlock), True / False to force.
             noise: optional {layer_name: [N|1, 1, R, R]} replacing noise_const for those layers (any noise_mode).
 
@@ -227,6 +240,7 @@ class SynthesisNetwork(torch.nn.Module):
         for r in self.block_resolutions:
             block = getattr(self, f'b{r}')
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), force_fp32=force_fp32,
-                           fused_modconv=fused_modconv, noise_mode=noise_mode, noise=noise)
+                           fused_modconv=fused_modconv, noise_mode=noise_mode, noise=noise, half_dtype=half_dtype,
+                           channels_last=channels_last)
             w_idx += block.num_conv
         return img

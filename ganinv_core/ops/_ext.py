@@ -17,7 +17,7 @@ from . import _jit
 OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d')
 ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
              'swish': 8}  # csrc/ganinv_ops.h `Act`
-DTYPES = {'cpu': (torch.float32, torch.float64),
+DTYPES = {'cpu': (torch.float32, torch.float64, torch.float16, torch.bfloat16),  # 16-bit: computed in float32
           'cuda': (torch.float32, torch.float64, torch.float16, torch.bfloat16)}
 _DISPATCH_KEY = {'cpu': 'CPU', 'cuda': 'CUDA'}
 

@@ -223,11 +223,13 @@ def test_progress_bar_unless_quiet(tmp_path, capsys):
 
 
 def test_device_and_precision_flags(tmp_path, capsys):
-    code, out = run(['--target', 'seed:1', '--device', 'cpu', '--precision', 'bf16', '--outdir', tmp_path], capsys)
+    code, out = run(['--target', 'seed:1', '--device', 'cpu', '--precision', 'bf16', '--channels-last',
+                     '--outdir', tmp_path], capsys)
     assert code == 0, out.err
     m = json.loads((tmp_path / 'seed1' / 'metrics.json').read_text())
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert m['precision'] == 'bf16' and rj['config']['precision'] == 'bf16' and rj['versions']['device'] == 'cpu'
+    assert rj['config']['channels-last'] is True
 
 
 def _toml(cfg: dict) -> str:

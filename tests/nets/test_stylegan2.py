@@ -170,6 +170,59 @@ def test_fp16_blocks_stay_fp32_on_cpu():
     torch.testing.assert_close(out, b.synthesis(ws))
 
 
+def _block_dtypes(G):
+    """{resolution: dtype of the block's x output} recorded by hooks on every synthesis block."""
+    seen = {}
+    for r in G.synthesis.block_resolutions:
+        getattr(G.synthesis, f'b{r}').register_forward_hook(lambda m, a, out, r=r: seen.update({r: out[0].dtype}))
+    return seen
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_bf16_blocks_run_in_bf16_on_cpu_and_stay_close_to_fp32(fused):
+    """half_dtype=bfloat16 runs the fp16 blocks (top num_fp16_res resolutions) in bf16 on any device."""
+    G = _small(num_fp16_res=2, conv_clamp=256)
+    seen = _block_dtypes(G)
+    ws = G.mapping(torch.randn(3, 16, generator=torch.Generator().manual_seed(1)), None)
+    ref = G.synthesis(ws, force_fp32=True, fused_modconv=fused)
+    assert set(seen.values()) == {torch.float32}
+    out = G.synthesis(ws, force_fp32=False, half_dtype=torch.bfloat16, fused_modconv=fused)
+    assert seen == {4: torch.float32, 8: torch.bfloat16, 16: torch.bfloat16}
+    assert out.dtype == torch.float32 and out.isfinite().all()
+    err = (out - ref).abs().max().item()
+    assert 0 < err < 0.05 * ref.abs().max().item(), err  # rounded (not fp32) yet close: bf16 has an 8-bit mantissa
+    out.sum().backward()  # gradients flow back through the bf16 blocks into the fp32 ones
+    assert G.synthesis.b4.conv1.weight.grad.isfinite().all()
+
+
+def test_channels_last_lays_out_the_reduced_precision_blocks_only():
+    G = _small(num_fp16_res=2, conv_clamp=256)
+    layout = {}
+    for r in G.synthesis.block_resolutions:
+        getattr(G.synthesis, f'b{r}').register_forward_hook(
+            lambda m, a, out, r=r: layout.update({r: out[0].is_contiguous(memory_format=torch.channels_last)
+                                                  and not out[0].is_contiguous()}))
+    ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(2)), None)
+    kw = dict(force_fp32=False, half_dtype=torch.bfloat16, fused_modconv=False)
+    plain = G.synthesis(ws, **kw)
+    assert layout == {4: False, 8: False, 16: False}
+    cl = G.synthesis(ws, channels_last=True, **kw)
+    assert layout == {4: False, 8: True, 16: True}
+    assert cl.is_contiguous()  # the image leaves in the standard layout
+    torch.testing.assert_close(cl, plain, rtol=0, atol=2e-2 * plain.abs().max().item())  # same math, bf16 rounding
+    G.synthesis(ws, channels_last=True, force_fp32=True)
+    assert layout == {4: False, 8: False, 16: False}  # fp32: no effect
+
+
+def test_half_dtype_is_checked_and_fp16_ignored_on_cpu():
+    G = _small(num_fp16_res=2)
+    ws = G.mapping(torch.randn(2, 16), None)
+    torch.testing.assert_close(G.synthesis(ws, half_dtype=torch.float16), G.synthesis(ws, force_fp32=True),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match='half_dtype must be torch.float16 or torch.bfloat16'):
+        G.synthesis(ws, half_dtype=torch.float64)
+
+
 @pytest.mark.parametrize('arch', ['resnet', 'orig'])
 def test_resnet_and_orig_blocks_compose_like_nvidia(arch):
     """The last block rebuilt from its layers: resnet = sqrt(.5) * (1x1 skip upsampled + conv path), orig = no skips."""

@@ -99,7 +99,7 @@ def test_forward_and_derivatives_float64(name, device, gen):
         close(ddx, ddr, torch.float64, what + ' second derivative', gen)
 
 
-@pytest.mark.parametrize('device,dtype', [('cpu', torch.float32)] + [  # CPU kernels: float32/64 only
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.float32), ('cpu', torch.float16), ('cpu', torch.bfloat16)] + [
     pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float32, torch.float16, torch.bfloat16)])
 def test_float_dtypes(dtype, device, gen):
     for name, mode in MODES.items():
