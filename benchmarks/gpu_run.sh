@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The one GPU-machine run (H100/H200, system python3 with CUDA torch, no internet), at most ~9.5 minutes:
+# The one GPU-machine run (H100/H200, system python3 with CUDA torch, no internet):
 #   1 install (builds the CUDA kernels)  2 doctor  3 the GPU tests (everything marked gpu)
 #   4 full benchmark suite (ops + engine, 256 and 1024, every precision, NVIDIA-equivalent baseline)
-#   5 bf16-vs-fp32 final PSNR at 1024  6 profile of the step.
+#   5 bf16-vs-fp32 final PSNR at 1024 (mean of 4 targets)  6 profile of the step  7 torch.compile and
+#   channels_last side by side (benchmarks/compile_check.py). ~7-9 minutes in all: give the call 600 s, or split
+#   it: GANINV_GPU_PART=a (stages 1-4), then GANINV_GPU_PART=b (1 and 5-7; the install is quick once built).
 # Each stage has its own timeout and a failing stage does not stop the next. Everything goes to $OUT
 # (run.log, doctor.txt, bench.json/.md, ops.json/.md, ops_simple.json/.md, psnr.txt, profile.txt: 10 files;
 # the device tool brings back 8, so the .json files are the ones to drop if needed).
@@ -12,6 +14,8 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu}; mkdir -p "$OUT"
 DRY=${GANINV_GPU_DRY:-0}
+PART=${GANINV_GPU_PART:-all}   # all | a (stages 1-4) | b (stages 1, 5-7): two calls when one would not fit
+part() { [ "$PART" = all ] || [ "$PART" = "$1" ]; }
 export GANINV_PLUGINS_STRICT=1 GANINV_CACHE=${GANINV_CACHE:-$OUT/../.cache-gpu-run}
 exec > >(tee -a "$OUT/run.log") 2>&1
 
@@ -43,6 +47,7 @@ if [ "$DRY" != 1 ]; then
     "$PY" -m pip install --no-build-isolation --no-deps -e .    # the kernels then build just in time
 fi
 
+if part a; then
 # 2. doctor: which backend each op uses on each device
 stage doctor 60 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1 || ganinv-run --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 
@@ -62,6 +67,9 @@ stage bench-ops-simple-kernels 50 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SI
   -p no:cacheprovider --benchmark-only -k ext --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
 
+fi
+
+if part b; then
 # 5. accuracy of the fast precisions: final PSNR vs the target against fp32, same 4 targets and seed (one
 #    batch: 4 independent inversions). Per target, any change of rounding (tf32 too) moves the end point by
 #    ~0.1-0.2 dB, so the mean over the targets is what says whether a precision loses accuracy.
@@ -97,7 +105,13 @@ for net in $PROF_NETS; do
   stage "profile $net b1" 45 bash -c "'$PY' benchmarks/profile_step.py --network $net --batch 1 --precision tf32 --steps 3 >> '$OUT/profile.txt' 2>&1"
   [ "$T" = 1 ] || stage "profile $net b8 bf16" 90 bash -c "'$PY' benchmarks/profile_step.py --network $net --batch 8 --precision bf16 --steps 3 >> '$OUT/profile.txt' 2>&1"
 done
+# 7. torch.compile of the synthesis, alone and under the CUDA graph, vs the graph alone (bf16, batched; the
+#    compilation itself takes minutes, so it runs last and appends to profile.txt: the tool returns 8 files)
+if [ "$DRY" = 1 ]; then CC=(--configs eager,graph); CB=2; CS=2; else CC=(--configs graph,compile+graph,compile); CB=8; CS=10; fi
+stage "compile $NET b$CB bf16" 170 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch $CB --precision bf16 --steps $CS ${CC[*]} >> '$OUT/profile.txt' 2>&1"
+stage "channels_last $NET b$CB bf16" 60 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch $CB --precision bf16 --steps $CS --channels-last --configs eager,graph >> '$OUT/profile.txt' 2>&1"
 cat "$OUT/profile.txt"
+fi
 echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"
 # The device tool returns at most 8 files: pack the raw JSON into one archive.
 (cd "$OUT" && ls *.json >/dev/null 2>&1 && tar czf json.tgz *.json && rm -f *.json)
