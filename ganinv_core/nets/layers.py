@@ -13,6 +13,39 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+class _FrozenWeightConv(torch.autograd.Function):
+    """conv2d / conv_transpose2d whose weight needs no gradient (a frozen generator): saves only the weight.
+
+    Autograd's own convolution node keeps its input for the weight gradient whether or not anyone asks for it;
+    in an inversion that is one activation-sized tensor per layer held until the backward pass for nothing.
+    The input gradient is the adjoint: conv_transpose2d for a conv2d, conv2d for a conv_transpose2d (both
+    with the same weight, stride, padding and groups; exact sizes for the unit-stride conv and the stride-`up`
+    transposed conv used here).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, transposed, stride, padding, groups):
+        ctx.save_for_backward(w)
+        ctx.conf = transposed, stride, padding, groups
+        conv = F.conv_transpose2d if transposed else F.conv2d
+        return conv(x, w, stride=stride, padding=padding, groups=groups)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (w,) = ctx.saved_tensors
+        transposed, stride, padding, groups = ctx.conf
+        adjoint = F.conv2d if transposed else F.conv_transpose2d
+        return adjoint(gy, w, stride=stride, padding=padding, groups=groups), None, None, None, None, None
+
+
+def _conv(x, w, transposed=False, stride=1, padding=0, groups=1):
+    """F.conv2d (or conv_transpose2d), through `_FrozenWeightConv` when only x needs a gradient."""
+    if torch.is_grad_enabled() and x.requires_grad and not w.requires_grad and (transposed or stride == 1):
+        return _FrozenWeightConv.apply(x, w, transposed, stride, padding, groups)
+    conv = F.conv_transpose2d if transposed else F.conv2d
+    return conv(x, w, stride=stride, padding=padding, groups=groups)
+
+
 def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):
     """Conv2d with optional FIR upsampling, NVIDIA's `conv2d_resample` numbers for down=1.
 
@@ -32,13 +65,13 @@ def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):
     if up == 1:
         if not flip_weight and kh * kw > 1:
             w = w.flip([2, 3])
-        return F.conv2d(x, w, padding=padding, groups=groups)
+        return _conv(x, w, padding=padding, groups=groups)
     fw, fh = (1, 1) if f is None else (f.shape[-1], f.shape[0])
     # Padding of the equivalent "zero-insert, pad, filter, conv" pipeline.
     px0, px1 = padding + (fw + up - 1) // 2, padding + (fw - up) // 2
     py0, py1 = padding + (fh + up - 1) // 2, padding + (fh - up) // 2
     if kh == 1 and kw == 1:  # 1x1: convolve at low resolution, then upsample
-        x = F.conv2d(x, w, groups=groups)
+        x = _conv(x, w, groups=groups)
         return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up * up)
     # Transposed strided conv (zero insertion + conv in one), then the FIR with the remaining padding.
     if groups == 1:
@@ -49,7 +82,7 @@ def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):
         w = w.flip([2, 3])
     px0, px1, py0, py1 = px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)
     pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
-    x = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
+    x = _conv(x, w, transposed=True, stride=up, padding=[pyt, pxt], groups=groups)
     return upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up)
 
 

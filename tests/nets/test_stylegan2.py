@@ -129,6 +129,29 @@ def test_modulated_conv2d_gradcheck(fused, up):
     assert torch.autograd.gradcheck(fn, (s, n), fast_mode=True)
 
 
+@pytest.mark.parametrize('up,k,groups', [(1, 3, 1), (1, 1, 1), (2, 3, 1), (1, 3, 2), (2, 3, 2), (2, 1, 1)])
+def test_frozen_weight_conv_keeps_no_input_and_gives_autograds_gradient(up, k, groups):
+    """A frozen weight: conv2d_resample saves no input-sized tensor, and x's gradient is autograd's own."""
+    from ganinv_core.nets.layers import conv2d_resample
+    g = torch.Generator().manual_seed(up * 10 + k + groups)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(6, 4 // groups, k, k, dtype=torch.float64, generator=g)
+    f = setup_filter([1, 3, 3, 1]).double()
+    run = lambda w_: conv2d_resample(x, w_, f, up=up, padding=k // 2, groups=groups, flip_weight=up == 1)  # noqa
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = run(w)
+    assert tuple(x.shape) not in saved and saved  # the weight (and FIR filter) only
+    gy = torch.randn(y.shape, dtype=torch.float64, generator=g)
+    (gx,) = torch.autograd.grad(y, x, gy)
+    y_ref = run(w.clone().requires_grad_(True))           # weight needs a gradient: autograd's convolution
+    (gx_ref,) = torch.autograd.grad(y_ref, x, gy)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradgradcheck(lambda x_: conv2d_resample(x_, w, f, up=up, padding=k // 2, groups=groups,
+                                                                   flip_weight=up == 1), (x,), fast_mode=True)
+
+
 def _small(**synthesis_kwargs):
     torch.manual_seed(0)
     return Generator(16, 0, 16, 16, 3, mapping_kwargs=dict(num_layers=2),
