@@ -145,8 +145,8 @@ def bias_act_ext(x, b, dim, act, alpha, gain, clamp):
     """
     _ensure(x.device.type)
     b = x.new_empty([0]) if b is None else b.to(device=x.device, dtype=x.dtype)
-    return torch.ops.ganinv.bias_act(x, b, dim, ACT_CODES[act], float(alpha), float(gain),
-                                     -1.0 if clamp is None else float(clamp))
+    return torch.ops.ganinv.bias_act.default(x, b, dim, ACT_CODES[act], float(alpha), float(gain),
+                                             -1.0 if clamp is None else float(clamp))
 
 
 def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
@@ -168,8 +168,8 @@ def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip
     """
     _ensure(x.device.type)
     f = f.to(device=x.device, dtype=torch.float32)
-    return torch.ops.ganinv.upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
-                                      bool(flip_filter), float(gain))
+    return torch.ops.ganinv.upfirdn2d.default(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
+                                              bool(flip_filter), float(gain))
 
 
 # ---------------------------------------------------------------------------------------------------------
