@@ -79,6 +79,7 @@ def _gen_cases():
                 yield net, n, fused, 'fp32'
             if CUDA:
                 yield net, n, False, 'fp16'
+                yield net, n, False, 'bf16'
 
 
 @pytest.mark.parametrize('net,n,fused,prec', list(_gen_cases()),
@@ -88,7 +89,8 @@ def test_generator_fwd_bwd(benchmark, net, n, fused, prec):
     ws = G.mapping(torch.randn(n, G.z_dim, device=DEVICE), None).detach().requires_grad_(True)
 
     def run():
-        img = G.synthesis(ws, noise_mode='const', fused_modconv=fused, force_fp32=prec == 'fp32')
+        img = G.synthesis(ws, noise_mode='const', fused_modconv=fused, force_fp32=prec == 'fp32',
+                          half_dtype=torch.bfloat16 if prec == 'bf16' else torch.float16)
         img.float().square().sum().backward()
         ws.grad = None
         sync()
