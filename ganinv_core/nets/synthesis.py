@@ -130,7 +130,7 @@ class SynthesisBlock(torch.nn.Module):
                 half_dtype=torch.float16, channels_last=None):
         """x [N, I, R/2, R/2] (None for b4), img [N, C, R/2, R/2] or None, ws [N, num_conv + num_torgb, w_dim].
 
-        `channels_last` (None = the block's `fp16_channels_last`) lays out x channels-last while in reduced precision.
+        `channels_last` (None: the block's `fp16_channels_last`) lays x out channels-last in reduced precision.
 
         Returns:
             (x [N, O, R, R], img [N, C, R, R] float32 or None).
@@ -140,10 +140,10 @@ class SynthesisBlock(torch.nn.Module):
         if half_dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f'synthesis: half_dtype must be torch.float16 or torch.bfloat16, got {half_dtype}')
         # NVIDIA's rule (fp16 only on CUDA), extended to bf16, which every device computes in
-        fp16 = self.use_fp16 and not force_fp32 and (ws.device.type == 'cuda' or half_dtype == torch.bfloat16)
-        dtype = half_dtype if fp16 else torch.float32
+        half = self.use_fp16 and not force_fp32 and (ws.device.type == 'cuda' or half_dtype == torch.bfloat16)
+        dtype = half_dtype if half else torch.float32
         cl = self.channels_last if channels_last is None else channels_last
-        fmt = torch.channels_last if fp16 and cl else torch.contiguous_format
+        fmt = torch.channels_last if half and cl else torch.contiguous_format
         if fused_modconv is None:
             d = self.fused_modconv_default
             if d is None:
@@ -180,7 +180,7 @@ class SynthesisNetwork(torch.nn.Module):
     Args:
         w_dim, img_resolution (power of 2, >= 4), img_channels: sizes.
         channel_base, channel_max: channel counts (32768, 512 in config-f).
-        num_fp16_res: the top resolutions that run in fp16 on CUDA (0 = none).
+        num_fp16_res: the top resolutions that run in reduced precision (fp16 on CUDA, or bf16; 0 = none).
         **block_kwargs: SynthesisBlock arguments (architecture, conv_clamp, resample_filter, ...).
     """
 
