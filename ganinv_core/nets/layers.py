@@ -35,7 +35,8 @@ class _FrozenWeightConv(torch.autograd.Function):
         (w,) = ctx.saved_tensors
         transposed, stride, padding, groups = ctx.conf
         adjoint = F.conv2d if transposed else F.conv_transpose2d
-        return adjoint(gy, w, stride=stride, padding=padding, groups=groups), None, None, None, None, None
+        # w.to: under autocast the forward ran in the autocast dtype (gy's), while w was saved as given
+        return adjoint(gy, w.to(gy.dtype), stride=stride, padding=padding, groups=groups), None, None, None, None, None
 
 
 def _conv(x, w, transposed=False, stride=1, padding=0, groups=1):

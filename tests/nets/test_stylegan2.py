@@ -152,6 +152,24 @@ def test_frozen_weight_conv_keeps_no_input_and_gives_autograds_gradient(up, k, g
                                                                    flip_weight=up == 1), (x,), fast_mode=True)
 
 
+@pytest.mark.parametrize('up', [1, 2])
+def test_frozen_weight_conv_under_autocast(up):
+    """Under autocast the frozen-weight conv runs in bf16 and its backward matches autograd's own convolution."""
+    from ganinv_core.nets.layers import conv2d_resample
+    g = torch.Generator().manual_seed(up)
+    x = torch.randn(2, 4, 5, 5, generator=g, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, generator=g)
+    f = setup_filter([1, 3, 3, 1])
+    grads = []
+    for w_ in (w, w.clone().requires_grad_(True)):   # ours (frozen), autograd's (weight needs a gradient)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y = conv2d_resample(x, w_, f, up=up, padding=1, flip_weight=up == 1)
+        assert y.dtype == torch.bfloat16
+        grads.append(torch.autograd.grad(y.float().square().sum(), x)[0])
+    assert grads[0].dtype == torch.float32
+    torch.testing.assert_close(grads[0], grads[1], rtol=2e-2, atol=2e-2 * grads[1].abs().max().item())
+
+
 def _small(**synthesis_kwargs):
     torch.manual_seed(0)
     return Generator(16, 0, 16, 16, 3, mapping_kwargs=dict(num_layers=2),
