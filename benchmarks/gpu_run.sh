@@ -60,10 +60,10 @@ stage tests-gpu-simple-kernels 60 env GANINV_CUDA_SIMPLE=1 "$PY" -m pytest tests
 # 4. the benchmark suite (few rounds: the engine cases use fixed rounds, the ops cases a short max time)
 stage bench-engine 180 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q -p no:cacheprovider \
   --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" "${BENCH_SEL[@]}"
-stage bench-ops 60 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
+stage bench-ops 110 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
-stage bench-ops-simple-kernels 50 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q \
+stage bench-ops-simple-kernels 70 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q \
   -p no:cacheprovider --benchmark-only -k ext --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
 

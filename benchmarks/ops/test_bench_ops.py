@@ -3,8 +3,9 @@ generator's tensor shapes, forward and forward+backward, batch 1 and 8.
 
 On the CPU (no GPU, or GANINV_BENCH_SIZE=cpu) a feasible subset runs: batch 1, resolutions up to 256.
 Every timed function synchronises the device before returning; backward is `torch.autograd.grad`
-(no accumulation into `.grad`). The ref case of each group is its
-baseline (`extra_info['baseline']`), so the report prints the ext/ref ratio.
+(no accumulation into `.grad`); on CUDA, `fwd+bwd-graph` replays the same work as a CUDA graph (device time
+only). The ref case of each group is its baseline (`extra_info['baseline']`), so the report prints the ext/ref
+ratio.
 """
 import os
 import sys
@@ -44,7 +45,12 @@ def _op(kind, case, impl, f):
     return lambda x, b: ops.upsample2d(x, f, up=2, impl=impl)
 
 
-@pytest.mark.parametrize('mode', ['fwd', 'fwd+bwd'])
+# 'fwd+bwd-graph' (CUDA only): the same work captured once as a CUDA graph and replayed, i.e. device time
+# without the host's per-call cost (Python, dispatcher, autograd), which bounds the eager ratio at small shapes.
+MODES = ['fwd', 'fwd+bwd'] + (['fwd+bwd-graph'] if DEVICE.type == 'cuda' else [])
+
+
+@pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('impl', ['ref', 'ext'])
 @pytest.mark.parametrize('kind,case,shape', list(_cases()), ids=lambda v: v if isinstance(v, str) else None)
 def test_op(benchmark, kind, case, shape, impl, mode):
@@ -60,11 +66,29 @@ def test_op(benchmark, kind, case, shape, impl, mode):
     # Gradients returned, not accumulated into .grad (which would time an extra add per input).
     wrt = (x, b) if kind == 'bias_act' else (x,)
 
-    def step():
+    def work():
         y = op(x, b)
         if mode != 'fwd':
             torch.autograd.grad(y, wrt, gy)
+
+    def step():
+        work()
         sync()
+
+    if mode.endswith('-graph'):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                work()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            work()
+
+        def step():  # noqa: F811 - the replayed version
+            graph.replay()
+            sync()
 
     benchmark.extra_info.update(compare=f'{kind}-{case}-{mode}', baseline=impl == 'ref', op=kind,
                                 shape=list(shape), device=str(DEVICE))
