@@ -52,7 +52,7 @@ if part a; then
 stage doctor 60 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1 || ganinv-run --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 
 # 3. tests: everything marked gpu, and the ops + engine suites (CPU and CUDA paths)
-stage tests-gpu 100 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider
+stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider
 # the simple CUDA kernels (GANINV_CUDA_SIMPLE=1), kept as the fallback of the tiled / vectorised ones
 stage tests-gpu-simple-kernels 60 env GANINV_CUDA_SIMPLE=1 "$PY" -m pytest tests/ops -m gpu -q -ra -p no:cacheprovider
 [ ${#TESTS[@]} = 0 ] || stage tests-cpu-paths 200 "$PY" -m pytest "${TESTS[@]}" -q -ra -p no:cacheprovider
