@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..ops import bias_act, setup_filter, upfirdn2d
+from ..ops import bias_act, bias_act_vjp, setup_filter, upfirdn2d
 from ..ops.bias_act import ACTIVATIONS
 
 
@@ -45,6 +45,49 @@ def _conv(x, w, transposed=False, stride=1, padding=0, groups=1):
         return _FrozenWeightConv.apply(x, w, transposed, stride, padding, groups)
     conv = F.conv_transpose2d if transposed else F.conv2d
     return conv(x, w, stride=stride, padding=padding, groups=groups)
+
+
+class _DemodBiasAct(torch.autograd.Function):
+    """y = bias_act(c * d + noise, b): the non-fused modulated convolution's epilogue, keeping one tensor.
+
+    Autograd would keep both c (for d's gradient) and s = c * d + noise (bias_act's input): two activation-sized
+    tensors per layer. This keeps s only and recovers d's gradient from it, d being an rsqrt (> 0):
+        dL/dd[n,o] = sum_hw g_s c = (sum_hw g_s s - sum_hw g_s noise) / d[n,o].
+    First order only (an attempt at a second derivative raises).
+    """
+
+    @staticmethod
+    def forward(ctx, c, d, noise, b, act, gain, clamp):
+        s = c * d if noise is None else torch.addcmul(noise, c, d)
+        ctx.save_for_backward(s, d, noise, b)
+        ctx.args = act, gain, clamp
+        return bias_act(s, b, act=act, gain=gain, clamp=clamp)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        s, d, noise, b = ctx.saved_tensors
+        act, gain, clamp = ctx.args
+        gs = bias_act_vjp(gy, s, b, act=act, gain=gain, clamp=clamp)
+        gc = gd = gn = gb = None
+        if ctx.needs_input_grad[0]:
+            gc = gs * d
+        n4 = None if noise is None else noise.reshape((1,) * (4 - noise.ndim) + tuple(noise.shape))  # [1|N,1|C,H,W]
+        if ctx.needs_input_grad[1]:
+            t = torch.einsum('nchw,nchw->nc', gs, s)
+            if n4 is not None:
+                if n4.shape[1] != 1:    # per-channel noise: the plain product
+                    t = t - (gs * n4).sum([2, 3])
+                elif n4.shape[0] == 1:  # one noise image for the batch (e.g. noise_const)
+                    t = t - torch.einsum('nchw,hw->nc', gs, n4[0, 0])
+                else:
+                    t = t - torch.einsum('nchw,nhw->nc', gs, n4[:, 0])
+            gd = (t / d.reshape(t.shape)).reshape(d.shape)
+        if noise is not None and ctx.needs_input_grad[2]:
+            gn = gs.sum_to_size(n4.shape).reshape(noise.shape)
+        if b is not None and ctx.needs_input_grad[3]:
+            gb = gs.sum([0, 2, 3])
+        return gc, gd, gn, gb, None, None, None
 
 
 def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):
@@ -88,7 +131,7 @@ def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
-                     flip_weight=True, fused_modconv=True):
+                     flip_weight=True, fused_modconv=True, epilogue=None):
     """StyleGAN2 modulated (and demodulated) convolution.
 
     w'[n,o,i] = weight[o,i] * s[n,i];  w''[n,o,i] = w'[n,o,i] / sqrt(sum_{i,k,k} w'^2 + 1e-8) (demodulate).
@@ -101,6 +144,8 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
         up, padding, resample_filter, flip_weight: as in `conv2d_resample`.
         demodulate: normalise each output channel to unit expected variance.
         fused_modconv: the grouped-conv form (faster for small batches / inference).
+        epilogue: optional `bias_act` arguments (dict: b, act, gain, clamp) applied to the result; with a frozen
+            weight, the non-fused form and demodulation it runs fused with the demodulation (`_DemodBiasAct`).
 
     Returns:
         [N, O, H', W'] in x's dtype.
@@ -123,15 +168,23 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up, padding, flip_weight=flip_weight)
         if demodulate:
             d = dcoefs.to(x.dtype).reshape(N, O, 1, 1)
-            return x * d if noise is None else torch.addcmul(noise.to(x.dtype), x, d)
-        return x if noise is None else x + noise.to(x.dtype)
+            n = None if noise is None else noise.to(x.dtype)
+            if epilogue is not None and x.requires_grad and torch.is_grad_enabled() and not weight.requires_grad:
+                e = epilogue
+                return _DemodBiasAct.apply(x, d, n, e.get('b'), e.get('act', 'linear'), e.get('gain'),
+                                           e.get('clamp'))
+            x = x * d if n is None else torch.addcmul(n, x, d)
+        elif noise is not None:
+            x = x + noise.to(x.dtype)
+        return x if epilogue is None else bias_act(x, **epilogue)
     if demodulate:
         w = w * dcoefs.reshape(N, O, 1, 1, 1)
     x = x.reshape(1, N * I, *x.shape[2:])
     x = conv2d_resample(x, w.reshape(N * O, I, kh, kw).to(x.dtype), resample_filter, up, padding, groups=N,
                         flip_weight=flip_weight)
     x = x.reshape(N, O, *x.shape[2:])
-    return x if noise is None else x.add_(noise.to(x.dtype))
+    x = x if noise is None else x.add_(noise.to(x.dtype))
+    return x if epilogue is None else bias_act(x, **epilogue)
 
 
 class FullyConnectedLayer(torch.nn.Module):

@@ -1,8 +1,8 @@
 """Custom ops: `bias_act` and `upfirdn2d` with NVIDIA's semantics (reference path + compiled kernels)."""
-from .bias_act import ACTIVATIONS, OpArgumentError, bias_act
+from .bias_act import ACTIVATIONS, OpArgumentError, bias_act, bias_act_vjp
 from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
-__all__ = ['ACTIVATIONS', 'OpArgumentError', 'bias_act', 'upfirdn2d', 'setup_filter', 'upsample2d',
+__all__ = ['ACTIVATIONS', 'OpArgumentError', 'bias_act', 'bias_act_vjp', 'upfirdn2d', 'setup_filter', 'upsample2d',
            'downsample2d', 'filter2d', 'doctor_report']
 
 

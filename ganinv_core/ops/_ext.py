@@ -149,6 +149,14 @@ def bias_act_ext(x, b, dim, act, alpha, gain, clamp):
                                              -1.0 if clamp is None else float(clamp))
 
 
+def bias_act_grad_ext(g, x, b, dim, act, alpha, gain, clamp):
+    """Compiled first derivative of bias_act times `g` (arguments as in `bias_act_ext`)."""
+    _ensure(x.device.type)
+    b = x.new_empty([0]) if b is None else b.to(device=x.device, dtype=x.dtype)
+    return torch.ops.ganinv.bias_act_grad.default(g, x, b, 1, dim, ACT_CODES[act], float(alpha), float(gain),
+                                                  -1.0 if clamp is None else float(clamp))
+
+
 def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
     """Compiled upfirdn2d (arguments already checked by `ops.upfirdn2d`).
 

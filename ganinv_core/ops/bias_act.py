@@ -135,3 +135,27 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
         from . import _ext
         return _ext.bias_act_ext(x, b, dim, act, alpha, gain, clamp)
     return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+
+
+def bias_act_vjp(gy, x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, impl=None):
+    """The gradient reaching `x` from `gy` through `bias_act(x, b, ...)`, given the saved input `x` only.
+
+    For custom autograd functions that keep bias_act's input themselves. First order: the compiled kernel
+    (`bias_act_grad`) or, on the reference path, autograd through a recomputed forward.
+
+    Args:
+        gy: gradient of the output, shaped like `x`.
+        x, b, dim, act, alpha, gain, clamp, impl: as in `bias_act`.
+
+    Returns:
+        Tensor shaped like `x` (the bias gradient is its sum over every axis but `dim`).
+    """
+    alpha, gain, clamp = _normalize_args(x, b, dim, act, alpha, gain, clamp)
+    dim = dim % x.ndim
+    if _backend.resolve('bias_act', x, impl) == 'ext':
+        from . import _ext
+        return _ext.bias_act_grad_ext(gy, x, b, dim, act, alpha, gain, clamp)
+    with torch.enable_grad():
+        x_ = x.detach().requires_grad_(True)
+        y = _bias_act_ref(x_, None if b is None else b.detach(), dim, act, alpha, gain, clamp)
+        return torch.autograd.grad(y, x_, gy)[0]

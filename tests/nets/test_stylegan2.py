@@ -11,7 +11,7 @@ import torch
 import ganinv_core.nets.synthesis as synthesis_module
 from ganinv_core import ops
 from ganinv_core.nets import Generator, modulated_conv2d
-from ganinv_core.ops import setup_filter
+from ganinv_core.ops import bias_act, setup_filter
 
 FIX = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'nvidia-tiny')
 
@@ -168,6 +168,53 @@ def test_frozen_weight_conv_under_autocast(up):
         grads.append(torch.autograd.grad(y.float().square().sum(), x)[0])
     assert grads[0].dtype == torch.float32
     torch.testing.assert_close(grads[0], grads[1], rtol=2e-2, atol=2e-2 * grads[1].abs().max().item())
+
+
+@pytest.mark.parametrize('impl', ['ext', 'ref'])
+@pytest.mark.parametrize('noise_batch', [None, 1, 2, 'hw', 'channels'])
+@pytest.mark.parametrize('act,clamp', [('lrelu', 0.9), ('linear', None), ('swish', None)])
+def test_demod_bias_act_epilogue_matches_autograd(act, clamp, noise_batch, impl, monkeypatch):
+    """The fused epilogue (keeps s = c*d + noise only) gives autograd's gradients for c, d, noise and b."""
+    from ganinv_core.nets.layers import _DemodBiasAct
+    monkeypatch.setenv('GANINV_OPS', impl)
+    g = torch.Generator().manual_seed(7)
+    rnd = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g)  # noqa: E731
+    c = rnd(2, 3, 4, 5).requires_grad_(True)
+    d = (rnd(2, 3, 1, 1).abs() + 0.5).requires_grad_(True)           # demodulation coefficients are > 0
+    shape = {None: None, 1: (1, 1, 4, 5), 2: (2, 1, 4, 5), 'hw': (4, 5), 'channels': (1, 3, 4, 5)}[noise_batch]
+    n = None if shape is None else rnd(*shape).requires_grad_(True)
+    b = rnd(3).requires_grad_(True)
+    inputs = [t for t in (c, d, n, b) if t is not None]
+    ours = lambda *t: _DemodBiasAct.apply(t[0], t[1], t[2] if n is not None else None, t[-1], act, 1.3, clamp)  # noqa
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = ours(*inputs)
+    assert saved.count((2, 3, 4, 5)) == 1                             # s only (c is not kept)
+    s = c * d if n is None else torch.addcmul(n, c, d)
+    y_ref = bias_act(s, b, act=act, gain=1.3, clamp=clamp, impl='ref')
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    gy = rnd(*y.shape)
+    for a, r in zip(torch.autograd.grad(y, inputs, gy), torch.autograd.grad(y_ref, inputs, gy)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(ours, inputs, fast_mode=True)
+    with pytest.raises(RuntimeError, match='once_differentiable'):
+        gc, = torch.autograd.grad(ours(*inputs).square().sum(), c, create_graph=True)
+        gc.sum().backward()
+
+
+def test_synthesis_layers_use_the_epilogue_when_frozen(nvidia):
+    """Frozen weights + non-fused modconv: the layers end in the fused epilogue; gradients as with trainable weights."""
+    G, ref, _ = nvidia
+    ws = ref['ws'][:2].clone().requires_grad_(True)
+    seen = []
+    G.synthesis.b8.conv1.register_forward_hook(lambda m, a, out: seen.append(out.grad_fn.name()))
+    G.requires_grad_(False)
+    (gw,) = torch.autograd.grad(G.synthesis(ws, fused_modconv=False).square().sum(), ws)
+    G.requires_grad_(True)                                            # autograd's own path
+    (gw_ref,) = torch.autograd.grad(G.synthesis(ws, fused_modconv=False).square().sum(), ws)
+    G.requires_grad_(False)
+    assert 'DemodBiasAct' in seen[0] and 'DemodBiasAct' not in seen[1]
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-4, atol=1e-5 * gw_ref.abs().max().item())
 
 
 def _small(**synthesis_kwargs):
