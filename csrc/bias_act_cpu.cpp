@@ -109,17 +109,7 @@ void by_mode(const T* x, const T* b, const T* g, T* y, const BiasActParams& p) {
 
 template <typename T>
 void by_act(const T* x, const T* b, const T* g, T* y, const BiasActParams& p) {
-  switch (p.act) {
-    case kRelu: return by_mode<T, kRelu>(x, b, g, y, p);
-    case kLrelu: return by_mode<T, kLrelu>(x, b, g, y, p);
-    case kTanh: return by_mode<T, kTanh>(x, b, g, y, p);
-    case kSigmoid: return by_mode<T, kSigmoid>(x, b, g, y, p);
-    case kElu: return by_mode<T, kElu>(x, b, g, y, p);
-    case kSelu: return by_mode<T, kSelu>(x, b, g, y, p);
-    case kSoftplus: return by_mode<T, kSoftplus>(x, b, g, y, p);
-    case kSwish: return by_mode<T, kSwish>(x, b, g, y, p);
-    default: return by_mode<T, kLinear>(x, b, g, y, p);
-  }
+  with_act(p.act, [&](auto a) { by_mode<T, decltype(a)::value>(x, b, g, y, p); });
 }
 
 at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& b, int64_t order, int64_t dim,
@@ -138,8 +128,6 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
   });
   return y;
 }
-
-bool is_16bit(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf; }
 
 // bfloat16 / float16 inputs are computed in float32 (widened, then the result rounded once), as on CUDA.
 at::Tensor run_any(const at::Tensor& g, const at::Tensor& x, const at::Tensor& b, int64_t order, int64_t dim,

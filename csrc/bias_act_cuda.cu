@@ -47,20 +47,9 @@ void launch(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g, at::T
   const scalar_t* bp = p.size_b ? b.const_data_ptr<scalar_t>() : nullptr;
   const scalar_t* gp = g.const_data_ptr<scalar_t>();
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-#define GANINV_BA_CASE(A) \
-  case A: bias_act_kernel<scalar_t, index_t, A><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p); break;
-  switch (p.act) {
-    GANINV_BA_CASE(kRelu)
-    GANINV_BA_CASE(kLrelu)
-    GANINV_BA_CASE(kTanh)
-    GANINV_BA_CASE(kSigmoid)
-    GANINV_BA_CASE(kElu)
-    GANINV_BA_CASE(kSelu)
-    GANINV_BA_CASE(kSoftplus)
-    GANINV_BA_CASE(kSwish)
-    default: bias_act_kernel<scalar_t, index_t, kLinear><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p);
-  }
-#undef GANINV_BA_CASE
+  with_act(p.act, [&](auto a) {
+    bias_act_kernel<scalar_t, index_t, decltype(a)::value><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -131,20 +120,9 @@ void launch_packed(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g
   const scalar_t* bp = p.size_b ? b.const_data_ptr<scalar_t>() : nullptr;
   const scalar_t* gp = g.const_data_ptr<scalar_t>();
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-#define GANINV_BA_CASE(A) \
-  case A: bias_act_packed_kernel<scalar_t, A><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p); break;
-  switch (p.act) {
-    GANINV_BA_CASE(kRelu)
-    GANINV_BA_CASE(kLrelu)
-    GANINV_BA_CASE(kTanh)
-    GANINV_BA_CASE(kSigmoid)
-    GANINV_BA_CASE(kElu)
-    GANINV_BA_CASE(kSelu)
-    GANINV_BA_CASE(kSoftplus)
-    GANINV_BA_CASE(kSwish)
-    default: bias_act_packed_kernel<scalar_t, kLinear><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p);
-  }
-#undef GANINV_BA_CASE
+  with_act(p.act, [&](auto a) {
+    bias_act_packed_kernel<scalar_t, decltype(a)::value><<<unsigned(blocks), threads, 0, stream>>>(xp, bp, gp, yp, p);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 namespace ganinv {
 
@@ -74,6 +75,26 @@ GANINV_HD T act_eval(int act, int order, T s, T alpha) {
       return order == 0 ? s : order == 1 ? one : zero;
   }
 }
+
+// Calls f(std::integral_constant<int, A>{}) for the runtime activation code `act`, so that kernels can be
+// specialised per activation at compile time (host code; unknown codes run `linear`).
+template <typename F>
+inline void with_act(int act, F&& f) {
+  switch (act) {
+    case kRelu: return f(std::integral_constant<int, kRelu>{});
+    case kLrelu: return f(std::integral_constant<int, kLrelu>{});
+    case kTanh: return f(std::integral_constant<int, kTanh>{});
+    case kSigmoid: return f(std::integral_constant<int, kSigmoid>{});
+    case kElu: return f(std::integral_constant<int, kElu>{});
+    case kSelu: return f(std::integral_constant<int, kSelu>{});
+    case kSoftplus: return f(std::integral_constant<int, kSoftplus>{});
+    case kSwish: return f(std::integral_constant<int, kSwish>{});
+    default: return f(std::integral_constant<int, kLinear>{});
+  }
+}
+
+// bfloat16 or float16: the CPU kernels compute these in float32.
+inline bool is_16bit(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf; }
 
 // Plain-data view of one bias_act call: x, g, y share x's dense layout; b is contiguous.
 struct BiasActParams {

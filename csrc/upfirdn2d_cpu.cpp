@@ -255,7 +255,7 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x, const at::Tensor& f, int64_t upx, 
   const auto t = x.scalar_type();
   TORCH_CHECK_VALUE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
                     "upfirdn2d: CPU kernels take float32, float64, bfloat16 or float16, got ", t);
-  if (t == at::kBFloat16 || t == at::kHalf)  // 16-bit: computed in float32 (widen, filter, round once)
+  if (is_16bit(x))  // computed in float32 (widen, filter, round once)
     return upfirdn2d_run(x.to(at::kFloat), f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain,
                          &upfirdn_pass_cpu).to(t);
   return upfirdn2d_run(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain, &upfirdn_pass_cpu);

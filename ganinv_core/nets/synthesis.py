@@ -55,11 +55,10 @@ class SynthesisLayer(torch.nn.Module):
                 n = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) \
                     * self.noise_strength
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        dtype = x.dtype  # modulated_conv2d keeps x's dtype
         return modulated_conv2d(x, self.weight, styles, n, self.up, self.padding, self.resample_filter,
                                 flip_weight=(self.up == 1), fused_modconv=fused_modconv,
-                                epilogue=dict(b=self.bias.to(dtype), act=self.activation, gain=self.act_gain * gain,
-                                              clamp=clamp))
+                                epilogue=dict(b=self.bias.to(x.dtype), act=self.activation,
+                                              gain=self.act_gain * gain, clamp=clamp))
 
 
 class ToRGBLayer(torch.nn.Module):

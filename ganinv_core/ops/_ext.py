@@ -143,18 +143,20 @@ def bias_act_ext(x, b, dim, act, alpha, gain, clamp):
     Raises:
         ExtUnavailableError: no compiled kernels for x's device.
     """
-    _ensure(x.device.type)
-    b = x.new_empty([0]) if b is None else b.to(device=x.device, dtype=x.dtype)
-    return torch.ops.ganinv.bias_act.default(x, b, dim, ACT_CODES[act], float(alpha), float(gain),
-                                             -1.0 if clamp is None else float(clamp))
+    return torch.ops.ganinv.bias_act.default(x, *_bias_act_args(x, b, dim, act, alpha, gain, clamp))
 
 
 def bias_act_grad_ext(g, x, b, dim, act, alpha, gain, clamp):
     """Compiled first derivative of bias_act times `g` (arguments as in `bias_act_ext`)."""
+    b, *rest = _bias_act_args(x, b, dim, act, alpha, gain, clamp)
+    return torch.ops.ganinv.bias_act_grad.default(g, x, b, 1, *rest)
+
+
+def _bias_act_args(x, b, dim, act, alpha, gain, clamp):
+    """The kernels' (b, dim, act code, alpha, gain, clamp) for x's device (loading the kernels if needed)."""
     _ensure(x.device.type)
     b = x.new_empty([0]) if b is None else b.to(device=x.device, dtype=x.dtype)
-    return torch.ops.ganinv.bias_act_grad.default(g, x, b, 1, dim, ACT_CODES[act], float(alpha), float(gain),
-                                                  -1.0 if clamp is None else float(clamp))
+    return b, dim, ACT_CODES[act], float(alpha), float(gain), -1.0 if clamp is None else float(clamp)
 
 
 def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):

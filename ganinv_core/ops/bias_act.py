@@ -26,28 +26,26 @@ class Activation(NamedTuple):
         def_gain: default output gain (sqrt(2) keeps the variance of relu-like activations).
         cuda_idx: the activation's index in the compiled kernel.
         ref: which tensor the analytic backward needs: 'y' (output), 'x' (input) or '' (none).
-        has_2nd_grad: whether the compiled kernel has a second derivative.
     """
     func: Callable
     def_alpha: float
     def_gain: float
     cuda_idx: int
     ref: str
-    has_2nd_grad: bool
 
 
 _SQRT2 = math.sqrt(2)
 
 ACTIVATIONS = {
-    'linear':   Activation(lambda x, a: x,                         0.0, 1.0,    1, '',  False),
-    'relu':     Activation(lambda x, a: F.relu(x),                 0.0, _SQRT2, 2, 'y', False),
-    'lrelu':    Activation(lambda x, a: F.leaky_relu(x, a),        0.2, _SQRT2, 3, 'y', False),
-    'tanh':     Activation(lambda x, a: torch.tanh(x),             0.0, 1.0,    4, 'y', True),
-    'sigmoid':  Activation(lambda x, a: torch.sigmoid(x),          0.0, 1.0,    5, 'y', True),
-    'elu':      Activation(lambda x, a: F.elu(x),                  0.0, 1.0,    6, 'y', True),
-    'selu':     Activation(lambda x, a: F.selu(x),                 0.0, 1.0,    7, 'y', True),
-    'softplus': Activation(lambda x, a: F.softplus(x),             0.0, 1.0,    8, 'y', True),
-    'swish':    Activation(lambda x, a: torch.sigmoid(x) * x,      0.0, _SQRT2, 9, 'x', True),
+    'linear':   Activation(lambda x, a: x,                         0.0, 1.0,    1, ''),
+    'relu':     Activation(lambda x, a: F.relu(x),                 0.0, _SQRT2, 2, 'y'),
+    'lrelu':    Activation(lambda x, a: F.leaky_relu(x, a),        0.2, _SQRT2, 3, 'y'),
+    'tanh':     Activation(lambda x, a: torch.tanh(x),             0.0, 1.0,    4, 'y'),
+    'sigmoid':  Activation(lambda x, a: torch.sigmoid(x),          0.0, 1.0,    5, 'y'),
+    'elu':      Activation(lambda x, a: F.elu(x),                  0.0, 1.0,    6, 'y'),
+    'selu':     Activation(lambda x, a: F.selu(x),                 0.0, 1.0,    7, 'y'),
+    'softplus': Activation(lambda x, a: F.softplus(x),             0.0, 1.0,    8, 'y'),
+    'swish':    Activation(lambda x, a: torch.sigmoid(x) * x,      0.0, _SQRT2, 9, 'x'),
 }
 
 
