@@ -1,4 +1,9 @@
-"""Suite-wide fixtures: a private cache folder, one torch thread, and the tiny random generator."""
+"""Suite-wide fixtures: a private cache folder, one torch thread, the tiny random generator, and the tiny
+generator NVIDIA's own code computed (tests/fixtures/nvidia-tiny)."""
+import json
+import os
+
+import numpy as np
 import pytest
 import torch
 
@@ -21,3 +26,17 @@ def G():
     """`random-32`: the built-in 32x32 random-weight generator (seconds per inversion on the CPU)."""
     from ganinv_core.weights import load_generator
     return load_generator('random-32')
+
+
+@pytest.fixture(scope='module')
+def nvidia():
+    """(G, ref, names): the ADA tiny generator with NVIDIA's weights, the arrays NVIDIA's code computed from it
+    (`ada32_reference.npz`), and NVIDIA's state-dict names in order (parameters, then buffers)."""
+    from ganinv_core.nets import Generator
+    fix = os.path.join(os.path.dirname(__file__), 'fixtures', 'nvidia-tiny')
+    cfg = json.load(open(os.path.join(fix, 'ada32_config.json')))['init_kwargs']
+    state = np.load(os.path.join(fix, 'ada32_state.npz'))
+    ref = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(fix, 'ada32_reference.npz')).items()}
+    G = Generator(**cfg).eval().requires_grad_(False)
+    G.load_state_dict({k: torch.from_numpy(state[k]) for k in state.files}, strict=True)
+    return G, ref, list(state.files)

@@ -2,9 +2,7 @@
 import copy
 import json
 import math
-import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,19 +10,6 @@ import ganinv_core.nets.synthesis as synthesis_module
 from ganinv_core import ops
 from ganinv_core.nets import Generator, modulated_conv2d
 from ganinv_core.ops import bias_act, setup_filter
-
-FIX = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'nvidia-tiny')
-
-
-@pytest.fixture(scope='module')
-def nvidia():
-    cfg = json.load(open(os.path.join(FIX, 'ada32_config.json')))['init_kwargs']
-    state = np.load(os.path.join(FIX, 'ada32_state.npz'))
-    ref = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(FIX, 'ada32_reference.npz')).items()}
-    G = Generator(**cfg).eval().requires_grad_(False)
-    G.load_state_dict({k: torch.from_numpy(state[k]) for k in state.files}, strict=True)
-    return G, ref, list(state.files)
-
 
 def test_state_dict_names_and_order_match_nvidia(nvidia):
     G, _, names = nvidia  # the fixture lists NVIDIA's parameters, then its buffers, each in module order
