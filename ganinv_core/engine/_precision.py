@@ -3,10 +3,12 @@
 - ``fp32``: everything float32, TF32 off.
 - ``tf32``: float32 tensors, TF32 matmuls/convolutions on (Ampere and newer).
 - ``bf16``: the generator's fp16 blocks (its top ``num_fp16_res`` resolutions) in bfloat16, on any device; the
-  losses under bfloat16 autocast (VGG's feature normalisation and distance stay float32).
+  losses under bfloat16 autocast (VGG's feature normalisation and distance stay float32); TF32 on for what stays
+  float32 (the low-resolution blocks: 512-channel convolutions, a sixth of the FLOPs but, in true float32 on
+  CUDA cores, over half of the convolutions' time, benchmarks/roofline.py).
 - ``fp16``: the generator's own fp16 blocks (``force_fp32=False``, CUDA only, as NVIDIA's), the losses under
   float16 autocast, and dynamic loss scaling so small gradients survive; a step with non-finite gradients is
-  skipped on the device.
+  skipped on the device. TF32 on for the float32 blocks, as in ``bf16``.
 - ``auto``: the fastest one known to be accurate: ``tf32`` on CUDA devices of compute capability >= 8.0,
   else ``fp32``.
 """
@@ -68,9 +70,15 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.loss_dtype, cache_enabled=cache)
 
+    @property
+    def tf32(self) -> bool:
+        """TF32 convolutions/matmuls for float32 tensors: ``tf32``, and the float32 blocks of ``bf16`` / ``fp16``
+        (TF32 keeps 10 mantissa bits: as many as fp16, more than bf16's 7, which the other blocks already use)."""
+        return self.name in ('tf32', 'bf16', 'fp16')
+
     def mode(self):
-        """Process-wide flags for the run (TF32 on only for ``tf32``)."""
-        return tf32_mode(self.name == 'tf32')
+        """Process-wide flags for the run (TF32 as ``tf32`` says), restored on exit."""
+        return tf32_mode(self.tf32)
 
 
 class LossScaler:

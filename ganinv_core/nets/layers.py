@@ -130,13 +130,23 @@ def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):
     return upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up)
 
 
+def _per_sample_1x1(x, w):
+    """A 1x1 convolution with one weight per sample: x [N,I,H,W], w [N,O,I] -> [N,O,H,W], in x's layout."""
+    N, I, H, W = x.shape
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return torch.bmm(w, x.reshape(N, I, H * W)).reshape(N, -1, H, W)
+    y = torch.bmm(x.permute(0, 2, 3, 1).reshape(N, H * W, I), w.transpose(1, 2))  # NHWC rows, no copy
+    return y.reshape(N, H, W, -1).permute(0, 3, 1, 2)
+
+
 def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
                      flip_weight=True, fused_modconv=True, epilogue=None):
     """StyleGAN2 modulated (and demodulated) convolution.
 
     w'[n,o,i] = weight[o,i] * s[n,i];  w''[n,o,i] = w'[n,o,i] / sqrt(sum_{i,k,k} w'^2 + 1e-8) (demodulate).
     Fused: one grouped conv with the per-sample weights w''. Non-fused: scale the input by s, plain conv with
-    `weight`, scale the output by the demodulation coefficients (same numbers, no per-sample weights).
+    `weight`, scale the output by the demodulation coefficients (same numbers, no per-sample weights); a 1x1
+    conv without demodulation or noise (ToRGB) instead multiplies x by its small per-sample weight [N,O,I].
 
     Args:
         x: [N, I, H, W]; weight: [O, I, kh, kw]; styles: [N, I].
@@ -163,6 +173,11 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
         # sum_{i,k} (weight[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k weight[o,i,k]^2: one [N,I]x[I,O] matmul,
         # no [N,O,I,kh,kw] per-sample weights (nor their backward)
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+    if not fused_modconv and kh == kw == 1 and up == 1 and not demodulate and noise is None:
+        # ToRGB: y[n] = (weight diag(s[n])) x[n] as one batched matmul with the tiny per-sample weight [N,O,I]:
+        # no modulated copy of x is written (nor read back, nor differentiated) as the x * s form would
+        x = _per_sample_1x1(x, (weight[:, :, 0, 0] * styles.reshape(N, 1, I)).to(x.dtype))
+        return x if epilogue is None else bias_act(x, **epilogue)
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(N, I, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up, padding, flip_weight=flip_weight)

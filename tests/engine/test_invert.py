@@ -161,3 +161,16 @@ def test_batch_independence_on_gpu():
     batch = invert(G, targets.cuda(), **kw)
     one = invert(G, targets[1:].cuda(), indices=[1], **kw)
     torch.testing.assert_close(batch.w[1:], one.w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('precision, tf32', [('fp32', False), ('tf32', True), ('bf16', True), ('fp16', True)])
+def test_precision_mode_sets_tf32_and_restores_it(precision, tf32):
+    from ganinv_core.engine._precision import Precision
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    before = flags()
+    for start in (True, False):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = start
+        with Precision(precision, torch.device('cpu')).mode():
+            assert flags() == (tf32, tf32)
+        assert flags() == (start, start)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -114,6 +114,25 @@ def test_modulated_conv2d_gradcheck(fused, up):
     assert torch.autograd.gradcheck(fn, (s, n), fast_mode=True)
 
 
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_torgb_per_sample_weight_equals_modulate_then_conv(layout):
+    """The non-fused 1x1 no-demod conv (ToRGB) multiplies by [N,O,I] weights: same values and gradients as
+    scaling x by s and convolving with the shared weight, in float64, for either input layout."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64, generator=g).to(memory_format=layout).requires_grad_(True)
+    w = torch.randn(2, 5, 1, 1, dtype=torch.float64, generator=g)
+    s = torch.randn(3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    out = modulated_conv2d(x, w, s, demodulate=False, fused_modconv=False)
+    ref = torch.nn.functional.conv2d(x * s[:, :, None, None], w)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=layout)
+    gy = torch.randn(out.shape, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(torch.autograd.grad(out, (x, s), gy), torch.autograd.grad(ref, (x, s), gy),
+                               rtol=1e-12, atol=1e-12)
+    fn = lambda x_, s_: modulated_conv2d(x_, w, s_, demodulate=False, fused_modconv=False)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, s), fast_mode=True)
+
+
 @pytest.mark.parametrize('up,k,groups', [(1, 3, 1), (1, 1, 1), (2, 3, 1), (1, 3, 2), (2, 3, 2), (2, 1, 1)])
 def test_frozen_weight_conv_keeps_no_input_and_gives_autograds_gradient(up, k, groups):
     """A frozen weight: conv2d_resample saves no input-sized tensor, and x's gradient is autograd's own."""
