@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one GPU-machine run (H100/H200, system python3 with CUDA torch, no internet):
 #   1 install (builds the CUDA kernels)  2 doctor  3 the GPU tests (everything marked gpu)
-#   4 full benchmark suite (ops + engine, 256 and 1024, every precision, NVIDIA-equivalent baseline)
+#   4 full benchmark suite (ops incl. modconv_epilogue + engine, 256 and 1024, every precision, NVIDIA-equivalent
+#     baseline, bf16 with and without TF32 in its float32 blocks)
 #   5 bf16-vs-fp32 final PSNR at 1024 (mean of 4 targets)  6 profile of the step  7 torch.compile and
 #   channels_last side by side (benchmarks/compile_check.py). ~7-9 minutes in all: give the call 600 s, or split
 #   it: GANINV_GPU_PART=a (stages 1-4), then GANINV_GPU_PART=b (1 and 5-7; the install is quick once built).
@@ -60,11 +61,13 @@ stage tests-gpu-simple-kernels 60 env GANINV_CUDA_SIMPLE=1 "$PY" -m pytest tests
 # 4. the benchmark suite (few rounds: the engine cases use fixed rounds, the ops cases a short max time)
 stage bench-engine 180 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q -p no:cacheprovider \
   --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" "${BENCH_SEL[@]}"
-stage bench-ops 110 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
+stage bench-ops 140 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
-stage bench-ops-simple-kernels 70 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q \
-  -p no:cacheprovider --benchmark-only -k ext --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
+# the simple bias_act / upfirdn2d kernels timed too (GANINV_GPU_SIMPLE_BENCH=1; off by default to fit 600 s)
+[ "${GANINV_GPU_SIMPLE_BENCH:-0}" = 1 ] && stage bench-ops-simple-kernels 70 env GANINV_CUDA_SIMPLE=1 \
+  GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
+  -k "ext and not epilogue" --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
 
 fi

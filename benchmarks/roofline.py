@@ -63,6 +63,8 @@ def category(name: str) -> str:
         return 'bias_act'
     if name.startswith('ganinv.upfirdn2d'):
         return 'upfirdn2d'
+    if name.startswith('ganinv.modconv_epilogue'):
+        return 'modconv_epilogue'
     op = name.split('.', 1)[-1]
     if op.startswith(('convolution', 'mm', 'addmm', 'bmm', 'baddbmm', '_convolution')):
         return 'conv/matmul'

@@ -15,6 +15,7 @@ from _common import (DEVICE, SIZE, gen_flops_for, generator, record, step_flops_
 from _nvidia_equiv import NvidiaProjectorStep
 
 from ganinv_core.engine import Inversion, invert
+from ganinv_core.engine._precision import Precision
 
 FULL = SIZE == 'full'
 CUDA = DEVICE.type == 'cuda'
@@ -42,6 +43,8 @@ def _step_cases():
             yield net, 'ours-tf32-graph', 1, dict(precision='tf32', cuda_graph=True)
             yield net, 'ours-tf32-graph', BIG, dict(precision='tf32', cuda_graph=True)
             yield net, 'ours-bf16-graph', BIG, dict(precision='bf16', cuda_graph=True)
+            # the same without TF32 in the float32 blocks (what bf16 ran before it), for the side-by-side ratio
+            yield net, 'ours-bf16-notf32-graph', BIG, dict(precision='bf16', cuda_graph=True, tf32=False)
             yield net, 'ours-bf16-cl-graph', BIG, dict(precision='bf16', cuda_graph=True, channels_last=True)
             yield net, 'ours-bf16-cl-graph', 1, dict(precision='bf16', cuda_graph=True, channels_last=True)
             yield net, 'ours-bf16-graph', HUGE, dict(precision='bf16', cuda_graph=True)   # throughput at scale
@@ -50,6 +53,11 @@ def _step_cases():
             yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')
             yield net, 'ours-static', 1, dict(cuda_graph=True)      # the graph-ready static step, run eagerly
             yield net, 'ours-bf16', 1, dict(precision='bf16')
+
+
+class _NoTF32(Precision):
+    """A precision whose float32 parts run without TF32 (a benchmark-only comparison)."""
+    tf32 = property(lambda self: False)
 
 
 @pytest.mark.parametrize('net', NETS)
@@ -65,7 +73,11 @@ def test_nvidia_equivalent_step(benchmark, net):
 @pytest.mark.parametrize('net,case,n,opts', list(_step_cases()), ids=[f'{c[0]}-{c[1]}-b{c[2]}' for c in _step_cases()])
 def test_step(benchmark, net, case, n, opts):
     G = generator(net)
+    opts = dict(opts)
+    tf32 = opts.pop('tf32', None)
     inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)
+    if tf32 is False:
+        inv.prec = _NoTF32(inv.prec.name, inv.prec.device)
     mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
     record(benchmark, compare=f'step-{net}', images=n, flops=step_flops_for(G, inv.fused) * n, peak_mem=mem)
     benchmark.extra_info.update(case=f'{case}-b{n}', modconv='fused' if inv.fused else 'nonfused',

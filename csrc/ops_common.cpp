@@ -55,6 +55,41 @@ BiasActParams bias_act_params(const at::Tensor& x, const at::Tensor& b, int64_t 
   return p;
 }
 
+EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
+                               int64_t act, double alpha, double gain, double clamp, const char* op) {
+  TORCH_CHECK_VALUE(act >= 0 && act < kNumActs, op, ": unknown activation code ", act);
+  TORCH_CHECK_VALUE(c.dim() == 4 && c.is_contiguous(), op, ": c must be a contiguous [N, C, H, W] tensor, got ",
+                    c.sizes(), c.dim() == 4 ? " (not contiguous)" : "");
+  const int64_t n = c.size(0), ch = c.size(1), hw = c.size(2) * c.size(3);
+  auto same = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK_VALUE(t.scalar_type() == c.scalar_type() && t.device() == c.device(), op, ": ", name,
+                      " must match c in dtype and device (", c.scalar_type(), ", ", c.device(), "), got ",
+                      t.scalar_type(), ", ", t.device());
+    TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous");
+  };
+  same(d, "d");
+  TORCH_CHECK_VALUE(d.numel() == n * ch && d.dim() >= 1 && d.size(0) == n, op, ": d must hold [N, C] = [", n, ", ",
+                    ch, "] values, got ", d.sizes());
+  EpilogueParams p{};
+  p.n = n; p.c = ch; p.hw = hw;
+  p.act = static_cast<int>(act);
+  p.alpha = alpha; p.gain = gain; p.clamp = clamp;
+  if (noise.numel() > 0) {
+    same(noise, "noise");
+    TORCH_CHECK_VALUE(noise.dim() == 4 && (noise.size(0) == 1 || noise.size(0) == n) && noise.size(1) == 1 &&
+                      noise.size(2) == c.size(2) && noise.size(3) == c.size(3),
+                      op, ": noise must be [1 or N, 1, H, W] = [1 or ", n, ", 1, ", c.size(2), ", ", c.size(3),
+                      "], got ", noise.sizes());
+    p.noise_n = noise.size(0);
+  }
+  if (b.numel() > 0) {
+    same(b, "b");
+    TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == ch, op, ": b must have shape [", ch, "], got ", b.sizes());
+    p.bias = true;
+  }
+  return p;
+}
+
 void check_upfirdn_args(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
                         int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1) {
   TORCH_CHECK_VALUE(x.dim() == 4, "upfirdn2d: x must be [N, C, H, W], got rank ", x.dim());

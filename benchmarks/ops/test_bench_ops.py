@@ -1,4 +1,4 @@
-"""bias_act and upfirdn2d: compiled ('ext') against reference ('ref') at a 1024x1024 config-f
+"""bias_act, upfirdn2d and modconv_epilogue: compiled ('ext') against reference ('ref') at a 1024x1024 config-f
 generator's tensor shapes, forward and forward+backward, batch 1 and 8.
 
 On the CPU (no GPU, or GANINV_BENCH_SIZE=cpu) a feasible subset runs: batch 1, resolutions up to 256.
@@ -30,12 +30,22 @@ def _cases():
             c = CHANNELS[r]
             yield 'bias_act', f'conv_lrelu-b{n}-{c}x{r}', (n, c, r, r)
             yield 'bias_act', f'torgb_linear-b{n}-3x{r}', (n, 3, r, r)
+            yield 'epilogue', f'conv1_lrelu_noise-b{n}-{c}x{r}', (n, c, r, r)
             yield 'upfirdn2d', f'conv0_fir-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)
             yield 'upfirdn2d', f'conv0_fir_cl-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)  # channels_last x
             yield 'upfirdn2d', f'img_up2-b{n}-3x{r // 2}', (n, 3, r // 2, r // 2)
 
 
 def _op(kind, case, impl, f):
+    if kind == 'epilogue':  # (y, and with gy its backward) of a synthesis layer's demodulation + noise + bias_act
+        def epi(x, b, gy=None):
+            n, c, h, w = x.shape
+            d = torch.full((n, c), 0.7, device=x.device)
+            noise = torch.full((n, 1, h, w), 0.1, device=x.device)
+            kw = dict(act='lrelu', gain=2 ** 0.5, clamp=256, impl=impl)
+            y = ops.modconv_epilogue(x, d, noise, b, **kw)
+            return y if gy is None else ops.modconv_epilogue_vjp(gy, x, d, noise, b, **kw)
+        return epi
     if kind == 'bias_act':
         if case.startswith('conv'):
             return lambda x, b: ops.bias_act(x, b, act='lrelu', clamp=256, impl=impl)
@@ -67,6 +77,9 @@ def test_op(benchmark, kind, case, shape, impl, mode):
     wrt = (x, b) if kind == 'bias_act' else (x,)
 
     def work():
+        if kind == 'epilogue':  # an explicit backward, as nets.layers._DemodBiasAct calls it
+            op(x.detach(), b.detach(), None if mode == 'fwd' else gy)
+            return
         y = op(x, b)
         if mode != 'fwd':
             torch.autograd.grad(y, wrt, gy)

@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..ops import bias_act, bias_act_vjp, setup_filter, upfirdn2d
+from ..ops import bias_act, modconv_epilogue, modconv_epilogue_vjp, setup_filter, upfirdn2d
 from ..ops.bias_act import ACTIVATIONS
 
 
@@ -48,46 +48,27 @@ def _conv(x, w, transposed=False, stride=1, padding=0, groups=1):
 
 
 class _DemodBiasAct(torch.autograd.Function):
-    """y = bias_act(c * d + noise, b): the non-fused modulated convolution's epilogue, keeping one tensor.
+    """y = bias_act(c * d + noise, b): the non-fused modulated convolution's epilogue, keeping c alone.
 
     Autograd would keep both c (for d's gradient) and s = c * d + noise (bias_act's input): two activation-sized
-    tensors per layer. This keeps s only and recovers d's gradient from it, d being an rsqrt (> 0):
-        dL/dd[n,o] = sum_hw g_s c = (sum_hw g_s s - sum_hw g_s noise) / d[n,o].
-    First order only (an attempt at a second derivative raises).
+    tensors per layer, and run the chain as five or more passes over the activation each way. This runs
+    `ops.modconv_epilogue` (one compiled pass forward, one backward, where the kernels cover the layout) and
+    keeps c only. First order only (an attempt at a second derivative raises).
     """
 
     @staticmethod
     def forward(ctx, c, d, noise, b, act, gain, clamp):
-        s = c * d if noise is None else torch.addcmul(noise, c, d)
-        ctx.save_for_backward(s, d, noise, b)
+        ctx.save_for_backward(c, d, noise, b)
         ctx.args = act, gain, clamp
-        return bias_act(s, b, act=act, gain=gain, clamp=clamp)
+        return modconv_epilogue(c, d, noise, b, act=act, gain=gain, clamp=clamp)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        s, d, noise, b = ctx.saved_tensors
+        c, d, noise, b = ctx.saved_tensors
         act, gain, clamp = ctx.args
-        gs = bias_act_vjp(gy, s, b, act=act, gain=gain, clamp=clamp)
-        gc = gd = gn = gb = None
-        if ctx.needs_input_grad[0]:
-            gc = gs * d
-        n4 = None if noise is None else noise.reshape((1,) * (4 - noise.ndim) + tuple(noise.shape))  # [1|N,1|C,H,W]
-        if ctx.needs_input_grad[1]:
-            t = torch.einsum('nchw,nchw->nc', gs, s)
-            if n4 is not None:
-                if n4.shape[1] != 1:    # per-channel noise: the plain product
-                    t = t - (gs * n4).sum([2, 3])
-                elif n4.shape[0] == 1:  # one noise image for the batch (e.g. noise_const)
-                    t = t - torch.einsum('nchw,hw->nc', gs, n4[0, 0])
-                else:
-                    t = t - torch.einsum('nchw,nhw->nc', gs, n4[:, 0])
-            gd = (t / d.reshape(t.shape)).reshape(d.shape)
-        if noise is not None and ctx.needs_input_grad[2]:
-            gn = gs.sum_to_size(n4.shape).reshape(noise.shape)
-        if b is not None and ctx.needs_input_grad[3]:
-            gb = gs.sum([0, 2, 3])
-        return gc, gd, gn, gb, None, None, None
+        grads = modconv_epilogue_vjp(gy, c, d, noise, b, act=act, gain=gain, clamp=clamp)
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None, None)
 
 
 def conv2d_resample(x, w, f=None, up=1, padding=0, groups=1, flip_weight=True):

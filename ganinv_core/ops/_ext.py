@@ -1,10 +1,11 @@
 """The compiled ops: loading, fake kernels, and the two entry points the public ops call.
 
-`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d}` come from `ganinv_core._C` (built by setup.py)
-or, for a device whose kernels it lacks, from a just-in-time build (`_jit`). Their autograd lives in
-C++ next to the schemas (csrc/autograd.cpp: no Python on the forward or backward path): bias_act's
-backward is `bias_act_grad(order=1)`, whose own backward uses `order=2` (second derivatives; third
-order is not supported); upfirdn2d's backward is upfirdn2d with up/down swapped, so any order works.
+`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d, modconv_epilogue, modconv_epilogue_backward}` come
+from `ganinv_core._C` (built by setup.py) or, for a device whose kernels it lacks, from a just-in-time build
+(`_jit`). The autograd of the first three lives in C++ next to the schemas (csrc/autograd.cpp: no Python on
+the forward or backward path): bias_act's backward is `bias_act_grad(order=1)`, whose own backward uses
+`order=2` (second derivatives; third order is not supported); upfirdn2d's backward is upfirdn2d with up/down
+swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`.
 """
 import os
 import threading
@@ -14,7 +15,8 @@ import torch
 
 from . import _jit
 
-OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d')
+OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d', 'modconv_epilogue', 'modconv_epilogue_backward')
+AUTOGRAD_OPS = OPS[:3]  # with C++ autograd kernels
 ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
              'swish': 8}  # csrc/ganinv_ops.h `Act`
 DTYPES = {'cpu': (torch.float32, torch.float64, torch.float16, torch.bfloat16),  # 16-bit: computed in float32
@@ -40,9 +42,9 @@ def csrc_dir():
     return None
 
 
-def _has_kernels(key):
+def _has_kernels(key, ops=OPS):
     try:
-        return all(torch._C._dispatch_has_kernel_for_dispatch_key(f'ganinv::{op}', key) for op in OPS)
+        return all(torch._C._dispatch_has_kernel_for_dispatch_key(f'ganinv::{op}', key) for op in ops)
     except RuntimeError:  # the schemas are not registered at all
         return False
 
@@ -81,6 +83,9 @@ def _load(dev):
     if dev == 'cuda' and torch.version.cuda is None:
         return False, 'this torch build has no CUDA support'
     _import_c()
+    if _has_kernels('CPU', OPS[:1]) and not _has_kernels('CPU'):  # a second library could not redefine them
+        return False, ('the loaded ganinv_core._C lacks some ops (built from older sources: reinstall with '
+                       '`pip install --no-build-isolation -e .`)')
     if not _has_kernels('CPU'):  # the schemas + CPU kernels live together
         ok, reason = _jit_build('ganinv_cpu', lambda src: sorted(src.glob('*.cpp')), False,
                                 _import_error[0] if _import_error else 'ganinv_core._C has no CPU kernels')
@@ -93,7 +98,7 @@ def _load(dev):
             return False, reason
     if not _has_kernels(_DISPATCH_KEY[dev]):
         return False, f'the loaded library has no {dev} kernels'
-    if not _has_kernels('Autograd'):
+    if not _has_kernels('Autograd', AUTOGRAD_OPS):
         return False, ('the loaded ganinv_core._C has no autograd kernels (built from older sources: '
                        'reinstall with `pip install --no-build-isolation -e .`)')
     _register_python_parts()
@@ -182,6 +187,26 @@ def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip
                                               bool(flip_filter), float(gain))
 
 
+def modconv_epilogue_ext(c, d, noise, b, act, alpha, gain, clamp):
+    """Compiled modconv_epilogue (arguments checked and laid out by `ops.modconv_epilogue`; noise / b: None or
+    tensors in c's dtype, noise [1|N, 1, H, W], d [N, C])."""
+    return torch.ops.ganinv.modconv_epilogue.default(c, *_epilogue_args(c, d, noise, b, act, alpha, gain, clamp))
+
+
+def modconv_epilogue_backward_ext(gy, c, d, noise, b, act, alpha, gain, clamp):
+    """Compiled modconv_epilogue backward: (gc, gd, gnoise, gb), with None for an absent noise / b."""
+    args = _epilogue_args(c, d, noise, b, act, alpha, gain, clamp)
+    gc, gd, gn, gb = torch.ops.ganinv.modconv_epilogue_backward.default(gy, c, *args)
+    return gc, gd, None if noise is None else gn, None if b is None else gb
+
+
+def _epilogue_args(c, d, noise, b, act, alpha, gain, clamp):
+    _ensure(c.device.type)
+    empty = c.new_empty([0])
+    return (d, empty if noise is None else noise, empty if b is None else b, ACT_CODES[act], float(alpha),
+            float(gain), -1.0 if clamp is None else float(clamp))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Fake (meta) kernels for torch.compile, registered once the schemas exist (autograd: csrc/autograd.cpp).
 
@@ -209,6 +234,16 @@ def _fake_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fl
     return y.contiguous(memory_format=torch.channels_last) if cl else y
 
 
+def _fake_epilogue(c, d, noise, b, act, alpha, gain, clamp):
+    return torch.empty_like(c, memory_format=torch.contiguous_format)
+
+
+def _fake_epilogue_backward(gy, c, d, noise, b, act, alpha, gain, clamp):
+    def like(t):
+        return torch.empty_like(t, memory_format=torch.contiguous_format) if t.numel() else c.new_empty([0])
+    return like(c), like(d), like(noise), like(b)
+
+
 def _register_python_parts():
     if _registered:
         return
@@ -217,3 +252,5 @@ def _register_python_parts():
     torch.library.register_fake(lib + 'bias_act')(_fake_bias_act)
     torch.library.register_fake(lib + 'bias_act_grad')(_fake_bias_act_grad)
     torch.library.register_fake(lib + 'upfirdn2d')(_fake_upfirdn2d)
+    torch.library.register_fake(lib + 'modconv_epilogue')(_fake_epilogue)
+    torch.library.register_fake(lib + 'modconv_epilogue_backward')(_fake_epilogue_backward)

@@ -178,7 +178,7 @@ def test_frozen_weight_conv_under_autocast(up):
 @pytest.mark.parametrize('noise_batch', [None, 1, 2, 'hw', 'channels'])
 @pytest.mark.parametrize('act,clamp', [('lrelu', 0.9), ('linear', None), ('swish', None)])
 def test_demod_bias_act_epilogue_matches_autograd(act, clamp, noise_batch, impl, monkeypatch):
-    """The fused epilogue (keeps s = c*d + noise only) gives autograd's gradients for c, d, noise and b."""
+    """The fused epilogue (keeps c only) gives autograd's gradients for c, d, noise and b."""
     from ganinv_core.nets.layers import _DemodBiasAct
     monkeypatch.setenv('GANINV_OPS', impl)
     g = torch.Generator().manual_seed(7)
@@ -193,7 +193,7 @@ def test_demod_bias_act_epilogue_matches_autograd(act, clamp, noise_batch, impl,
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
         y = ours(*inputs)
-    assert saved.count((2, 3, 4, 5)) == 1                             # s only (c is not kept)
+    assert saved.count((2, 3, 4, 5)) == 1                             # c only (s is never kept)
     s = c * d if n is None else torch.addcmul(n, c, d)
     y_ref = bias_act(s, b, act=act, gain=1.3, clamp=clamp, impl='ref')
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)

@@ -61,7 +61,7 @@ def test_autograd_runs_in_cpp_without_a_python_wrapper():
 def test_autograd_kernels_are_required(monkeypatch):
     """A `_C` built from sources older than csrc/autograd.cpp is reported unusable, not silently non-differentiable."""
     real = _ext._has_kernels
-    monkeypatch.setattr(_ext, '_has_kernels', lambda key: key != 'Autograd' and real(key))
+    monkeypatch.setattr(_ext, '_has_kernels', lambda key, ops=_ext.OPS: key != 'Autograd' and real(key, ops))
     ok, reason = _ext._load('cpu')
     assert not ok and 'no autograd kernels' in reason and 'pip install' in reason
 
@@ -106,7 +106,8 @@ def test_doctor_report_lists_every_op_and_device(monkeypatch):
     report = ops.doctor_report()
     assert f'torch {torch.__version__}' in report
     rows = [ln.split() for ln in report.splitlines() if ln.strip().split()[:1] in (['cpu'], ['cuda'])]
-    assert {(r[0], r[1]) for r in rows} == {(d, o) for d in ('cpu', 'cuda') for o in ('bias_act', 'upfirdn2d')}
+    assert {(r[0], r[1]) for r in rows} == {(d, o) for d in ('cpu', 'cuda')
+                                           for o in ('bias_act', 'upfirdn2d', 'modconv_epilogue')}
     assert all(r[2] == 'ext' for r in rows if r[0] == 'cpu')
     if not torch.cuda.is_available():
         assert all(r[2] == 'ref' and len(r) > 3 for r in rows if r[0] == 'cuda')  # with the reason

@@ -1,0 +1,143 @@
+"""Compiled modconv_epilogue (torch.ops.ganinv) against autograd through the plain float64 composition.
+
+y = clamp(gain * act(c d + noise + b)); the backward gives (dc, dd, dnoise, db) from gy and c in one pass.
+Inputs are drawn fresh each run (seed in the failure message); outputs are NaN-poisoned. Tolerances as in the
+bias_act tests, with the sums (dd, dnoise, db) compared at atol relative to their largest magnitude.
+"""
+import pytest
+import torch
+
+from ganinv_core import ops
+from ganinv_core.ops import OpArgumentError, _ext
+from ganinv_core.ops.bias_act import ACTIVATIONS, _bias_act_ref
+
+pytestmark = pytest.mark.usefixtures('_poison')
+
+CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                      reason='no CUDA device')])
+DEVICES = ['cpu', CUDA]
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (4e-3, 4e-3),
+       torch.bfloat16: (3e-2, 3e-2)}  # (rtol, atol relative to the reference's largest magnitude)
+# batch 1, odd sizes, one channel, 1x1 planes, and planes larger than one CPU task / CUDA block (2500 > 2048)
+SHAPES = [(1, 3, 4, 4), (2, 5, 7, 3), (3, 1, 1, 1), (2, 3, 50, 50)]
+NOISE = {'none': lambda n, h, w: None, 'shared': lambda n, h, w: (1, 1, h, w),
+         'per-image': lambda n, h, w: (n, 1, h, w), 'hw': lambda n, h, w: (h, w)}
+
+
+def draw(shape, dtype, device, gen, scale=1.5):
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
+
+
+def inputs(shape, noise, bias, dtype, device, gen):
+    n, ch, h, w = shape
+    c = draw(shape, dtype, device, gen)
+    d = (draw((n, ch), torch.float64, device, gen).abs() + 0.3).to(dtype)
+    ns = NOISE[noise](n, h, w)
+    return c, d, None if ns is None else draw(ns, dtype, device, gen), draw((ch,), dtype, device, gen) if bias else None
+
+
+def reference(gy, c, d, noise, b, act, alpha, gain, clamp):
+    """(y, dc, dd, dnoise, db) by autograd through the composition, in float64."""
+    ts = [None if t is None else t.detach().double().requires_grad_() for t in (c, d, noise, b)]
+    cc, dd, nn, bb = ts
+    s = cc * dd[:, :, None, None] + (0 if nn is None else nn)
+    y = _bias_act_ref(s, bb, 1, act, alpha, gain, clamp)
+    live = [t for t in ts if t is not None]
+    g = iter(torch.autograd.grad(y, live, gy.double()))
+    return [y.detach()] + [None if t is None else next(g) for t in ts]
+
+
+def close(a, r, dtype, what, gen):
+    assert (a is None) == (r is None), what
+    if a is None:
+        return
+    rtol, atol = TOL[dtype]
+    assert a.shape == r.shape and a.dtype == dtype, f'{what}: {a.shape} {a.dtype}'
+    torch.testing.assert_close(a.double(), r, rtol=rtol, atol=atol * max(1.0, r.abs().max().item()),
+                               msg=lambda m: f'{what} (seed {gen.initial_seed()}): {m}')
+
+
+def run_ext(gy, c, d, noise, b, act, alpha, gain, clamp):
+    y = ops.modconv_epilogue(c, d, noise, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl='ext')
+    return [y, *ops.modconv_epilogue_vjp(gy, c, d, noise, b, act=act, alpha=alpha, gain=gain, clamp=clamp,
+                                         impl='ext')]
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('clamp', [None, 0.8])
+@pytest.mark.parametrize('act', list(ACTIVATIONS))
+def test_forward_and_backward_float64(act, clamp, device, gen):
+    alpha, gain = (0.3 if act == 'lrelu' else ACTIVATIONS[act].def_alpha), 1.3
+    for shape in SHAPES:
+        for noise in NOISE:
+            for bias in (True, False):
+                c, d, n, b = inputs(shape, noise, bias, torch.float64, device, gen)
+                gy = draw(shape, torch.float64, device, gen)
+                got = run_ext(gy, c, d, n, b, act, alpha, gain, clamp)
+                want = reference(gy, c, d, n, b, act, alpha, gain, clamp)
+                for name, a, r in zip(('y', 'dc', 'dd', 'dnoise', 'db'), got, want):
+                    close(a, r, torch.float64, f'{act} clamp={clamp} {shape} noise={noise} bias={bias} {name}', gen)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_the_kernel_runs_where_it_applies(device, monkeypatch):
+    """impl='ext' reaches the compiled op for its layouts, and the reference for the others (same numbers)."""
+    seen = []
+    for name in ('modconv_epilogue_ext', 'modconv_epilogue_backward_ext'):
+        real = getattr(_ext, name)
+        monkeypatch.setattr(_ext, name, lambda *a, _r=real, _n=name: seen.append(_n) or _r(*a))
+    g = torch.Generator().manual_seed(0)
+    c, d, n, b = inputs((2, 3, 4, 5), 'per-image', True, torch.float64, device, g)
+    gy = draw(c.shape, torch.float64, device, g)
+    run_ext(gy, c, d, n, b, 'lrelu', 0.2, 1.4, None)
+    assert seen == ['modconv_epilogue_ext', 'modconv_epilogue_backward_ext']
+    seen.clear()
+    per_channel = draw((1, 3, 4, 5), torch.float64, device, g)
+    others = [(c.contiguous(memory_format=torch.channels_last), d, n, b), (c, d, per_channel, b),
+              (c, d.float(), n, b)]
+    for args in others:
+        got = run_ext(gy, *args, 'lrelu', 0.2, 1.4, 0.5)
+        want = reference(gy, *args, 'lrelu', 0.2, 1.4, 0.5)
+        for a, r in zip(got, want):
+            assert (a is None) == (r is None)
+            if a is not None:
+                torch.testing.assert_close(a.double(), r, rtol=1e-6, atol=1e-6)
+    assert seen == []
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('device', DEVICES)
+def test_reduced_precision_against_float64(dtype, device, gen):
+    for shape in SHAPES:
+        for noise in ('per-image', 'shared'):
+            c, d, n, b = inputs(shape, noise, True, dtype, device, gen)
+            gy = draw(shape, dtype, device, gen)
+            got = run_ext(gy, c, d, n, b, 'lrelu', 0.2, 2 ** 0.5, 1.0)
+            want = reference(gy, c, d, n, b, 'lrelu', 0.2, 2 ** 0.5, 1.0)   # of the same rounded inputs
+            for name, a, r in zip(('y', 'dc', 'dd', 'dnoise', 'db'), got, want):
+                close(a, r, dtype, f'{dtype} {shape} noise={noise} {name}', gen)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_opcheck(device, gen):
+    c, d, n, b = inputs((2, 3, 5, 4), 'per-image', True, torch.float32, device, gen)
+    gy = draw(c.shape, torch.float32, device, gen)
+    code = _ext.ACT_CODES['lrelu']
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, n, b, code, 0.2, 1.4, 0.7))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, c.new_empty(0), c.new_empty(0), 0, 0.0,
+                                                                      1.0, -1.0))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n[:1], b, code, 0.2, 1.4, -1.0))
+
+
+def test_bad_arguments_name_the_input():
+    c, d = torch.zeros(2, 3, 4, 4), torch.ones(2, 3)
+    with pytest.raises(OpArgumentError, match=r'modconv_epilogue: d must hold \[N, C\] = \[2, 3\]'):
+        ops.modconv_epilogue(c, torch.ones(3, 2, 1), impl='ext')
+    with pytest.raises(OpArgumentError, match='modconv_epilogue: noise of shape .* does not broadcast'):
+        ops.modconv_epilogue(c, d, torch.zeros(1, 1, 5, 4))
+    with pytest.raises(OpArgumentError, match='modconv_epilogue: c must be a'):
+        ops.modconv_epilogue(torch.zeros(3, 4), d)
+    with pytest.raises(ValueError, match=r'modconv_epilogue: noise must be \[1 or N, 1, H, W\]'):
+        torch.ops.ganinv.modconv_epilogue(c, d, torch.zeros(2, 2, 4, 4), torch.zeros(3), 0, 0.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match='modconv_epilogue_backward: gy must match c'):
+        torch.ops.ganinv.modconv_epilogue_backward(c[:1], c, d, c.new_empty(0), c.new_empty(0), 0, 0.0, 1.0, -1.0)
