@@ -62,7 +62,7 @@ void forward_loop(const T* c, const T* d, const T* nz, const T* b, T* y, const E
   });
 }
 
-// One task = one image and a block of kBlock positions, looping over every channel, so that the noise
+// One task = one image and a block of positions, looping over every channel, so that the noise
 // gradient (a sum over channels) needs no synchronisation; per-channel sums go to `part` per task.
 template <typename T, int A, bool CLAMP, bool NOISE>
 void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b, T* gc, T* gd, T* gn, T* gb,
@@ -165,9 +165,11 @@ at::Tensor forward_cpu(const at::Tensor& c, const at::Tensor& d, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "ganinv_modconv_epilogue_cpu", [&] {
     const scalar_t* nz = p.noise_n ? noise.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* bp = p.bias ? b.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* cp = c.const_data_ptr<scalar_t>();
+    const scalar_t* dp = d.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     with_modes(p, [&](auto a, auto cl, auto nzc) {
-      forward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(c.const_data_ptr<scalar_t>(), d.const_data_ptr<scalar_t>(), nz, bp,
-                                        y.mutable_data_ptr<scalar_t>(), p);
+      forward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(cp, dp, nz, bp, yp, p);
     });
   });
   return y;
@@ -201,10 +203,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const scalar_t* bp = p.bias ? b.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gnp = p.noise_n ? gn.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* gbp = p.bias ? gb.mutable_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
+    const scalar_t* cp = c.const_data_ptr<scalar_t>();
+    const scalar_t* dp = d.const_data_ptr<scalar_t>();
+    scalar_t* gcp = gc.mutable_data_ptr<scalar_t>();
+    scalar_t* gdp = gd.mutable_data_ptr<scalar_t>();
     with_modes(p, [&](auto a, auto cl, auto nzc) {
-      backward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(gy.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
-                                         d.const_data_ptr<scalar_t>(), nz, bp, gc.mutable_data_ptr<scalar_t>(),
-                                         gd.mutable_data_ptr<scalar_t>(), gnp, gbp, p);
+      backward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(
+          gyp, cp, dp, nz, bp, gcp, gdp, gnp, gbp, p);
     });
   });
   return {gc, gd, gn, gb};

@@ -66,6 +66,16 @@ def test_autograd_kernels_are_required(monkeypatch):
     assert not ok and 'no autograd kernels' in reason and 'pip install' in reason
 
 
+def test_a_c_lacking_newer_ops_is_reported(monkeypatch):
+    """A `_C` built before modconv_epilogue existed: one clear 'reinstall' reason, not a duplicate-library build."""
+    real = _ext._has_kernels
+    monkeypatch.setattr(_ext, '_has_kernels',
+                        lambda key, ops=_ext.OPS: real(key, ops) and not any('epilogue' in o for o in ops))
+    monkeypatch.setattr(_ext, '_jit_build', lambda *a: pytest.fail('no just-in-time build over a loaded _C'))
+    ok, reason = _ext._load('cpu')
+    assert not ok and 'lacks some ops' in reason and 'pip install' in reason
+
+
 def test_bad_choice_is_a_value_error(monkeypatch):
     monkeypatch.setenv('GANINV_OPS', 'fast')
     with pytest.raises(ValueError, match='GANINV_OPS must be auto, ref or ext'):
