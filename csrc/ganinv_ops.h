@@ -8,12 +8,14 @@
 //   ganinv::upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain) -> y
 //       zero-insert upsample, pad (negative = crop), FIR with f (a true convolution unless flip),
 //       decimate; f is [fh, fw] (2-D) or [k] (separable: a k-tap pass along x, then along y).
-//   ganinv::modconv_epilogue(c, d, noise, b, act, alpha, gain, clamp) -> y
-//       the non-fused modulated convolution's tail in one pass: y = clamp(gain * act(c d + noise + b)),
-//       c [N,C,H,W], d [N,C] (per image and channel), noise [Nn,1,H,W] (Nn = 1 or N) or empty, b [C] or empty.
-//   ganinv::modconv_epilogue_backward(gy, c, d, noise, b, act, alpha, gain, clamp) -> (gc, gd, gnoise, gb)
-//       with gs = dL/ds (s = c d + noise + b): gc = gs d, gd = sum_hw gs c, gnoise = sum_c gs (and over n when
-//       Nn = 1), gb = sum_{n,hw} gs; one pass over gy and c (empty gnoise / gb for an empty noise / b).
+//   ganinv::modconv_epilogue(c, d, noise, b, e, act, alpha, gain, clamp) -> y
+//       the non-fused modulated convolution's tail in one pass: y = clamp(gain * act(c d + noise + b)) e,
+//       c [N,C,H,W], d and e [N,C] (per image and channel; e: the next layer's modulation, or empty for none),
+//       noise [Nn,1,H,W] (Nn = 1 or N) or empty, b [C] or empty.
+//   ganinv::modconv_epilogue_backward(gy, c, d, noise, b, e, act, alpha, gain, clamp) -> (gc, gd, gnoise, gb, ge)
+//       with z = clamp(gain * act(s)), s = c d + noise + b, gs = dL/ds (from gy e): gc = gs d, gd = sum_hw gs c,
+//       gnoise = sum_c gs (and over n when Nn = 1), gb = sum_{n,hw} gs, ge = sum_hw gy z; one pass over gy and c
+//       (empty gnoise / gb / ge for an empty noise / b / e).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -122,14 +124,15 @@ struct UpfirdnParams {
 struct EpilogueParams {
   int64_t n, c, hw;     // c: [n, c, hw]
   int64_t noise_n;      // 0: no noise; 1: one noise map for the batch; n: one per image
-  bool bias;
+  bool bias, scale;     // b given; e given
   int act;
   double alpha, gain, clamp;  // clamp < 0: none
 };
 
 // Validation and layout helpers (host, ops_common.cpp).
 EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
-                               int64_t act, double alpha, double gain, double clamp, const char* op);
+                               const at::Tensor& e, int64_t act, double alpha, double gain, double clamp,
+                               const char* op);
 bool dense_4d_or_contiguous(const at::Tensor& x);
 bool is_channels_last(const at::Tensor& x);
 // NaN-fills a fresh output when GANINV_DEBUG_POISON=1 (tests: unwritten elements show).

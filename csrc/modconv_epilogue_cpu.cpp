@@ -1,5 +1,5 @@
-// modconv_epilogue on the CPU: the demodulation, noise, bias, activation, gain and clamp that follow the
-// non-fused modulated convolution, as one pass over c (forward) and one pass over gy and c (backward);
+// modconv_epilogue on the CPU: the demodulation, noise, bias, activation, gain, clamp (and the next layer's
+// modulation) that follow the non-fused modulated convolution, as one pass over c (forward) and one pass over gy and c (backward);
 // the per-(image, channel) sums of the backward in double. Specialised at compile time on the
 // activation, the clamp and the noise, as bias_act's loops are.
 #include <ATen/Dispatch.h>
@@ -47,17 +47,17 @@ T slope_neg(int act, T alpha, T gain) {  // the linear activations' slope below 
 }
 
 template <typename T, int A, bool CLAMP, bool NOISE>
-void forward_loop(const T* c, const T* d, const T* nz, const T* b, T* y, const EpilogueParams& p) {
+void forward_loop(const T* c, const T* d, const T* nz, const T* b, const T* e, T* y, const EpilogueParams& p) {
   const T alpha = T(p.alpha), gain = T(p.gain), cl = T(p.clamp), ag = slope_neg<T>(A, alpha, gain);
   const int64_t hw = p.hw, planes = p.n * p.c;
   at::parallel_for(0, planes, std::max<int64_t>(1, 32768 / std::max<int64_t>(hw, 1)), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {  // q = image * C + channel
-      const T dv = d[q], bv = p.bias ? b[q % p.c] : T(0);
+      const T dv = d[q], bv = p.bias ? b[q % p.c] : T(0), ev = p.scale ? e[q] : T(1);
       const T* nq = NOISE ? nz + (p.noise_n == 1 ? 0 : q / p.c) * hw : nullptr;
       const T* cq = c + q * hw;
       T* yq = y + q * hw;
       for (int64_t i = 0; i < hw; ++i)
-        yq[i] = epi<T, A, 0, CLAMP>(cq[i] * dv + (NOISE ? nq[i] : T(0)) + bv, T(0), alpha, gain, ag, cl);
+        yq[i] = epi<T, A, 0, CLAMP>(cq[i] * dv + (NOISE ? nq[i] : T(0)) + bv, T(0), alpha, gain, ag, cl) * ev;
     }
   });
 }
@@ -65,14 +65,14 @@ void forward_loop(const T* c, const T* d, const T* nz, const T* b, T* y, const E
 // One task = one image and a block of positions, looping over every channel, so that the noise
 // gradient (a sum over channels) needs no synchronisation; per-channel sums go to `part` per task.
 template <typename T, int A, bool CLAMP, bool NOISE>
-void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b, T* gc, T* gd, T* gn, T* gb,
-                   const EpilogueParams& p) {
+void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b, const T* e, T* gc, T* gd, T* gn,
+                   T* gb, T* ge, const EpilogueParams& p) {
   const T alpha = T(p.alpha), gain = T(p.gain), cl = T(p.clamp), ag = slope_neg<T>(A, alpha, gain);
   // Blocks small enough for ~4 tasks per thread (a batch of one small plane still spreads over the threads).
   const int64_t want = (p.n * p.hw + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
   const int64_t blk = std::min<int64_t>(kBlock, std::max<int64_t>(64, (want + 15) / 16 * 16));
   const int64_t hw = p.hw, C = p.c, nblk = (hw + blk - 1) / blk;
-  std::vector<double> part(size_t(p.n * nblk * C * 2), 0.0);   // [task][channel][sum gs, sum gs c]
+  std::vector<double> part(size_t(p.n * nblk * C * 3), 0.0);   // [task][channel][sum gs, sum gs c, sum gy y]
   std::vector<double> gnp(NOISE ? size_t(p.n * hw) : 0, 0.0);  // [image][position]
   const int64_t grain = std::max<int64_t>(1, 32768 / (blk * C));  // small problems run on one thread
   at::parallel_for(0, p.n * nblk, grain, [&](int64_t t0, int64_t t1) {
@@ -81,25 +81,27 @@ void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b,
       const int64_t img = t / nblk, h0 = (t % nblk) * blk, len = std::min(hw, h0 + blk) - h0;
       const T* nq = NOISE ? nz + (p.noise_n == 1 ? 0 : img) * hw + h0 : nullptr;
       if (NOISE) std::fill(acc_n, acc_n + len, T(0));
-      double* pt = part.data() + t * C * 2;
+      double* pt = part.data() + t * C * 3;
       for (int64_t ch = 0; ch < C; ++ch) {
         const int64_t q = img * C + ch, off = q * hw + h0;
-        const T dv = d[q], bv = p.bias ? b[ch] : T(0);
+        const T dv = d[q], bv = p.bias ? b[ch] : T(0), ev = p.scale ? e[q] : T(1);
         const T* cq = c + off;
         const T* gq = gy + off;
         T* oq = gc + off;
-        T sg = 0, sgc = 0;
-#pragma omp simd reduction(+ : sg, sgc)  // lets the compiler reorder the two sums and vectorise the loop
+        T sg = 0, sgc = 0, sgy = 0;
+#pragma omp simd reduction(+ : sg, sgc, sgy)  // lets the compiler reorder the sums and vectorise the loop
         for (int64_t i = 0; i < len; ++i) {
           const T s = cq[i] * dv + (NOISE ? nq[i] : T(0)) + bv;
-          const T g = epi<T, A, 1, CLAMP>(s, gq[i], alpha, gain, ag, cl);  // clamped: torch.clamp's mask
+          const T g = epi<T, A, 1, CLAMP>(s, gq[i] * ev, alpha, gain, ag, cl);  // clamped: torch.clamp's mask
           oq[i] = g * dv;
           sg += g;
           sgc += g * cq[i];
+          sgy += gq[i] * epi<T, A, 0, CLAMP>(s, T(0), alpha, gain, ag, cl);  // e's gradient (unused without e)
           if constexpr (NOISE) acc_n[i] += g;
         }
-        pt[2 * ch] = double(sg);
-        pt[2 * ch + 1] = double(sgc);
+        pt[3 * ch] = double(sg);
+        pt[3 * ch + 1] = double(sgc);
+        pt[3 * ch + 2] = double(sgy);
       }
       if (NOISE) std::copy(acc_n, acc_n + len, gnp.begin() + img * hw + h0);
     }
@@ -107,13 +109,15 @@ void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b,
   std::vector<double> bsum(size_t(C), 0.0);
   for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t ch = 0; ch < C; ++ch) {
-      double sd = 0;
+      double sd = 0, se = 0;
       for (int64_t k = 0; k < nblk; ++k) {
-        const double* pt = part.data() + ((img * nblk + k) * C + ch) * 2;
+        const double* pt = part.data() + ((img * nblk + k) * C + ch) * 3;
         bsum[ch] += pt[0];
         sd += pt[1];
+        se += pt[2];
       }
       gd[img * C + ch] = T(sd);
+      if (p.scale) ge[img * C + ch] = T(se);
     }
   }
   if (p.bias)
@@ -152,57 +156,61 @@ at::Tensor empty_out(const at::Tensor& like, const at::Tensor& c) {
 }
 
 at::Tensor forward_cpu(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
-                       int64_t act, double alpha, double gain, double clamp) {
+                       const at::Tensor& e, int64_t act, double alpha, double gain, double clamp) {
   TORCH_CHECK_VALUE(c.device().is_cpu(), "modconv_epilogue: c must be a CPU tensor, got one on ", c.device());
   if (is_16bit(c)) {  // computed in float32, the result rounded once
-    epilogue_params(c, d, noise, b, act, alpha, gain, clamp, "modconv_epilogue");
+    epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, "modconv_epilogue");
     auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    return forward_cpu(f(c), f(d), f(noise), f(b), act, alpha, gain, clamp).to(c.scalar_type());
+    return forward_cpu(f(c), f(d), f(noise), f(b), f(e), act, alpha, gain, clamp).to(c.scalar_type());
   }
-  const EpilogueParams p = epilogue_params(c, d, noise, b, act, alpha, gain, clamp, "modconv_epilogue");
+  const EpilogueParams p = epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, "modconv_epilogue");
   at::Tensor y = maybe_poison(at::empty_like(c));
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "ganinv_modconv_epilogue_cpu", [&] {
     const scalar_t* nz = p.noise_n ? noise.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* bp = p.bias ? b.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ep = p.scale ? e.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* cp = c.const_data_ptr<scalar_t>();
     const scalar_t* dp = d.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     with_modes(p, [&](auto a, auto cl, auto nzc) {
-      forward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(cp, dp, nz, bp, yp, p);
+      forward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(cp, dp, nz, bp, ep, yp, p);
     });
   });
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
-    const at::Tensor& gy_in, const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
-    int64_t act, double alpha, double gain, double clamp) {
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+Grads backward_cpu(const at::Tensor& gy_in, const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise,
+                   const at::Tensor& b, const at::Tensor& e, int64_t act, double alpha, double gain, double clamp) {
   const char* op = "modconv_epilogue_backward";
   TORCH_CHECK_VALUE(c.device().is_cpu(), op, ": c must be a CPU tensor, got one on ", c.device());
   TORCH_CHECK_VALUE(gy_in.sizes() == c.sizes() && gy_in.scalar_type() == c.scalar_type(), op,
                     ": gy must match c in shape and dtype (", c.sizes(), ", ", c.scalar_type(), "), got ",
                     gy_in.sizes(), ", ", gy_in.scalar_type());
   if (is_16bit(c)) {
-    epilogue_params(c, d, noise, b, act, alpha, gain, clamp, op);
+    epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, op);
     auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    auto [gc, gd, gn, gb] = backward_cpu(f(gy_in), f(c), f(d), f(noise), f(b), act, alpha, gain, clamp);
+    auto [gc, gd, gn, gb, ge] = backward_cpu(f(gy_in), f(c), f(d), f(noise), f(b), f(e), act, alpha, gain, clamp);
     const auto t = c.scalar_type();
-    return {gc.to(t), gd.to(t), gn.to(t), gb.to(t)};
+    return {gc.to(t), gd.to(t), gn.to(t), gb.to(t), ge.to(t)};
   }
-  const EpilogueParams p = epilogue_params(c, d, noise, b, act, alpha, gain, clamp, op);
+  const EpilogueParams p = epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, op);
   const at::Tensor gy = gy_in.contiguous();
   at::Tensor gc = maybe_poison(at::empty_like(c)), gd = maybe_poison(at::empty_like(d));
-  at::Tensor gn = empty_out(noise, c), gb = empty_out(b, c);
+  at::Tensor gn = empty_out(noise, c), gb = empty_out(b, c), ge = empty_out(e, c);
   if (c.numel() == 0) {
-    gd.zero_(); gn.zero_(); gb.zero_();
-    return {gc, gd, gn, gb};
+    gd.zero_(); gn.zero_(); gb.zero_(); ge.zero_();
+    return {gc, gd, gn, gb, ge};
   }
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "ganinv_modconv_epilogue_backward_cpu", [&] {
     const scalar_t* nz = p.noise_n ? noise.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* bp = p.bias ? b.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gnp = p.noise_n ? gn.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* gbp = p.bias ? gb.mutable_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ep = p.scale ? e.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gep = p.scale ? ge.mutable_data_ptr<scalar_t>() : nullptr;
     const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
     const scalar_t* cp = c.const_data_ptr<scalar_t>();
     const scalar_t* dp = d.const_data_ptr<scalar_t>();
@@ -210,10 +218,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     scalar_t* gdp = gd.mutable_data_ptr<scalar_t>();
     with_modes(p, [&](auto a, auto cl, auto nzc) {
       backward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(
-          gyp, cp, dp, nz, bp, gcp, gdp, gnp, gbp, p);
+          gyp, cp, dp, nz, bp, ep, gcp, gdp, gnp, gbp, gep, p);
     });
   });
-  return {gc, gd, gn, gb};
+  return {gc, gd, gn, gb, ge};
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// modconv_epilogue on CUDA. Grid: blockIdx.x = one (image, channel) plane, blockIdx.y strides over its
+// modconv_epilogue on CUDA (see csrc/ganinv_ops.h for the maths). Grid: blockIdx.x = one (image, channel) plane, blockIdx.y strides over its
 // positions, so d, b and the plane's sums are per block. Forward: one element per thread per step.
 // Backward: each thread sums gs and gs c over its positions; the block reduces them (warp shuffles, then
 // shared memory) and adds them to float (double for double) per-plane accumulators with one atomicAdd per
@@ -26,19 +26,19 @@ template <typename scalar_t, int A>
 __global__ void __launch_bounds__(kThreads)
     epilogue_forward_kernel(const scalar_t* __restrict__ c, const scalar_t* __restrict__ d,
                             const scalar_t* __restrict__ nz, const scalar_t* __restrict__ b,
-                            scalar_t* __restrict__ y, EpilogueParams p) {
+                            const scalar_t* __restrict__ e, scalar_t* __restrict__ y, EpilogueParams p) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t q = blockIdx.x, hw = p.hw;  // q = image * C + channel
   const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), cl = acc_t(p.clamp);
   const bool clamped = p.clamp >= 0;
-  const acc_t dv = acc_t(d[q]), bv = p.bias ? acc_t(b[q % p.c]) : acc_t(0);
+  const acc_t dv = acc_t(d[q]), bv = p.bias ? acc_t(b[q % p.c]) : acc_t(0), ev = p.scale ? acc_t(e[q]) : acc_t(1);
   const scalar_t* nq = p.noise_n ? nz + (p.noise_n == 1 ? 0 : q / p.c) * hw : nullptr;
   const scalar_t* cq = c + q * hw;
   scalar_t* yq = y + q * hw;
   for (int64_t i = int64_t(blockIdx.y) * kThreads + threadIdx.x; i < hw; i += int64_t(gridDim.y) * kThreads) {
     const acc_t s = acc_t(cq[i]) * dv + (nq ? acc_t(nq[i]) : acc_t(0)) + bv;
     const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-    yq[i] = scalar_t(clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v);
+    yq[i] = scalar_t((clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v) * ev);
   }
 }
 
@@ -55,43 +55,45 @@ __device__ __forceinline__ T block_sum(T v, T* smem) {
   return v;
 }
 
-// sums: [planes][2] = (sum gs, sum gs c), gnoise: [noise_n * hw]; both zeroed by the caller, in acc_t.
+// sums: [planes][3] = (sum gs, sum gs c, sum gy z), gnoise: [noise_n * hw]; both zeroed by the caller, in acc_t.
 template <typename scalar_t, int A>
 __global__ void __launch_bounds__(kThreads)
     epilogue_backward_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ c,
                              const scalar_t* __restrict__ d, const scalar_t* __restrict__ nz,
-                             const scalar_t* __restrict__ b, scalar_t* __restrict__ gc,
+                             const scalar_t* __restrict__ b, const scalar_t* __restrict__ e,
+                             scalar_t* __restrict__ gc,
                              at::opmath_type<scalar_t>* __restrict__ sums,
                              at::opmath_type<scalar_t>* __restrict__ gnoise, EpilogueParams p) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t smem_g[kThreads / 32], smem_gc[kThreads / 32];
+  __shared__ acc_t smem_g[kThreads / 32], smem_gc[kThreads / 32], smem_gz[kThreads / 32];
   const int64_t q = blockIdx.x, hw = p.hw;
   const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), cl = acc_t(p.clamp);
   const bool clamped = p.clamp >= 0;
-  const acc_t dv = acc_t(d[q]), bv = p.bias ? acc_t(b[q % p.c]) : acc_t(0);
+  const acc_t dv = acc_t(d[q]), bv = p.bias ? acc_t(b[q % p.c]) : acc_t(0), ev = p.scale ? acc_t(e[q]) : acc_t(1);
   const int64_t noff = p.noise_n ? (p.noise_n == 1 ? 0 : q / p.c) * hw : 0;
   const scalar_t* cq = c + q * hw;
   const scalar_t* gq = gy + q * hw;
   scalar_t* oq = gc + q * hw;
-  acc_t sg = 0, sgc = 0;
+  acc_t sg = 0, sgc = 0, sgz = 0;
   for (int64_t i = int64_t(blockIdx.y) * kThreads + threadIdx.x; i < hw; i += int64_t(gridDim.y) * kThreads) {
-    const acc_t ci = acc_t(cq[i]);
+    const acc_t ci = acc_t(cq[i]), gyi = acc_t(gq[i]);
     const acc_t s = ci * dv + (p.noise_n ? acc_t(nz[noff + i]) : acc_t(0)) + bv;
-    acc_t g = acc_t(gq[i]) * act_eval<acc_t>(A, 1, s, alpha) * gain;
-    if (clamped) {
-      const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-      g = (v <= cl && v >= -cl) ? g : acc_t(0);  // torch.clamp's gradient mask
-    }
+    const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
+    const bool pass = !clamped || (v <= cl && v >= -cl);        // torch.clamp's gradient mask
+    const acc_t g = pass ? gyi * ev * act_eval<acc_t>(A, 1, s, alpha) * gain : acc_t(0);
     oq[i] = scalar_t(g * dv);
     sg += g;
     sgc += g * ci;
+    sgz += gyi * (clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v);  // e's gradient (unused without e)
     if (p.noise_n) atomicAdd(gnoise + noff + i, g);
   }
   sg = block_sum(sg, smem_g);
   sgc = block_sum(sgc, smem_gc);
+  sgz = block_sum(sgz, smem_gz);
   if (threadIdx.x == 0) {
-    atomicAdd(sums + 2 * q, sg);
-    atomicAdd(sums + 2 * q + 1, sgc);
+    atomicAdd(sums + 3 * q, sg);
+    atomicAdd(sums + 3 * q + 1, sgc);
+    atomicAdd(sums + 3 * q + 2, sgz);
   }
 }
 
@@ -108,10 +110,10 @@ void check_cuda(const at::Tensor& c, const EpilogueParams& p, const char* op) {
 }
 
 at::Tensor forward_cuda(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
-                        int64_t act, double alpha, double gain, double clamp) {
+                        const at::Tensor& e, int64_t act, double alpha, double gain, double clamp) {
   const char* op = "modconv_epilogue";
   const c10::cuda::CUDAGuard guard(c.device());
-  const EpilogueParams p = epilogue_params(c, d, noise, b, act, alpha, gain, clamp, op);
+  const EpilogueParams p = epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, op);
   check_cuda(c, p, op);
   at::Tensor y = maybe_poison(at::empty_like(c));
   if (y.numel() == 0) return y;
@@ -119,21 +121,22 @@ at::Tensor forward_cuda(const at::Tensor& c, const at::Tensor& d, const at::Tens
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "ganinv_modconv_epilogue_cuda", [&] {
     const scalar_t* nz = p.noise_n ? noise.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* bp = p.bias ? b.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ep = p.scale ? e.const_data_ptr<scalar_t>() : nullptr;
     with_act(p.act, [&](auto a) {
       epilogue_forward_kernel<scalar_t, decltype(a)::value><<<grid_for(p), kThreads, 0, stream>>>(
-          c.const_data_ptr<scalar_t>(), d.const_data_ptr<scalar_t>(), nz, bp, y.mutable_data_ptr<scalar_t>(), p);
+          c.const_data_ptr<scalar_t>(), d.const_data_ptr<scalar_t>(), nz, bp, ep, y.mutable_data_ptr<scalar_t>(), p);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& gy_in, const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
-    int64_t act, double alpha, double gain, double clamp) {
+    const at::Tensor& e, int64_t act, double alpha, double gain, double clamp) {
   const char* op = "modconv_epilogue_backward";
   const c10::cuda::CUDAGuard guard(c.device());
-  const EpilogueParams p = epilogue_params(c, d, noise, b, act, alpha, gain, clamp, op);
+  const EpilogueParams p = epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, op);
   check_cuda(c, p, op);
   TORCH_CHECK_VALUE(gy_in.sizes() == c.sizes() && gy_in.scalar_type() == c.scalar_type() &&
                         gy_in.device() == c.device(),
@@ -141,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
   const at::Tensor gy = gy_in.contiguous();
   const auto acc = c.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor gc = maybe_poison(at::empty_like(c));
-  at::Tensor sums = at::zeros({p.n, p.c, 2}, c.options().dtype(acc));
+  at::Tensor sums = at::zeros({p.n, p.c, 3}, c.options().dtype(acc));
   at::Tensor gnoise = at::zeros({p.noise_n, p.hw}, c.options().dtype(acc));
   if (c.numel() > 0) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -149,9 +152,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
       using acc_t = at::opmath_type<scalar_t>;
       const scalar_t* nz = p.noise_n ? noise.const_data_ptr<scalar_t>() : nullptr;
       const scalar_t* bp = p.bias ? b.const_data_ptr<scalar_t>() : nullptr;
+      const scalar_t* ep = p.scale ? e.const_data_ptr<scalar_t>() : nullptr;
       with_act(p.act, [&](auto a) {
         epilogue_backward_kernel<scalar_t, decltype(a)::value><<<grid_for(p), kThreads, 0, stream>>>(
-            gy.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(), d.const_data_ptr<scalar_t>(), nz, bp,
+            gy.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(), d.const_data_ptr<scalar_t>(), nz, bp, ep,
             gc.mutable_data_ptr<scalar_t>(), sums.mutable_data_ptr<acc_t>(),
             p.noise_n ? gnoise.mutable_data_ptr<acc_t>() : nullptr, p);
       });
@@ -161,7 +165,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
   const at::Tensor gd = sums.select(2, 1).reshape(d.sizes()).to(c.scalar_type());
   const at::Tensor gn = p.noise_n ? gnoise.reshape(noise.sizes()).to(c.scalar_type()) : at::empty({0}, c.options());
   const at::Tensor gb = p.bias ? sums.select(2, 0).sum(0).to(c.scalar_type()) : at::empty({0}, c.options());
-  return {gc, gd, gn, gb};
+  const at::Tensor ge =
+      p.scale ? sums.select(2, 2).reshape(e.sizes()).to(c.scalar_type()) : at::empty({0}, c.options());
+  return {gc, gd, gn, gb, ge};
 }
 
 }  // namespace

@@ -56,7 +56,8 @@ BiasActParams bias_act_params(const at::Tensor& x, const at::Tensor& b, int64_t 
 }
 
 EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
-                               int64_t act, double alpha, double gain, double clamp, const char* op) {
+                               const at::Tensor& e, int64_t act, double alpha, double gain, double clamp,
+                               const char* op) {
   TORCH_CHECK_VALUE(act >= 0 && act < kNumActs, op, ": unknown activation code ", act);
   TORCH_CHECK_VALUE(c.dim() == 4 && c.is_contiguous(), op, ": c must be a contiguous [N, C, H, W] tensor, got ",
                     c.sizes(), c.dim() == 4 ? " (not contiguous)" : "");
@@ -86,6 +87,12 @@ EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const a
     same(b, "b");
     TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == ch, op, ": b must have shape [", ch, "], got ", b.sizes());
     p.bias = true;
+  }
+  if (e.numel() > 0) {
+    same(e, "e");
+    TORCH_CHECK_VALUE(e.numel() == n * ch && e.size(0) == n, op, ": e must hold [N, C] = [", n, ", ", ch,
+                      "] values, got ", e.sizes());
+    p.scale = true;
   }
   return p;
 }

@@ -17,10 +17,10 @@ TORCH_LIBRARY(ganinv, m) {
         "float clamp) -> Tensor");
   m.def("upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, "
         "int pady1, bool flip, float gain) -> Tensor");
-  m.def("modconv_epilogue(Tensor c, Tensor d, Tensor noise, Tensor b, int act, float alpha, float gain, "
+  m.def("modconv_epilogue(Tensor c, Tensor d, Tensor noise, Tensor b, Tensor e, int act, float alpha, float gain, "
         "float clamp) -> Tensor");
-  m.def("modconv_epilogue_backward(Tensor gy, Tensor c, Tensor d, Tensor noise, Tensor b, int act, float alpha, "
-        "float gain, float clamp) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("modconv_epilogue_backward(Tensor gy, Tensor c, Tensor d, Tensor noise, Tensor b, Tensor e, int act, "
+        "float alpha, float gain, float clamp) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Test hook: a fresh tensor like x that no kernel writes (maybe_poison only): the tests check that
   // GANINV_DEBUG_POISON makes such an output fail their "no NaN" checks.
   m.def("_unwritten_like(Tensor x) -> Tensor");

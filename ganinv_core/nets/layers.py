@@ -48,26 +48,26 @@ def _conv(x, w, transposed=False, stride=1, padding=0, groups=1):
 
 
 class _DemodBiasAct(torch.autograd.Function):
-    """y = bias_act(c * d + noise, b): the non-fused modulated convolution's epilogue, keeping c alone.
+    """y = bias_act(c * d + noise, b) * e: the non-fused modulated convolution's epilogue, keeping c alone.
 
     Autograd would keep both c (for d's gradient) and s = c * d + noise (bias_act's input): two activation-sized
     tensors per layer, and run the chain as five or more passes over the activation each way. This runs
     `ops.modconv_epilogue` (one compiled pass forward, one backward, where the kernels cover the layout) and
-    keeps c only. First order only (an attempt at a second derivative raises).
+    keeps c only. e (or None) is the next layer's modulation. First order only (a second derivative raises).
     """
 
     @staticmethod
-    def forward(ctx, c, d, noise, b, act, gain, clamp):
-        ctx.save_for_backward(c, d, noise, b)
+    def forward(ctx, c, d, noise, b, e, act, gain, clamp):
+        ctx.save_for_backward(c, d, noise, b, e)
         ctx.args = act, gain, clamp
-        return modconv_epilogue(c, d, noise, b, act=act, gain=gain, clamp=clamp)
+        return modconv_epilogue(c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        c, d, noise, b = ctx.saved_tensors
+        c, d, noise, b, e = ctx.saved_tensors
         act, gain, clamp = ctx.args
-        grads = modconv_epilogue_vjp(gy, c, d, noise, b, act=act, gain=gain, clamp=clamp)
+        grads = modconv_epilogue_vjp(gy, c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e)
         return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None, None)
 
 
@@ -121,7 +121,7 @@ def _per_sample_1x1(x, w):
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
-                     flip_weight=True, fused_modconv=True, epilogue=None):
+                     flip_weight=True, fused_modconv=True, epilogue=None, premodulated=False, post_scale=None):
     """StyleGAN2 modulated (and demodulated) convolution.
 
     w'[n,o,i] = weight[o,i] * s[n,i];  w''[n,o,i] = w'[n,o,i] / sqrt(sum_{i,k,k} w'^2 + 1e-8) (demodulate).
@@ -137,12 +137,19 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
         fused_modconv: the grouped-conv form (faster for small batches / inference).
         epilogue: optional `bias_act` arguments (dict: b, act, gain, clamp) applied to the result; with a frozen
             weight, the non-fused form and demodulation it runs fused with the demodulation (`_DemodBiasAct`).
+        premodulated: (non-fused, not float16) x is already x * styles (the previous layer applied them).
+        post_scale: (non-fused) [N, O]: multiply the result by it, i.e. apply the next layer's modulation here,
+            inside the fused epilogue where there is one (no separate modulated copy of the output).
 
     Returns:
         [N, O, H', W'] in x's dtype.
     """
     N = x.shape[0]
     O, I, kh, kw = weight.shape
+    if fused_modconv and (premodulated or post_scale is not None):
+        raise ValueError('modulated_conv2d: premodulated / post_scale need the non-fused form')
+    if premodulated and x.dtype == torch.float16 and demodulate:
+        raise ValueError('modulated_conv2d: premodulated float16 input (its styles are rescaled here)')
     if x.dtype == torch.float16 and demodulate:  # rescale before the fp16 products to avoid overflow
         weight = weight * (1 / math.sqrt(I * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
@@ -154,25 +161,30 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
         # sum_{i,k} (weight[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k weight[o,i,k]^2: one [N,I]x[I,O] matmul,
         # no [N,O,I,kh,kw] per-sample weights (nor their backward)
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
-    if not fused_modconv and kh == kw == 1 and up == 1 and not demodulate and noise is None:
+    if (not fused_modconv and kh == kw == 1 and up == 1 and not demodulate and noise is None and not premodulated
+            and post_scale is None):
         # ToRGB: y[n] = (weight diag(s[n])) x[n] as one batched matmul with the tiny per-sample weight [N,O,I]:
         # no modulated copy of x is written (nor read back, nor differentiated) as the x * s form would
         x = _per_sample_1x1(x, (weight[:, :, 0, 0] * styles.reshape(N, 1, I)).to(x.dtype))
         return x if epilogue is None else bias_act(x, **epilogue)
     if not fused_modconv:
-        x = x * styles.to(x.dtype).reshape(N, I, 1, 1)
+        if not premodulated:
+            x = x * styles.to(x.dtype).reshape(N, I, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up, padding, flip_weight=flip_weight)
+        e = None if post_scale is None else post_scale.to(x.dtype).reshape(N, O, 1, 1)
         if demodulate:
             d = dcoefs.to(x.dtype).reshape(N, O, 1, 1)
             n = None if noise is None else noise.to(x.dtype)
-            if epilogue is not None and x.requires_grad and torch.is_grad_enabled() and not weight.requires_grad:
-                e = epilogue
-                return _DemodBiasAct.apply(x, d, n, e.get('b'), e.get('act', 'linear'), e.get('gain'),
-                                           e.get('clamp'))
+            if epilogue is not None and not weight.requires_grad and (not torch.is_grad_enabled() or x.requires_grad):
+                ep = {'act': 'linear', **epilogue}
+                if not torch.is_grad_enabled():  # forward only: the op itself
+                    return modconv_epilogue(x, d, n, e=e, **ep)
+                return _DemodBiasAct.apply(x, d, n, ep.get('b'), e, ep['act'], ep.get('gain'), ep.get('clamp'))
             x = x * d if n is None else torch.addcmul(n, x, d)
         elif noise is not None:
             x = x + noise.to(x.dtype)
-        return x if epilogue is None else bias_act(x, **epilogue)
+        x = x if epilogue is None else bias_act(x, **epilogue)
+        return x if e is None else x * e
     if demodulate:
         w = w * dcoefs.reshape(N, O, 1, 1, 1)
     x = x.reshape(1, N * I, *x.shape[2:])

@@ -39,12 +39,16 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1, noise=None):
+    def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1, noise=None, styles=None,
+                post_styles=None):
         """x [N, I, H, W], w [N, w_dim] -> [N, O, H*up, W*up].
 
         `noise` ([N|1, 1, R, R], optional) replaces `noise_const`; it is still scaled by `noise_strength`.
+        Non-fused only: `styles` (= ``self.affine(w)``) says x was already modulated by them (by the previous
+        layer's epilogue); `post_styles` [N, O] (the next layer's styles) are applied to the output.
         """
-        styles = self.affine(w)
+        premodulated = styles is not None
+        styles = self.affine(w) if styles is None else styles
         n = None
         if self.use_noise:
             if noise is not None:
@@ -58,7 +62,8 @@ class SynthesisLayer(torch.nn.Module):
         return modulated_conv2d(x, self.weight, styles, n, self.up, self.padding, self.resample_filter,
                                 flip_weight=(self.up == 1), fused_modconv=fused_modconv,
                                 epilogue=dict(b=self.bias.to(x.dtype), act=self.activation,
-                                              gain=self.act_gain * gain, clamp=clamp))
+                                              gain=self.act_gain * gain, clamp=clamp),
+                                premodulated=premodulated, post_scale=post_styles)
 
 
 class ToRGBLayer(torch.nn.Module):
@@ -156,16 +161,16 @@ class SynthesisBlock(torch.nn.Module):
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=fmt).unsqueeze(0).expand(N, -1, -1, -1)
             x = self.conv1(x, next(w_iter), noise=nz[0], **lk)
-        elif self.architecture == 'resnet':
-            x = x.to(dtype=dtype, memory_format=fmt)
-            y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise=nz[0], **lk)
-            x = self.conv1(x, next(w_iter), noise=nz[1], gain=np.sqrt(0.5), **lk)
-            x = y.add_(x)
         else:
             x = x.to(dtype=dtype, memory_format=fmt)
-            x = self.conv0(x, next(w_iter), noise=nz[0], **lk)
-            x = self.conv1(x, next(w_iter), noise=nz[1], **lk)
+            y = self.skip(x, gain=np.sqrt(0.5)) if self.architecture == 'resnet' else None
+            w0, w1 = next(w_iter), next(w_iter)
+            # Non-fused: conv0's output feeds conv1 alone, so conv0's epilogue applies conv1's modulation (no
+            # separate modulated copy, nor its backward). Not in float16, where modulated_conv2d rescales styles.
+            s1 = self.conv1.affine(w1) if not fused_modconv and dtype != torch.float16 else None
+            x = self.conv0(x, w0, noise=nz[0], post_styles=s1, **lk)
+            x = self.conv1(x, w1, noise=nz[1], styles=s1, gain=np.sqrt(0.5) if y is not None else 1, **lk)
+            x = x if y is None else y.add_(x)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == 'skip':

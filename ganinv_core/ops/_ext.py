@@ -187,24 +187,24 @@ def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip
                                               bool(flip_filter), float(gain))
 
 
-def modconv_epilogue_ext(c, d, noise, b, act, alpha, gain, clamp):
-    """Compiled modconv_epilogue (arguments checked and laid out by `ops.modconv_epilogue`; noise / b: None or
-    tensors in c's dtype, noise [1|N, 1, H, W], d [N, C])."""
-    return torch.ops.ganinv.modconv_epilogue.default(c, *_epilogue_args(c, d, noise, b, act, alpha, gain, clamp))
+def modconv_epilogue_ext(c, d, noise, b, e, act, alpha, gain, clamp):
+    """Compiled modconv_epilogue (arguments checked and laid out by `ops.modconv_epilogue`; noise / b / e: None or
+    tensors in c's dtype, noise [1|N, 1, H, W], d and e [N, C])."""
+    return torch.ops.ganinv.modconv_epilogue.default(c, *_epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp))
 
 
-def modconv_epilogue_backward_ext(gy, c, d, noise, b, act, alpha, gain, clamp):
-    """Compiled modconv_epilogue backward: (gc, gd, gnoise, gb), with None for an absent noise / b."""
-    args = _epilogue_args(c, d, noise, b, act, alpha, gain, clamp)
-    gc, gd, gn, gb = torch.ops.ganinv.modconv_epilogue_backward.default(gy, c, *args)
-    return gc, gd, None if noise is None else gn, None if b is None else gb
+def modconv_epilogue_backward_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp):
+    """Compiled modconv_epilogue backward: (gc, gd, gnoise, gb, ge), with None for an absent noise / b / e."""
+    args = _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp)
+    gc, gd, gn, gb, ge = torch.ops.ganinv.modconv_epilogue_backward.default(gy, c, *args)
+    return gc, gd, None if noise is None else gn, None if b is None else gb, None if e is None else ge
 
 
-def _epilogue_args(c, d, noise, b, act, alpha, gain, clamp):
+def _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp):
     _ensure(c.device.type)
     empty = c.new_empty([0])
-    return (d, empty if noise is None else noise, empty if b is None else b, ACT_CODES[act], float(alpha),
-            float(gain), -1.0 if clamp is None else float(clamp))
+    return (d, *(empty if t is None else t for t in (noise, b, e)), ACT_CODES[act], float(alpha), float(gain),
+            -1.0 if clamp is None else float(clamp))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,14 +234,14 @@ def _fake_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fl
     return y.contiguous(memory_format=torch.channels_last) if cl else y
 
 
-def _fake_epilogue(c, d, noise, b, act, alpha, gain, clamp):
+def _fake_epilogue(c, d, noise, b, e, act, alpha, gain, clamp):
     return torch.empty_like(c, memory_format=torch.contiguous_format)
 
 
-def _fake_epilogue_backward(gy, c, d, noise, b, act, alpha, gain, clamp):
+def _fake_epilogue_backward(gy, c, d, noise, b, e, act, alpha, gain, clamp):
     def like(t):
         return torch.empty_like(t, memory_format=torch.contiguous_format) if t.numel() else c.new_empty([0])
-    return like(c), like(d), like(noise), like(b)
+    return like(c), like(d), like(noise), like(b), like(e)
 
 
 def _register_python_parts():

@@ -1,10 +1,11 @@
 """The tail of StyleGAN2's non-fused modulated convolution as one op (compiled kernel + reference path):
 
-    y = clamp(act(c * d + noise + b, alpha) * gain, -clamp, +clamp)
+    y = clamp(act(c * d + noise + b, alpha) * gain, -clamp, +clamp) * e
 
 c is the convolution's output [N, C, H, W]; d the demodulation coefficients [N, C] (or [N, C, 1, 1]); noise the
 scaled per-pixel noise, broadcast over channels ([N|1, 1, H, W] or [H, W]; a per-channel noise takes the
-reference path); b the bias [C]. Done as separate ops this chain reads and writes the activation several times
+reference path); b the bias [C]; e (optional, [N, C]) the next layer's modulation, when this output feeds only
+that layer (so its modulated copy need not be made separately). Done as separate ops this chain reads and writes the activation several times
 forward and backward; the compiled kernel reads c once forward, and gy and c once backward, computing the
 gradients of d, noise and b as sums in the same pass. `modconv_epilogue_vjp` is the backward, from c alone
 (nothing else activation-sized needs to be kept).
@@ -15,15 +16,17 @@ from . import _backend
 from .bias_act import OpArgumentError, _normalize_args, bias_act, bias_act_vjp
 
 
-def _check(c, d, noise, b):
-    """Shapes as 4-D views: (d4 [N,C,1,1], noise4 [.,.,H,W] or None)."""
+def _check(c, d, noise, b, e=None):
+    """Shapes as 4-D views: (d4 [N,C,1,1], noise4 [.,.,H,W] or None, e4 [N,C,1,1] or None)."""
     if not isinstance(c, torch.Tensor) or c.ndim != 4:
         raise OpArgumentError(f'modconv_epilogue: c must be a [N, C, H, W] tensor, got '
                               f'{tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__}')
     N, C, H, W = c.shape
-    if not isinstance(d, torch.Tensor) or d.numel() != N * C or d.shape[0] != N:
-        raise OpArgumentError(f'modconv_epilogue: d must hold [N, C] = [{N}, {C}] coefficients, got '
-                              f'{tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__}')
+    for name, t in (('d', d), ('e', e)):
+        if (t is not None or name == 'd') and (not isinstance(t, torch.Tensor) or t.numel() != N * C
+                                               or t.shape[0] != N):
+            raise OpArgumentError(f'modconv_epilogue: {name} must hold [N, C] = [{N}, {C}] coefficients, got '
+                                  f'{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}')
     n4 = None
     if noise is not None:
         n4 = noise.reshape((1,) * (4 - noise.ndim) + tuple(noise.shape)) if noise.ndim < 4 else noise
@@ -32,21 +35,21 @@ def _check(c, d, noise, b):
         except RuntimeError:
             raise OpArgumentError(f'modconv_epilogue: noise of shape {tuple(noise.shape)} does not broadcast to c '
                                   f'{tuple(c.shape)}') from None
-    return d.reshape(N, C, 1, 1), n4
+    return d.reshape(N, C, 1, 1), n4, None if e is None else e.reshape(N, C, 1, 1)
 
 
-def _ext_layout(c, d4, n4, b):
+def _ext_layout(c, d4, n4, b, e4):
     """The compiled kernel's operands (contiguous, c's dtype, noise [1|N, 1, H, W]), or None if it does not apply."""
     if not c.is_contiguous() or (n4 is not None and (n4.shape[1] != 1 or n4.shape[2:] != c.shape[2:])):
         return None
-    if any(t is not None and t.dtype != c.dtype for t in (d4, n4, b)):
+    if any(t is not None and t.dtype != c.dtype for t in (d4, n4, b, e4)):
         return None
-    return (d4.reshape(c.shape[:2]).contiguous(), None if n4 is None else n4.contiguous(),
-            None if b is None else b.contiguous())
+    flat = lambda t: None if t is None else t.reshape(c.shape[:2]).contiguous()  # noqa: E731
+    return flat(d4), None if n4 is None else n4.contiguous(), None if b is None else b.contiguous(), flat(e4)
 
 
-def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=None, clamp=None, impl=None):
-    """y = clamp(act(c * d + noise + b) * gain, +-clamp): the demodulation, noise, bias and activation.
+def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=None, clamp=None, e=None, impl=None):
+    """y = clamp(act(c * d + noise + b) * gain, +-clamp) * e: the demodulation, noise, bias and activation.
 
     Args:
         c: convolution output [N, C, H, W].
@@ -54,6 +57,7 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
         noise: None, or broadcastable to c (the kernel covers [N|1, 1, H, W] and [H, W]).
         b: bias [C] or None.
         act, alpha, gain, clamp: as in `bias_act`.
+        e: None, or a per-image, per-channel output scale [N, C] or [N, C, 1, 1] (the next layer's modulation).
         impl: None / 'auto' (follow GANINV_OPS), 'ref' or 'ext' (the kernel where it covers the layout: contiguous
             c, noise shared over channels, one dtype; otherwise the reference).
 
@@ -63,37 +67,45 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
     Raises:
         OpArgumentError: an invalid argument (one line naming it).
     """
-    d4, n4 = _check(c, d, noise, b)
+    d4, n4, e4 = _check(c, d, noise, b, e)
     alpha, gain, clamp = _normalize_args(c, b, 1, act, alpha, gain, clamp)
-    if _backend.resolve('modconv_epilogue', c, impl) == 'ext' and (ops := _ext_layout(c, d4, n4, b)) is not None:
+    if _backend.resolve('modconv_epilogue', c, impl) == 'ext' and (ops := _ext_layout(c, d4, n4, b, e4)) is not None:
         from . import _ext
         return _ext.modconv_epilogue_ext(c, *ops, act, alpha, gain, clamp)
     s = c * d4 if n4 is None else torch.addcmul(n4, c, d4)
-    return bias_act(s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
+    y = bias_act(s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
+    return y if e4 is None else y * e4
 
 
-def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None, gain=None, clamp=None, impl=None):
-    """The gradients reaching (c, d, noise, b) from gy through `modconv_epilogue`, given its inputs.
+def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None, gain=None, clamp=None, e=None,
+                         impl=None):
+    """The gradients reaching (c, d, noise, b, e) from gy through `modconv_epilogue`, given its inputs.
 
-    With gs = dL/ds at s = c d + noise + b:  dc = gs d,  dd = sum_hw gs c,  dnoise = gs summed to noise's shape,
-    db = sum_{n,h,w} gs. First order.
+    With z = clamp(act(s) * gain) at s = c d + noise + b, and gs = dL/ds (from gy e):  dc = gs d,
+    dd = sum_hw gs c,  dnoise = gs summed to noise's shape,  db = sum_{n,h,w} gs,  de = sum_hw gy z. First order.
 
     Args:
         gy: gradient of the output, shaped like c.
-        c, d, noise, b, act, alpha, gain, clamp, impl: as in `modconv_epilogue`.
+        c, d, noise, b, act, alpha, gain, clamp, e, impl: as in `modconv_epilogue`.
 
     Returns:
-        (dc, dd, dnoise, db), each shaped like its input (None for an absent noise / b).
+        (dc, dd, dnoise, db, de), each shaped like its input (None for an absent noise / b / e).
     """
-    d4, n4 = _check(c, d, noise, b)
+    d4, n4, e4 = _check(c, d, noise, b, e)
     alpha, gain, clamp = _normalize_args(c, b, 1, act, alpha, gain, clamp)
-    if _backend.resolve('modconv_epilogue', c, impl) == 'ext' and (ops := _ext_layout(c, d4, n4, b)) is not None:
+    if _backend.resolve('modconv_epilogue', c, impl) == 'ext' and (ops := _ext_layout(c, d4, n4, b, e4)) is not None:
         from . import _ext
-        gc, gd, gn, gb = _ext.modconv_epilogue_backward_ext(gy.to(c.dtype), c, *ops, act, alpha, gain, clamp)
-        return gc, gd.reshape(d.shape), None if gn is None else gn.reshape(noise.shape), gb
+        gc, gd, gn, gb, ge = _ext.modconv_epilogue_backward_ext(gy.to(c.dtype), c, *ops, act, alpha, gain, clamp)
+        return (gc, gd.reshape(d.shape), None if gn is None else gn.reshape(noise.shape), gb,
+                None if ge is None else ge.reshape(e.shape))
     s = c * d4 if n4 is None else torch.addcmul(n4, c, d4)
+    ge = None
+    if e4 is not None:
+        z = bias_act(s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
+        ge = torch.einsum('nchw,nchw->nc', gy, z).reshape(e.shape)
+        gy = gy * e4
     gs = bias_act_vjp(gy, s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
     gd = torch.einsum('nchw,nchw->nc', gs, c).reshape(d.shape)   # one reduction, no gs * c temporary
     gn = None if n4 is None else gs.sum_to_size(n4.shape).reshape(noise.shape)
     gb = None if b is None else gs.sum([0, 2, 3])
-    return gs * d4, gd, gn, gb
+    return gs * d4, gd, gn, gb, ge

@@ -189,7 +189,8 @@ def test_demod_bias_act_epilogue_matches_autograd(act, clamp, noise_batch, impl,
     n = None if shape is None else rnd(*shape).requires_grad_(True)
     b = rnd(3).requires_grad_(True)
     inputs = [t for t in (c, d, n, b) if t is not None]
-    ours = lambda *t: _DemodBiasAct.apply(t[0], t[1], t[2] if n is not None else None, t[-1], act, 1.3, clamp)  # noqa
+    def ours(*t):
+        return _DemodBiasAct.apply(t[0], t[1], t[2] if n is not None else None, t[-1], None, act, 1.3, clamp)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
         y = ours(*inputs)
@@ -204,6 +205,33 @@ def test_demod_bias_act_epilogue_matches_autograd(act, clamp, noise_batch, impl,
     with pytest.raises(RuntimeError, match='once_differentiable'):
         gc, = torch.autograd.grad(ours(*inputs).square().sum(), c, create_graph=True)
         gc.sum().backward()
+
+
+@pytest.mark.parametrize('frozen', [True, False])
+def test_next_layers_modulation_folded_into_the_epilogue(frozen):
+    """conv0 with post_scale = conv1's styles, then conv1 premodulated == the two layers as written (float64:
+    values and the gradients of both styles, the noise and the input), with frozen or trainable weights."""
+    g = torch.Generator().manual_seed(5)
+    rnd = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g)  # noqa: E731
+    x = rnd(2, 4, 5, 5).requires_grad_(True)
+    w0, w1 = rnd(6, 4, 3, 3).requires_grad_(not frozen), rnd(6, 6, 3, 3).requires_grad_(not frozen)
+    s0, s1, n = rnd(2, 4).requires_grad_(True), rnd(2, 6).requires_grad_(True), rnd(2, 1, 10, 10).requires_grad_(True)
+    f, b = setup_filter([1, 3, 3, 1]).double(), rnd(6)
+    ep = dict(b=b, act='lrelu', gain=1.4, clamp=1.5)
+    kw = dict(padding=1, fused_modconv=False, epilogue=ep)
+
+    def two_layers(fold):
+        h = modulated_conv2d(x, w0, s0, n, up=2, resample_filter=f, flip_weight=False, **kw,
+                             post_scale=s1 if fold else None)
+        return modulated_conv2d(h, w1, s1, **kw, premodulated=fold)
+    a, r = two_layers(True), two_layers(False)
+    torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+    gy = rnd(*a.shape)
+    live = [t for t in (x, s0, s1, n, w0, w1) if t.requires_grad]
+    for ga, gr in zip(torch.autograd.grad(a, live, gy), torch.autograd.grad(r, live, gy)):
+        torch.testing.assert_close(ga, gr, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match='non-fused'):
+        modulated_conv2d(x, w0, s0, fused_modconv=True, premodulated=True)
 
 
 def test_synthesis_layers_use_the_epilogue_when_frozen(nvidia):

@@ -1,6 +1,6 @@
 """Compiled modconv_epilogue (torch.ops.ganinv) against autograd through the plain float64 composition.
 
-y = clamp(gain * act(c d + noise + b)); the backward gives (dc, dd, dnoise, db) from gy and c in one pass.
+y = clamp(gain * act(c d + noise + b)) e; the backward gives (dc, dd, dnoise, db, de) from gy and c in one pass.
 Inputs are drawn fresh each run (seed in the failure message); outputs are NaN-poisoned. Tolerances as in the
 bias_act tests, with the sums (dd, dnoise, db) compared at atol relative to their largest magnitude.
 """
@@ -28,20 +28,23 @@ def draw(shape, dtype, device, gen, scale=1.5):
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
 
 
-def inputs(shape, noise, bias, dtype, device, gen):
+def inputs(shape, noise, bias, dtype, device, gen, scale=False):
+    """(c, d, noise, b, e): e (the next layer's modulation) only with `scale`."""
     n, ch, h, w = shape
     c = draw(shape, dtype, device, gen)
     d = (draw((n, ch), torch.float64, device, gen).abs() + 0.3).to(dtype)
     ns = NOISE[noise](n, h, w)
-    return c, d, None if ns is None else draw(ns, dtype, device, gen), draw((ch,), dtype, device, gen) if bias else None
+    return (c, d, None if ns is None else draw(ns, dtype, device, gen), draw((ch,), dtype, device, gen) if bias else None,
+            draw((n, ch), dtype, device, gen) if scale else None)
 
 
-def reference(gy, c, d, noise, b, act, alpha, gain, clamp):
-    """(y, dc, dd, dnoise, db) by autograd through the composition, in float64."""
-    ts = [None if t is None else t.detach().double().requires_grad_() for t in (c, d, noise, b)]
-    cc, dd, nn, bb = ts
+def reference(gy, c, d, noise, b, e, act, alpha, gain, clamp):
+    """(y, dc, dd, dnoise, db, de) by autograd through the composition, in float64."""
+    ts = [None if t is None else t.detach().double().requires_grad_() for t in (c, d, noise, b, e)]
+    cc, dd, nn, bb, ee = ts
     s = cc * dd[:, :, None, None] + (0 if nn is None else nn)
     y = _bias_act_ref(s, bb, 1, act, alpha, gain, clamp)
+    y = y if ee is None else y * ee[:, :, None, None]
     live = [t for t in ts if t is not None]
     g = iter(torch.autograd.grad(y, live, gy.double()))
     return [y.detach()] + [None if t is None else next(g) for t in ts]
@@ -57,10 +60,12 @@ def close(a, r, dtype, what, gen):
                                msg=lambda m: f'{what} (seed {gen.initial_seed()}): {m}')
 
 
-def run_ext(gy, c, d, noise, b, act, alpha, gain, clamp):
-    y = ops.modconv_epilogue(c, d, noise, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl='ext')
-    return [y, *ops.modconv_epilogue_vjp(gy, c, d, noise, b, act=act, alpha=alpha, gain=gain, clamp=clamp,
-                                         impl='ext')]
+NAMES = ('y', 'dc', 'dd', 'dnoise', 'db', 'de')
+
+
+def run_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp):
+    kw = dict(act=act, alpha=alpha, gain=gain, clamp=clamp, e=e, impl='ext')
+    return [ops.modconv_epilogue(c, d, noise, b, **kw), *ops.modconv_epilogue_vjp(gy, c, d, noise, b, **kw)]
 
 
 @pytest.mark.parametrize('device', DEVICES)
@@ -70,13 +75,15 @@ def test_forward_and_backward_float64(act, clamp, device, gen):
     alpha, gain = (0.3 if act == 'lrelu' else ACTIVATIONS[act].def_alpha), 1.3
     for shape in SHAPES:
         for noise in NOISE:
-            for bias in (True, False):
-                c, d, n, b = inputs(shape, noise, bias, torch.float64, device, gen)
+            for bias, scale in ((True, False), (False, False), (True, True)):
+                args = inputs(shape, noise, bias, torch.float64, device, gen, scale)
                 gy = draw(shape, torch.float64, device, gen)
-                got = run_ext(gy, c, d, n, b, act, alpha, gain, clamp)
-                want = reference(gy, c, d, n, b, act, alpha, gain, clamp)
-                for name, a, r in zip(('y', 'dc', 'dd', 'dnoise', 'db'), got, want):
-                    close(a, r, torch.float64, f'{act} clamp={clamp} {shape} noise={noise} bias={bias} {name}', gen)
+                got = run_ext(gy, *args, act, alpha, gain, clamp)
+                want = reference(gy, *args, act, alpha, gain, clamp)
+                assert len(got) == len(want) == len(NAMES)
+                for name, a, r in zip(NAMES, got, want):
+                    close(a, r, torch.float64, f'{act} clamp={clamp} {shape} noise={noise} bias={bias} e={scale} '
+                                               f'{name}', gen)
 
 
 @pytest.mark.parametrize('device', DEVICES)
@@ -87,14 +94,14 @@ def test_the_kernel_runs_where_it_applies(device, monkeypatch):
         real = getattr(_ext, name)
         monkeypatch.setattr(_ext, name, lambda *a, _r=real, _n=name: seen.append(_n) or _r(*a))
     g = torch.Generator().manual_seed(0)
-    c, d, n, b = inputs((2, 3, 4, 5), 'per-image', True, torch.float64, device, g)
+    c, d, n, b, e = inputs((2, 3, 4, 5), 'per-image', True, torch.float64, device, g, scale=True)
     gy = draw(c.shape, torch.float64, device, g)
-    run_ext(gy, c, d, n, b, 'lrelu', 0.2, 1.4, None)
+    run_ext(gy, c, d, n, b, e, 'lrelu', 0.2, 1.4, None)
     assert seen == ['modconv_epilogue_ext', 'modconv_epilogue_backward_ext']
     seen.clear()
     per_channel = draw((1, 3, 4, 5), torch.float64, device, g)
-    others = [(c.contiguous(memory_format=torch.channels_last), d, n, b), (c, d, per_channel, b),
-              (c, d.float(), n, b)]
+    others = [(c.contiguous(memory_format=torch.channels_last), d, n, b, e), (c, d, per_channel, b, e),
+              (c, d.float(), n, b, None), (c, d, n, b, e.float())]
     for args in others:
         got = run_ext(gy, *args, 'lrelu', 0.2, 1.4, 0.5)
         want = reference(gy, *args, 'lrelu', 0.2, 1.4, 0.5)
@@ -109,24 +116,25 @@ def test_the_kernel_runs_where_it_applies(device, monkeypatch):
 @pytest.mark.parametrize('device', DEVICES)
 def test_reduced_precision_against_float64(dtype, device, gen):
     for shape in SHAPES:
-        for noise in ('per-image', 'shared'):
-            c, d, n, b = inputs(shape, noise, True, dtype, device, gen)
+        for noise, scale in (('per-image', True), ('shared', False)):
+            args = inputs(shape, noise, True, dtype, device, gen, scale)
             gy = draw(shape, dtype, device, gen)
-            got = run_ext(gy, c, d, n, b, 'lrelu', 0.2, 2 ** 0.5, 1.0)
-            want = reference(gy, c, d, n, b, 'lrelu', 0.2, 2 ** 0.5, 1.0)   # of the same rounded inputs
-            for name, a, r in zip(('y', 'dc', 'dd', 'dnoise', 'db'), got, want):
+            got = run_ext(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0)
+            want = reference(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0)   # of the same rounded inputs
+            for name, a, r in zip(NAMES, got, want):
                 close(a, r, dtype, f'{dtype} {shape} noise={noise} {name}', gen)
 
 
 @pytest.mark.parametrize('device', DEVICES)
 def test_opcheck(device, gen):
-    c, d, n, b = inputs((2, 3, 5, 4), 'per-image', True, torch.float32, device, gen)
+    c, d, n, b, e = inputs((2, 3, 5, 4), 'per-image', True, torch.float32, device, gen, scale=True)
     gy = draw(c.shape, torch.float32, device, gen)
-    code = _ext.ACT_CODES['lrelu']
-    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, n, b, code, 0.2, 1.4, 0.7))
-    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, c.new_empty(0), c.new_empty(0), 0, 0.0,
-                                                                      1.0, -1.0))
-    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n[:1], b, code, 0.2, 1.4, -1.0))
+    code, E = _ext.ACT_CODES['lrelu'], c.new_empty(0)
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, n, b, e, code, 0.2, 1.4, 0.7))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, E, E, E, 0, 0.0, 1.0, -1.0))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n[:1], b, e, code, 0.2, 1.4,
+                                                                               -1.0))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, E, E, E, 0, 0.0, 1.0, -1.0))
 
 
 def test_bad_arguments_name_the_input():
@@ -137,7 +145,12 @@ def test_bad_arguments_name_the_input():
         ops.modconv_epilogue(c, d, torch.zeros(1, 1, 5, 4))
     with pytest.raises(OpArgumentError, match='modconv_epilogue: c must be a'):
         ops.modconv_epilogue(torch.zeros(3, 4), d)
+    with pytest.raises(OpArgumentError, match=r'modconv_epilogue: e must hold \[N, C\] = \[2, 3\]'):
+        ops.modconv_epilogue(c, d, e=torch.ones(2, 4))
+    E = c.new_empty(0)
     with pytest.raises(ValueError, match=r'modconv_epilogue: noise must be \[1 or N, 1, H, W\]'):
-        torch.ops.ganinv.modconv_epilogue(c, d, torch.zeros(2, 2, 4, 4), torch.zeros(3), 0, 0.0, 1.0, -1.0)
+        torch.ops.ganinv.modconv_epilogue(c, d, torch.zeros(2, 2, 4, 4), torch.zeros(3), E, 0, 0.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match=r'modconv_epilogue: e must hold \[N, C\]'):
+        torch.ops.ganinv.modconv_epilogue(c, d, E, E, torch.ones(3), 0, 0.0, 1.0, -1.0)
     with pytest.raises(ValueError, match='modconv_epilogue_backward: gy must match c'):
-        torch.ops.ganinv.modconv_epilogue_backward(c[:1], c, d, c.new_empty(0), c.new_empty(0), 0, 0.0, 1.0, -1.0)
+        torch.ops.ganinv.modconv_epilogue_backward(c[:1], c, d, E, E, E, 0, 0.0, 1.0, -1.0)
