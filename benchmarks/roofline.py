@@ -1,6 +1,7 @@
 """Roofline bound of one inversion step on a GPU, computed without one.
 
     python benchmarks/roofline.py --network random-1024 --batch 8 --precision bf16 [--card h200] [--top 12]
+    python benchmarks/roofline.py --nvidia     (the NVIDIA-equivalent step the benchmarks compare against)
 
 The step (``Inversion.step``: synthesis forward and backward, degradations, losses, Adam, noise renormalisation)
 runs once under ``FakeTensorMode`` (shapes, dtypes and strides, no data), and every operator it dispatches is
@@ -107,6 +108,8 @@ class OpRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default:  # a host read (float(loss), Adam's step count):
+            return 1.0                                           # fake tensors have no data; 1 keeps divisions finite
         out = func(*args, **kwargs)
         name = str(func.overloadpacket)
         if getattr(func, 'is_view', False) or name in _FREE:
@@ -145,6 +148,24 @@ def trace_step(network='random-1024', batch=8, precision='bf16', modconv='auto',
                         channels_last=channels_last, w_stats=(np.zeros(G.w_dim, np.float32), 1.0))
         with rec:
             _phased_step(inv, rec)
+    return rec.ops
+
+
+def trace_nvidia_step(network='random-1024') -> list[Op]:
+    """The operators of one step of the NVIDIA-equivalent configuration (benchmarks/_nvidia_equiv.py: batch 1,
+    fp32, fused modconv, reference ops, VGG16 with weight gradients, the projector's noise-regulariser loop)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from _nvidia_equiv import NvidiaProjectorStep
+    from ganinv_core.weights import load_generator
+    G = load_generator(network).eval().requires_grad_(False)
+    r = G.img_resolution
+    nv = NvidiaProjectorStep(G, torch.zeros(1, G.img_channels, r, r), torch.device('cpu'))  # real set-up
+    rec = OpRecorder()
+    with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True):
+        warnings.simplefilter('ignore')
+        with rec:
+            nv.step()
     return rec.ops
 
 
@@ -227,10 +248,15 @@ def main(argv=None):
     ap.add_argument('--channels-last', action='store_true')
     ap.add_argument('--card', choices=sorted(CARDS), default='h200')
     ap.add_argument('--top', type=int, default=12)
+    ap.add_argument('--nvidia', action='store_true', help='the NVIDIA-equivalent step instead (batch 1, fp32)')
     a = ap.parse_args(argv)
-    ops = trace_step(a.network, a.batch, a.precision, a.modconv, a.channels_last)
-    title = (f'{a.network}, batch {a.batch}, {a.precision}, modconv={a.modconv}'
-             f'{", channels_last" if a.channels_last else ""}')
+    if a.nvidia:
+        a.batch, a.precision = 1, 'fp32'
+        ops, title = trace_nvidia_step(a.network), f'{a.network}, NVIDIA-equivalent step (batch 1, fp32)'
+    else:
+        ops = trace_step(a.network, a.batch, a.precision, a.modconv, a.channels_last)
+        title = (f'{a.network}, batch {a.batch}, {a.precision}, modconv={a.modconv}'
+                 f'{", channels_last" if a.channels_last else ""}')
     tf32 = Precision(a.precision, torch.device('cpu')).tf32  # as the run sets it
     print(report(ops, CARDS[a.card], batch=a.batch, tf32=tf32, top=a.top, title=title))
 

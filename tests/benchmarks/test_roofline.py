@@ -72,3 +72,12 @@ def test_bounds_are_rooflines():
     assert R.op_time(fp32_conv, card, tf32=True) == pytest.approx(10 ** 12 / card.tf32)
     text = R.report(ops, card, batch=1, tf32=True, title='t')
     assert '| this code (one kernel per operator) |' in text and 'aten.mul' in text
+
+
+def test_nvidia_equivalent_step_flops_match_the_architecture_count():
+    """The projector's step (fused modconv: per-sample weight gradients; VGG16 weight gradients) traced, against
+    benchmarks/flops.py's count for that configuration."""
+    from ganinv_core.weights import load_generator
+    ops = R.trace_nvidia_step('random-64')
+    G = load_generator('random-64')
+    assert sum(o.flops for o in ops) == pytest.approx(step_flops_for(G, fused=True, vgg_weight_grads=True), rel=2e-3)
