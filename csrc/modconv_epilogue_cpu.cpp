@@ -1,6 +1,6 @@
 // modconv_epilogue on the CPU: the demodulation, noise, bias, activation, gain, clamp (and the next layer's
-// modulation) that follow the non-fused modulated convolution, as one pass over c (forward) and one pass over gy and c (backward);
-// the per-(image, channel) sums of the backward in double. Specialised at compile time on the
+// modulation) that follow the non-fused modulated convolution, as one pass over c (forward) and one pass over
+// gy and c (backward); the per-(image, channel) sums of the backward in double. Specialised at compile time on the
 // activation, the clamp and the noise, as bias_act's loops are.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

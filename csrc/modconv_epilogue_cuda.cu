@@ -1,8 +1,9 @@
-// modconv_epilogue on CUDA (see csrc/ganinv_ops.h for the maths). Grid: blockIdx.x = one (image, channel) plane, blockIdx.y strides over its
-// positions, so d, b and the plane's sums are per block. Forward: one element per thread per step.
-// Backward: each thread sums gs and gs c over its positions; the block reduces them (warp shuffles, then
-// shared memory) and adds them to float (double for double) per-plane accumulators with one atomicAdd per
-// block; the noise gradient (a sum over channels) is accumulated with one atomicAdd per element.
+// modconv_epilogue on CUDA (see csrc/ganinv_ops.h for the maths). Grid: blockIdx.x = one (image, channel)
+// plane, blockIdx.y strides over its positions, so d, b, e and the plane's sums are per block. Forward: one
+// element per thread per step. Backward: each thread sums gs, gs c and gy z over its positions; the block
+// reduces them (warp shuffles, then shared memory) and adds them to float (double for double) per-plane
+// accumulators with one atomicAdd per block; the noise gradient (a sum over channels) is accumulated with one
+// atomicAdd per element.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

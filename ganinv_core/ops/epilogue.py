@@ -5,10 +5,10 @@
 c is the convolution's output [N, C, H, W]; d the demodulation coefficients [N, C] (or [N, C, 1, 1]); noise the
 scaled per-pixel noise, broadcast over channels ([N|1, 1, H, W] or [H, W]; a per-channel noise takes the
 reference path); b the bias [C]; e (optional, [N, C]) the next layer's modulation, when this output feeds only
-that layer (so its modulated copy need not be made separately). Done as separate ops this chain reads and writes the activation several times
-forward and backward; the compiled kernel reads c once forward, and gy and c once backward, computing the
-gradients of d, noise and b as sums in the same pass. `modconv_epilogue_vjp` is the backward, from c alone
-(nothing else activation-sized needs to be kept).
+that layer (so its modulated copy need not be made separately). Done as separate ops this chain reads and writes
+the activation several times forward and backward; the compiled kernel reads c once forward, and gy and c once
+backward, computing the gradients of d, noise, b and e as sums in the same pass. `modconv_epilogue_vjp` is the
+backward, from c alone (nothing else activation-sized needs to be kept).
 """
 import torch
 
@@ -36,6 +36,14 @@ def _check(c, d, noise, b, e=None):
             raise OpArgumentError(f'modconv_epilogue: noise of shape {tuple(noise.shape)} does not broadcast to c '
                                   f'{tuple(c.shape)}') from None
     return d.reshape(N, C, 1, 1), n4, None if e is None else e.reshape(N, C, 1, 1)
+
+
+def _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl):
+    """Checked arguments: (d4, n4, e4, (alpha, gain, clamp), the kernel's operands or None for the reference)."""
+    d4, n4, e4 = _check(c, d, noise, b, e)
+    consts = _normalize_args(c, b, 1, act, alpha, gain, clamp)
+    ops = _ext_layout(c, d4, n4, b, e4) if _backend.resolve('modconv_epilogue', c, impl) == 'ext' else None
+    return d4, n4, e4, consts, ops
 
 
 def _ext_layout(c, d4, n4, b, e4):
@@ -67,9 +75,8 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
     Raises:
         OpArgumentError: an invalid argument (one line naming it).
     """
-    d4, n4, e4 = _check(c, d, noise, b, e)
-    alpha, gain, clamp = _normalize_args(c, b, 1, act, alpha, gain, clamp)
-    if _backend.resolve('modconv_epilogue', c, impl) == 'ext' and (ops := _ext_layout(c, d4, n4, b, e4)) is not None:
+    d4, n4, e4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
+    if ops is not None:
         from . import _ext
         return _ext.modconv_epilogue_ext(c, *ops, act, alpha, gain, clamp)
     s = c * d4 if n4 is None else torch.addcmul(n4, c, d4)
@@ -91,9 +98,8 @@ def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None,
     Returns:
         (dc, dd, dnoise, db, de), each shaped like its input (None for an absent noise / b / e).
     """
-    d4, n4, e4 = _check(c, d, noise, b, e)
-    alpha, gain, clamp = _normalize_args(c, b, 1, act, alpha, gain, clamp)
-    if _backend.resolve('modconv_epilogue', c, impl) == 'ext' and (ops := _ext_layout(c, d4, n4, b, e4)) is not None:
+    d4, n4, e4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
+    if ops is not None:
         from . import _ext
         gc, gd, gn, gb, ge = _ext.modconv_epilogue_backward_ext(gy.to(c.dtype), c, *ops, act, alpha, gain, clamp)
         return (gc, gd.reshape(d.shape), None if gn is None else gn.reshape(noise.shape), gb,

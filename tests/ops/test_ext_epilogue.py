@@ -34,7 +34,8 @@ def inputs(shape, noise, bias, dtype, device, gen, scale=False):
     c = draw(shape, dtype, device, gen)
     d = (draw((n, ch), torch.float64, device, gen).abs() + 0.3).to(dtype)
     ns = NOISE[noise](n, h, w)
-    return (c, d, None if ns is None else draw(ns, dtype, device, gen), draw((ch,), dtype, device, gen) if bias else None,
+    noise_t = None if ns is None else draw(ns, dtype, device, gen)
+    return (c, d, noise_t, draw((ch,), dtype, device, gen) if bias else None,
             draw((n, ch), dtype, device, gen) if scale else None)
 
 
