@@ -5,6 +5,7 @@ import os
 import torch
 
 from flops import step_flops, synthesis_macs, vgg16_macs
+from ganinv_core.engine._precision import Precision
 
 SIZE = os.environ.get('GANINV_BENCH_SIZE', 'cpu')
 DEVICE = torch.device('cuda' if torch.cuda.is_available() and os.environ.get('GANINV_BENCH_DEVICE') != 'cpu' else 'cpu')
@@ -86,3 +87,9 @@ def targets(G, n):
     import numpy as np
     from ganinv_core.io.images import render_seed, to_tensor
     return to_tensor(np.stack([render_seed(G, s)[0] for s in range(1, n + 1)])).to(DEVICE)
+
+
+class F32Losses(Precision):
+    """A precision whose losses run without autocast (float32; TF32 as the precision says): a benchmark-only
+    variant of bf16 / fp16, to weigh the losses' share of their speed and of their accuracy."""
+    loss_dtype = property(lambda self: None)

@@ -15,7 +15,8 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu}; mkdir -p "$OUT"
 DRY=${GANINV_GPU_DRY:-0}
-PART=${GANINV_GPU_PART:-all}   # all | a (stages 1-4) | b (stages 1, 5-7): two calls when one would not fit
+PART=${GANINV_GPU_PART:-all}   # all | a (stages 1-4) | b (stages 1, 5-7): two calls when one would not fit |
+                               # t: what the open issues still need (~8 min, below)
 part() { [ "$PART" = all ] || [ "$PART" = "$1" ]; }
 export GANINV_PLUGINS_STRICT=1 GANINV_CACHE=${GANINV_CACHE:-$OUT/../.cache-gpu-run}
 exec > >(tee -a "$OUT/run.log") 2>&1
@@ -76,30 +77,7 @@ if part b; then
 # 5. accuracy of the fast precisions: final PSNR vs the target against fp32, same 4 targets and seed (one
 #    batch: 4 independent inversions). Per target, any change of rounding (tf32 too) moves the end point by
 #    ~0.1-0.2 dB, so the mean over the targets is what says whether a precision loses accuracy.
-stage psnr 130 "$PY" - "$NET" "$PSNR_STEPS" > "$OUT/psnr.txt" <<'PYEOF'
-import sys, time
-import numpy as np, torch
-from ganinv_core.engine import invert
-from ganinv_core.io.images import render_seed, to_tensor
-from ganinv_core.weights import load_generator
-net, steps = sys.argv[1], int(sys.argv[2])
-dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-G = load_generator(net, device=dev)
-t = to_tensor(np.stack([render_seed(G, s)[0] for s in (11, 12, 13, 14)])).to(dev)
-kw = dict(losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'], steps=steps, seed=3, log_every=steps)
-rows = {}
-for name, opts in [('fp32', dict(precision='fp32', modconv='fused')), ('bf16', dict(precision='bf16')),
-                   ('bf16-graph', dict(precision='bf16', cuda_graph=True)),
-                   ('tf32-graph', dict(precision='tf32', cuda_graph=True)), ('fp16', dict(precision='fp16'))]:
-    t0 = time.perf_counter()
-    r = invert(G, t, **opts, **kw)
-    rows[name] = np.array([m['vs_target']['psnr'] for m in r.metrics])
-    d = rows[name] - rows['fp32']
-    print(f'{net} {steps} steps b{len(t)} {name:12s} psnr mean {rows[name].mean():.3f} dB  delta vs fp32: mean '
-          f'{d.mean():+.3f}, per target {" ".join(f"{v:+.3f}" for v in d)}  {r.steps_per_second:.1f} steps/s  '
-          f'wall {time.perf_counter() - t0:.1f}s', flush=True)
-print('bf16 mean within 0.1 dB of fp32:', abs((rows['bf16'] - rows['fp32']).mean()) <= 0.1)
-PYEOF
+stage psnr 130 bash -c "'$PY' benchmarks/precision_check.py --network $NET --steps $PSNR_STEPS --targets 4 > '$OUT/psnr.txt' 2>&1"
 cat "$OUT/psnr.txt"
 
 # 6. where the time goes: the top kernels of the step
@@ -115,6 +93,30 @@ stage "compile $NET b$CB bf16" 170 bash -c "'$PY' benchmarks/compile_check.py --
 stage "channels_last $NET b$CB bf16" 60 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch $CB --precision bf16 --steps $CS --channels-last --configs eager,graph >> '$OUT/profile.txt' 2>&1"
 cat "$OUT/profile.txt"
 fi
+if [ "$PART" = t ]; then
+# What the issues still need, in one ~8-minute call (a session has ~15 minutes of device time), most important
+# first: the GPU tests, the 1024² step cases the targets are stated for (now: fp16 + graph and cuDNN's autotuner
+# beside bf16 + graph), final-PSNR accuracy of bf16/fp16 against fp32 (1024² x 12 targets; 256² over 1000 steps),
+# a profile, torch.compile at batch 1, the ops. GANINV_GPU_STAGES picks a subset (e.g. two shorter calls).
+STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,psnr,psnr-long,profile,compile,ops},
+has() { [[ $STAGES == *,$1,* ]]; }
+has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
+has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
+has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
+has engine && stage bench-engine-targets 150 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q \
+  -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" \
+  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and (tf32-graph-b1 or bf16-graph or fp16-graph or cudnnbench))}"
+has psnr && stage psnr 130 bash -c "'$PY' benchmarks/precision_check.py --network $NET --steps $PSNR_STEPS --targets ${GANINV_GPU_PSNR_TARGETS:-12} --configs ${GANINV_GPU_PSNR_CONFIGS:-fp32,bf16,fp16,fp16-graph} > '$OUT/psnr.txt' 2>&1; cat '$OUT/psnr.txt'"
+# the trajectory noise shrinks as the runs converge: the same comparison over a whole 1000-step run at 256²
+has psnr-long && stage psnr-long 120 bash -c "'$PY' benchmarks/precision_check.py --network ${GANINV_GPU_PSNR_LONG_NET:-random-256} --steps $((PSNR_STEPS * 10)) --targets 8 --configs fp32,bf16,fp16 >> '$OUT/psnr.txt' 2>&1; tail -4 '$OUT/psnr.txt'"
+has profile && stage "profile $NET b8 bf16" 60 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 > '$OUT/profile.txt' 2>&1; cat '$OUT/profile.txt'"
+# torch.compile where the step is made of many small kernels (batch 1), against the CUDA graph alone
+has compile && stage "compile $NET b1 tf32" 170 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch 1 --precision tf32 --steps ${GANINV_GPU_COMPILE_STEPS:-20} --configs graph,compile+graph >> '$OUT/profile.txt' 2>&1; tail -6 '$OUT/profile.txt'"
+has ops && stage bench-ops 110 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
+  --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
+  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
+fi
+
 echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"
 # The device tool returns at most 8 files: pack the raw JSON into one archive.
 (cd "$OUT" && ls *.json >/dev/null 2>&1 && tar czf json.tgz *.json && rm -f *.json)

@@ -36,20 +36,30 @@ def main(argv=None):
         inv.run(a.steps)
         sync()
     avgs = prof.key_averages()
-    key = 'self_cpu_time_total'
-    if DEVICE.type == 'cuda':   # torch >= 2.4 names it self_device_time_total; older torch self_cuda_time_total
-        key = next((k for k in ('self_device_time_total', 'self_cuda_time_total')
-                    if any(getattr(e, k, 0) for e in avgs)), 'self_device_time_total')
-    events = [e for e in avgs if getattr(e, key, 0) > 0]
+    head = (f'# {a.network} batch {a.batch} {inv.prec.name} modconv={"fused" if inv.fused else "nonfused"} '
+            f'graph={inv._graph is not None} on {DEVICE}')
+    if DEVICE.type != 'cuda':
+        _table(head, 'operator', [e for e in avgs if e.self_cpu_time_total > 0], 'self_cpu_time_total', 'CPU', a)
+        return
+    # torch >= 2.4 names it self_device_time_total; older torch self_cuda_time_total
+    key = next((k for k in ('self_device_time_total', 'self_cuda_time_total')
+                if any(getattr(e, k, 0) for e in avgs)), 'self_device_time_total')
+    timed = [e for e in avgs if getattr(e, key, 0) > 0]
+    # Two partitions of the same device time: by kernel (device-side events) and by the operator that launched
+    # them (host-side events); listing both in one table would count every kernel twice.
+    kernels = [e for e in timed if e.device_type == torch.autograd.DeviceType.CUDA]
+    _table(head, 'kernel', kernels, key, 'device', a)
+    _table(head, 'operator', [e for e in timed if e.device_type != torch.autograd.DeviceType.CUDA], key, 'device', a)
+
+
+def _table(head, what, events, key, clock, a):
     total = sum(getattr(e, key) for e in events) or 1
-    print(f'# {a.network} batch {a.batch} {inv.prec.name} modconv={"fused" if inv.fused else "nonfused"} '
-          f'graph={inv._graph is not None} on {DEVICE}: {total / 1e3 / a.steps:.1f} ms/step of '
-          f'{"device" if DEVICE.type == "cuda" else "CPU"} time')
-    print(f'{"kernel / op":70s} {"ms/step":>9s} {"share":>7s} {"calls/step":>10s}')
+    print(f'{head}: {total / 1e3 / a.steps:.1f} ms/step of {clock} time, by {what}')
+    print(f'{what:70s} {"ms/step":>9s} {"share":>7s} {"calls/step":>10s}')
     for e in sorted(events, key=lambda e: -getattr(e, key))[:a.top]:
         t = getattr(e, key)
         print(f'{e.key[:70]:70s} {t / 1e3 / a.steps:9.2f} {100 * t / total:6.1f}% {e.count / a.steps:10.1f}')
-
+    print()
 
 if __name__ == '__main__':
     main()

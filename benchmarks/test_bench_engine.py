@@ -10,7 +10,7 @@ gradients), so the report's ratio is images·steps/s relative to it.
 import pytest
 import torch
 
-from _common import (DEVICE, SIZE, gen_flops_for, generator, record, step_flops_for, sync, targets, timed,
+from _common import (DEVICE, SIZE, F32Losses, gen_flops_for, generator, record, step_flops_for, sync, targets, timed,
                      vgg_flops_for)
 from _nvidia_equiv import NvidiaProjectorStep
 
@@ -48,6 +48,15 @@ def _step_cases():
             yield net, 'ours-bf16-cl-graph', BIG, dict(precision='bf16', cuda_graph=True, channels_last=True)
             yield net, 'ours-bf16-cl-graph', 1, dict(precision='bf16', cuda_graph=True, channels_last=True)
             yield net, 'ours-bf16-graph', HUGE, dict(precision='bf16', cuda_graph=True)   # throughput at scale
+            yield net, 'ours-bf16-graph', 2 * HUGE, dict(precision='bf16', cuda_graph=True)
+            # fp16 (10 mantissa bits, loss scaling): the candidate for the accuracy target, at the same sizes
+            yield net, 'ours-fp16-graph', BIG, dict(precision='fp16', cuda_graph=True)
+            yield net, 'ours-fp16-graph', 2 * HUGE, dict(precision='fp16', cuda_graph=True)
+            # side by side with bf16 + graph at BIG: VGG in NHWC memory, the losses in float32/TF32 instead of
+            # bf16 autocast (accuracy: benchmarks/precision_check.py), cuDNN's autotuner on
+            yield net, 'ours-bf16-vggnhwc-graph', BIG, dict(precision='bf16', cuda_graph=True, vgg_nhwc=True)
+            yield net, 'ours-bf16-f32loss-graph', BIG, dict(precision='bf16', cuda_graph=True, f32_losses=True)
+            yield net, 'ours-bf16-cudnnbench-graph', BIG, dict(precision='bf16', cuda_graph=True, cudnn_benchmark=True)
             yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
         elif _small(net):
             yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')
@@ -65,7 +74,8 @@ def test_nvidia_equivalent_step(benchmark, net):
     G = generator(net)
     nv = NvidiaProjectorStep(G, (targets(G, 1) + 1) * 127.5, DEVICE)
     fused = True
-    mem = timed(benchmark, lambda: (nv.step(), sync()), **ROUNDS)
+    # host-bound (a sync per step), so noisier than the graph-replayed cases: more rounds on the GPU
+    mem = timed(benchmark, lambda: (nv.step(), sync()), **(dict(warmup=3, rounds=12) if FULL and CUDA else ROUNDS))
     record(benchmark, compare=f'step-{net}', images=1, flops=step_flops_for(G, fused, vgg_weight_grads=True),
            baseline=True, peak_mem=mem)
 
@@ -74,11 +84,24 @@ def test_nvidia_equivalent_step(benchmark, net):
 def test_step(benchmark, net, case, n, opts):
     G = generator(net)
     opts = dict(opts)
-    tf32 = opts.pop('tf32', None)
+    tf32, f32_losses, vgg_nhwc = opts.pop('tf32', None), opts.pop('f32_losses', False), opts.pop('vgg_nhwc', False)
+    autotune = opts.pop('cudnn_benchmark', False)
     inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)
     if tf32 is False:
         inv.prec = _NoTF32(inv.prec.name, inv.prec.device)
-    mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
+    if f32_losses:
+        inv.prec = F32Losses(inv.prec.name, inv.prec.device)
+    vggs = [t.vgg for t in inv.terms if getattr(t, 'vgg', None) is not None and vgg_nhwc]
+    old_autotune = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = autotune or old_autotune
+    for v in vggs:      # the network is shared by every case: set back below
+        v.channels_last = True
+    try:
+        mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
+    finally:
+        torch.backends.cudnn.benchmark = old_autotune
+        for v in vggs:
+            v.channels_last = False
     record(benchmark, compare=f'step-{net}', images=n, flops=step_flops_for(G, inv.fused) * n, peak_mem=mem)
     benchmark.extra_info.update(case=f'{case}-b{n}', modconv='fused' if inv.fused else 'nonfused',
                                 graph=inv._graph is not None)
@@ -119,6 +142,7 @@ def _vgg_cases():
         yield r, BIG, 'frozen', 'fp32'
         if CUDA:
             yield r, BIG, 'frozen', 'bf16'
+            yield r, BIG, 'frozen-nhwc', 'bf16'   # NHWC memory vs NCHW (the default), side by side
 
 
 @pytest.mark.parametrize('res,n,kind,prec', list(_vgg_cases()), ids=[f'{c[0]}-b{c[1]}-{c[2]}-{c[3]}' for c in _vgg_cases()])
@@ -126,6 +150,7 @@ def test_vgg16_loss(benchmark, res, n, kind, prec):
     from ganinv_core.metrics import to_vgg_input
     from ganinv_core.nets.vgg16 import random_vgg16
     vgg = random_vgg16().to(DEVICE).eval().requires_grad_(kind == 'nvidia')
+    vgg.channels_last = kind.endswith('nhwc')
     torch.manual_seed(0)
     x = (torch.rand(n, 3, res, res, device=DEVICE) * 2 - 1).requires_grad_(True)
     tf = vgg(to_vgg_input(x.detach())).detach()

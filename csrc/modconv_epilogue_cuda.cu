@@ -163,11 +163,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  const at::Tensor gd = sums.select(2, 1).reshape(d.sizes()).to(c.scalar_type());
+  // Each sum in a tensor of its own (a float32 `.to` would return a view of `sums`: outputs must not alias).
+  const auto column = [&](int64_t k, at::IntArrayRef sizes) {
+    return sums.select(2, k).to(c.scalar_type()).contiguous().reshape(sizes);
+  };
+  const at::Tensor gd = column(1, d.sizes());
   const at::Tensor gn = p.noise_n ? gnoise.reshape(noise.sizes()).to(c.scalar_type()) : at::empty({0}, c.options());
   const at::Tensor gb = p.bias ? sums.select(2, 0).sum(0).to(c.scalar_type()) : at::empty({0}, c.options());
-  const at::Tensor ge =
-      p.scale ? sums.select(2, 2).reshape(e.sizes()).to(c.scalar_type()) : at::empty({0}, c.options());
+  const at::Tensor ge = p.scale ? column(2, e.sizes()) : at::empty({0}, c.options());
   return {gc, gd, gn, gb, ge};
 }
 

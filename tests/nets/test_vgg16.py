@@ -146,3 +146,26 @@ def test_download_cached_like_the_generators_and_offline_error(tmp_path, monkeyp
         V.download((tmp_path / 'nothere' / 'other.pt').as_uri())
     assert '\n' not in str(e.value) and '--network' not in str(e.value)
     assert len(os.listdir(tmp_path / 'cache')) == 2                      # no partial file left
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_channels_last_gives_the_same_levels_and_gradients(dtype):
+    """NHWC memory is a layout choice only: the five feature levels (and in float64 the input gradient) match.
+    (Compared on the levels: the unit-norm step divides by near-zero norms where a pixel's ReLUs are all ~0.)"""
+    vgg = V.random_vgg16(seed=2).to(dtype)
+    seen = []
+    vgg.convs[3].register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(5), dtype=dtype) * 255
+    out = {}
+    for cl in (False, True):
+        vgg.channels_last = cl
+        xi = x.clone().requires_grad_(True)
+        levels = vgg.levels(xi)
+        sum((f * torch.linspace(-1, 1, f.shape[1], dtype=dtype).view(1, -1, 1, 1)).sum() for f in levels).backward()
+        out[cl] = [f.detach() for f in levels], xi.grad
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for a, b in zip(out[True][0], out[False][0]):
+        torch.testing.assert_close(a, b, **tol)
+    if dtype == torch.float64:   # float32 rounding can move a max-pool's argmax between near-equal inputs
+        torch.testing.assert_close(out[True][1], out[False][1], **tol)
+    assert seen == [False, True]        # the NHWC run really ran NHWC (the input of a 64-channel convolution)

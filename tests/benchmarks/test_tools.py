@@ -1,0 +1,41 @@
+"""benchmarks/precision_check.py and profile_step.py: what they print follows from what they measure."""
+import os
+import re
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
+import precision_check  # noqa: E402
+import profile_step  # noqa: E402
+
+
+def test_precision_check_reports_zero_delta_for_the_reference_itself(capsys):
+    """The same configuration twice (deterministic on the CPU) differs from the reference by exactly zero, and the
+    bf16 verdict line appears only when bf16 ran."""
+    precision_check.main(['--network', 'random-64', '--steps', '2', '--targets', '2', '--configs', 'fp32,fp32'])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.startswith('random-64 2 steps b2 fp32') for line in out)
+    assert 'delta vs fp32: mean +0.000 (sd 0.000), per target +0.000 +0.000' in out[1]
+    means = [float(re.search(r'psnr mean (-?[\d.]+) dB', line).group(1)) for line in out]
+    assert means[0] == means[1] and means[0] > 0
+
+
+def test_precision_check_names_an_unknown_configuration(capsys):
+    with pytest.raises(SystemExit) as e:
+        precision_check.main(['--configs', 'fp32,bf17'])
+    assert e.value.code == 2 and "unknown ['bf17']" in capsys.readouterr().err
+
+
+def test_profile_table_shares_add_up(capsys):
+    """On the CPU: one operator table whose shares sum to 100 % of the time it reports (no event counted twice)."""
+    profile_step.main(['--network', 'random-64', '--batch', '1', '--steps', '1', '--top', '1000'])
+    out = capsys.readouterr().out.strip().splitlines()
+    head = re.match(r'# random-64 batch 1 \w+ modconv=\w+ graph=False on cpu: ([\d.]+) ms/step of CPU time, by '
+                    r'operator', out[0])
+    assert head, out[0]
+    rows = [re.match(r'.{70} +([\d.]+) +([\d.]+)% +([\d.]+)$', line) for line in out[2:]]
+    assert rows and all(rows)
+    # each printed value is rounded (to 0.1 % and 0.01 ms): the sums may be off by half a unit per row
+    assert sum(float(r.group(2)) for r in rows) == pytest.approx(100, abs=0.05 * len(rows) + 1e-6)
+    assert sum(float(r.group(1)) for r in rows) == pytest.approx(float(head.group(1)), abs=0.005 * len(rows) + 0.05)
