@@ -97,8 +97,9 @@ if [ "$PART" = t ]; then
 # What the issues still need, in one ~8-minute call (a session has ~15 minutes of device time), most important
 # first: the GPU tests, the 1024² step cases the targets are stated for (now: fp16 + graph and cuDNN's autotuner
 # beside bf16 + graph), final-PSNR accuracy of bf16/fp16 against fp32 (1024² x 12 targets; 256² over 1000 steps),
-# a profile, torch.compile at batch 1, the ops. GANINV_GPU_STAGES picks a subset (e.g. two shorter calls).
-STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,psnr,psnr-long,profile,compile,ops},
+# profiles of the step and of VGG16, the ops (and the simple kernels at small shapes), torch.compile at batch 8.
+# GANINV_GPU_STAGES picks a subset (e.g. two shorter calls).
+STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,psnr,psnr-long,profile,profile-vgg,ops,ops-simple,compile},
 has() { [[ $STAGES == *,$1,* ]]; }
 has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
@@ -110,11 +111,18 @@ has psnr && stage psnr 130 bash -c "'$PY' benchmarks/precision_check.py --networ
 # the trajectory noise shrinks as the runs converge: the same comparison over a whole 1000-step run at 256²
 has psnr-long && stage psnr-long 120 bash -c "'$PY' benchmarks/precision_check.py --network ${GANINV_GPU_PSNR_LONG_NET:-random-256} --steps $((PSNR_STEPS * 10)) --targets 8 --configs fp32,bf16,fp16 >> '$OUT/psnr.txt' 2>&1; tail -4 '$OUT/psnr.txt'"
 has profile && stage "profile $NET b8 bf16" 60 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 > '$OUT/profile.txt' 2>&1; cat '$OUT/profile.txt'"
-# torch.compile where the step is made of many small kernels (batch 1), against the CUDA graph alone
-has compile && stage "compile $NET b1 tf32" 170 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch 1 --precision tf32 --steps ${GANINV_GPU_COMPILE_STEPS:-20} --configs graph,compile+graph >> '$OUT/profile.txt' 2>&1; tail -6 '$OUT/profile.txt'"
+# VGG16 alone: 9.4-10.6 ms of the 47.8 ms bf16 b8 step, at 60-69 TFLOP/s in bf16 and fp32 alike (why?)
+has profile-vgg && stage "profile vgg b8 bf16" 40 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 --part vgg >> '$OUT/profile.txt' 2>&1; tail -30 '$OUT/profile.txt'"
 has ops && stage bench-ops 110 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
+# the simple kernels at the small shapes, where the tiled upfirdn2d spends a whole tile on each 8x8 plane
+has ops-simple && stage bench-ops-simple-small 40 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q \
+  -p no:cacheprovider --benchmark-only -k "ext and not epilogue and (x8- or x9- or x4- or x65-)" --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
+  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
+# torch.compile (Triton fuses the elementwise chains between the convolutions) against the CUDA graph alone, at the
+# batch of the throughput target; compiling a 1024² synthesis takes minutes, so it runs last
+has compile && stage "compile $NET b8 bf16" 170 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch 8 --precision bf16 --steps ${GANINV_GPU_COMPILE_STEPS:-10} --configs graph,compile+graph >> '$OUT/profile.txt' 2>&1; tail -6 '$OUT/profile.txt'"
 fi
 
 echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"

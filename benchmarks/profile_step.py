@@ -1,6 +1,7 @@
 """Profile a few optimisation steps with torch.profiler and print the top kernels and their share of the step.
 
     python benchmarks/profile_step.py --network random-256 --batch 1 --steps 3 [--precision bf16] [--graph]
+                                      [--part vgg]
 
 On CUDA it ranks device kernels by self CUDA time, on the CPU operators by self CPU time.
 """
@@ -25,19 +26,35 @@ def main(argv=None):
     ap.add_argument('--modconv', default='auto')
     ap.add_argument('--graph', action='store_true', help='CUDA-graph capture of the step')
     ap.add_argument('--top', type=int, default=25)
+    ap.add_argument('--part', choices=('step', 'vgg'), default='step',
+                    help="'vgg': only the VGG16 loss, forward and backward, on the step's images and precision")
     a = ap.parse_args(argv)
     G = generator(a.network)
     inv = Inversion(G, targets(G, a.batch), losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'],
                     steps=a.steps + 2, precision=a.precision, modconv=a.modconv, cuda_graph=a.graph)
+    if a.part == 'vgg':
+        from ganinv_core.metrics import to_vgg_input
+        vgg, tf = inv.terms[0].vgg, inv.terms[0].target_features
+        img = inv.render().requires_grad_(True)
+
+        def work():
+            for _ in range(a.steps):
+                with inv.prec.mode(), inv.prec.autocast():
+                    loss = (tf - vgg(to_vgg_input(img))).square().sum()
+                loss.backward()
+    else:
+        work = lambda: inv.run(a.steps)  # noqa: E731
     inv.run(2)                                   # warm-up (and graph capture)
+    if a.part == 'vgg':
+        work()
     sync()
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if DEVICE.type == 'cuda' else [])
     with torch.profiler.profile(activities=acts) as prof:
-        inv.run(a.steps)
+        work()
         sync()
     avgs = prof.key_averages()
     head = (f'# {a.network} batch {a.batch} {inv.prec.name} modconv={"fused" if inv.fused else "nonfused"} '
-            f'graph={inv._graph is not None} on {DEVICE}')
+            f'graph={inv._graph is not None} on {DEVICE}{" (VGG16 loss only)" if a.part == "vgg" else ""}')
     if DEVICE.type != 'cuda':
         _table(head, 'operator', [e for e in avgs if e.self_cpu_time_total > 0], 'self_cpu_time_total', 'CPU', a)
         return

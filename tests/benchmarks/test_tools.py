@@ -39,3 +39,14 @@ def test_profile_table_shares_add_up(capsys):
     # each printed value is rounded (to 0.1 % and 0.01 ms): the sums may be off by half a unit per row
     assert sum(float(r.group(2)) for r in rows) == pytest.approx(100, abs=0.05 * len(rows) + 1e-6)
     assert sum(float(r.group(1)) for r in rows) == pytest.approx(float(head.group(1)), abs=0.005 * len(rows) + 0.05)
+
+
+def test_profile_vgg_part_times_the_loss_alone(capsys):
+    """--part vgg: VGG16's convolutions (13 per forward), none of the generator's ops."""
+    profile_step.main(['--network', 'random-64', '--batch', '1', '--steps', '1', '--top', '1000', '--part', 'vgg'])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith('# random-64 batch 1') and '(VGG16 loss only)' in out[0]
+    names = [line[:70].strip() for line in out[2:]]
+    assert not any(n.startswith('ganinv::') for n in names)          # no bias_act / upfirdn2d / epilogue
+    conv = [line for line in out[2:] if line.startswith('aten::convolution ')]
+    assert conv and float(conv[0].split()[-1]) == 13                 # calls per step: VGG16's 13 forward convs
