@@ -3,12 +3,16 @@ inversions), so the per-target rounding noise (~0.1-0.2 dB either way) averages 
 
     python benchmarks/precision_check.py --network random-1024 --steps 100 --targets 8 [--configs fp32,bf16,...]
 
+A configuration ``NAME@R`` runs NAME with reduced precision only in the blocks of resolution >= R (``NAME@-R``:
+only <= R), among those the network runs reduced (its top ``num_fp16_res``): which blocks cost the accuracy.
+
 Prints one line per configuration (mean PSNR, mean and per-target delta vs fp32, steps/s) and whether bf16's mean
 is within 0.1 dB of fp32's (issue 6). The first configuration is the reference.
 """
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from unittest import mock
@@ -31,6 +35,21 @@ CONFIGS = {'fp32': dict(precision='fp32', modconv='fused'), 'bf16': dict(precisi
            'bf16-f32loss-graph': dict(precision='bf16', cuda_graph=True, f32_losses=True)}
 
 
+@contextlib.contextmanager
+def _reduced_blocks(G, at):
+    """Keep reduced precision only in the blocks of resolution >= at (at < 0: <= -at); None: unchanged."""
+    blocks = [getattr(G.synthesis, f'b{r}') for r in G.synthesis.block_resolutions]
+    old = [b.use_fp16 for b in blocks]
+    if at is not None:
+        for b in blocks:
+            b.use_fp16 = b.use_fp16 and (b.resolution >= at if at >= 0 else b.resolution <= -at)
+    try:
+        yield
+    finally:
+        for b, u in zip(blocks, old):
+            b.use_fp16 = u
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--network', default='random-256')
@@ -39,7 +58,7 @@ def main(argv=None):
     ap.add_argument('--configs', default='fp32,bf16,bf16-graph,tf32-graph,fp16')
     a = ap.parse_args(argv)
     names = a.configs.split(',')
-    bad = [n for n in names if n not in CONFIGS]
+    bad = [n for n in names if n.split('@')[0] not in CONFIGS or not re.fullmatch(r'[^@]+(@-?\d+)?', n)]
     if bad or not names:
         ap.error(f'--configs: unknown {bad}; choose from {",".join(CONFIGS)}')
     G = load_generator(a.network, device=DEVICE)
@@ -48,10 +67,11 @@ def main(argv=None):
     rows = {}
     for name in names:
         t0 = time.perf_counter()
-        opts = dict(CONFIGS[name])
+        base, _, at = name.partition('@')
+        opts = dict(CONFIGS[base])
         variant = mock.patch.object(_precision, 'Precision', F32Losses) if opts.pop('f32_losses', False) else \
             contextlib.nullcontext()
-        with variant:
+        with variant, _reduced_blocks(G, int(at) if at else None):
             r = invert(G, t, **opts, **kw)
         rows[name] = np.array([m['vs_target']['psnr'] for m in r.metrics])
         d = rows[name] - rows[names[0]]

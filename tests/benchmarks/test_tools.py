@@ -50,3 +50,23 @@ def test_profile_vgg_part_times_the_loss_alone(capsys):
     assert not any(n.startswith('ganinv::') for n in names)          # no bias_act / upfirdn2d / epilogue
     conv = [line for line in out[2:] if line.startswith('aten::convolution ')]
     assert conv and float(conv[0].split()[-1]) == 13                 # calls per step: VGG16's 13 forward convs
+
+
+def test_precision_check_limits_reduced_precision_to_the_chosen_blocks():
+    import torch
+    from ganinv_core.weights import load_generator
+    G = load_generator('random-256')
+    syn = G.synthesis
+    flags = {r: getattr(syn, f'b{r}').use_fp16 for r in syn.block_resolutions}
+    assert any(flags.values())                          # config-f: the top resolutions run reduced
+    with precision_check._reduced_blocks(G, 128):
+        assert {r: getattr(syn, f'b{r}').use_fp16 for r in syn.block_resolutions} == \
+            {r: f and r >= 128 for r, f in flags.items()}
+    with precision_check._reduced_blocks(G, -64):
+        assert {r: getattr(syn, f'b{r}').use_fp16 for r in syn.block_resolutions} == \
+            {r: f and r <= 64 for r, f in flags.items()}
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)), None)
+    with precision_check._reduced_blocks(G, 10 ** 6):   # no block left reduced: bf16 computes fp32's image
+        img = syn(ws, noise_mode='const', force_fp32=False, half_dtype=torch.bfloat16)
+    torch.testing.assert_close(img, syn(ws, noise_mode='const', force_fp32=True))
+    assert {r: getattr(syn, f'b{r}').use_fp16 for r in syn.block_resolutions} == flags   # restored
