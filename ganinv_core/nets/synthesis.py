@@ -79,9 +79,15 @@ class ToRGBLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
 
-    def forward(self, x, w, fused_modconv=True):
-        """x [N, I, H, W], w [N, w_dim] -> [N, img_channels, H, W]."""
+    def forward(self, x, w, fused_modconv=True, in_scale=None):
+        """x [N, I, H, W], w [N, w_dim] -> [N, img_channels, H, W].
+
+        `in_scale` [N, I] (no zeros): x arrives multiplied by it per channel (the next block's modulation, applied
+        by the layer before); the per-sample weight divides it out again, so the result is the same.
+        """
         styles = self.affine(w) * self.weight_gain
+        if in_scale is not None:
+            styles = styles / in_scale
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
@@ -132,35 +138,44 @@ class SynthesisBlock(torch.nn.Module):
                                     channels_last=self.channels_last)
         self.noise_keys = tuple(f'b{resolution}.{name}' for name in ('conv0', 'conv1') if hasattr(self, name))
 
-    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, noise_mode='const', noise=None,
-                half_dtype=torch.float16, channels_last=None):
-        """x [N, I, R/2, R/2] (None for b4), img [N, C, R/2, R/2] or None, ws [N, num_conv + num_torgb, w_dim].
-
-        `channels_last` (None: the block's `fp16_channels_last`) lays x out channels-last in reduced precision.
-
-        Returns:
-            (x [N, O, R, R], img [N, C, R, R] float32 or None).
-        """
-        w_iter = iter(ws.unbind(dim=1))
-        N = ws.shape[0]
+    def plan(self, N, device, force_fp32=False, fused_modconv=None, half_dtype=torch.float16):
+        """(dtype, fused_modconv) this block runs with for a batch of N on `device`."""
         if half_dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f'synthesis: half_dtype must be torch.float16 or torch.bfloat16, got {half_dtype}')
         # NVIDIA's rule (fp16 only on CUDA), extended to bf16, which every device computes in
-        half = self.use_fp16 and not force_fp32 and (ws.device.type == 'cuda' or half_dtype == torch.bfloat16)
+        half = self.use_fp16 and not force_fp32 and (device.type == 'cuda' or half_dtype == torch.bfloat16)
         dtype = half_dtype if half else torch.float32
-        cl = self.channels_last if channels_last is None else channels_last
-        fmt = torch.channels_last if half and cl else torch.contiguous_format
         if fused_modconv is None:
             d = self.fused_modconv_default
             if d is None:
                 fused_modconv = not self.training and (dtype == torch.float32 or N == 1)
             else:
                 fused_modconv = (not self.training) if d == 'inference_only' else bool(d)
+        return dtype, bool(fused_modconv)
+
+    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, noise_mode='const', noise=None,
+                half_dtype=torch.float16, channels_last=None, in_styles=None, out_styles=None):
+        """x [N, I, R/2, R/2] (None for b4), img [N, C, R/2, R/2] or None, ws [N, num_conv + num_torgb, w_dim].
+
+        `channels_last` (None: the block's `fp16_channels_last`) lays x out channels-last in reduced precision.
+        Non-fused, not float16 (`SynthesisNetwork` decides): `in_styles` [N, I] says x arrives already modulated
+        for conv0 (by the previous block), `out_styles` [N, O] (no zeros) that the next block's conv0 modulation is
+        to be applied to the returned x (ToRGB divides it out).
+
+        Returns:
+            (x [N, O, R, R], img [N, C, R, R] float32 or None).
+        """
+        w_iter = iter(ws.unbind(dim=1))
+        N = ws.shape[0]
+        dtype, fused_modconv = self.plan(N, ws.device, force_fp32, fused_modconv, half_dtype)
+        half = dtype != torch.float32
+        cl = self.channels_last if channels_last is None else channels_last
+        fmt = torch.channels_last if half and cl else torch.contiguous_format
         nz = [None, None] if noise is None else [noise.get(k) for k in self.noise_keys]
         lk = dict(fused_modconv=fused_modconv, noise_mode=noise_mode)
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=fmt).unsqueeze(0).expand(N, -1, -1, -1)
-            x = self.conv1(x, next(w_iter), noise=nz[0], **lk)
+            x = self.conv1(x, next(w_iter), noise=nz[0], post_styles=out_styles, **lk)
         else:
             x = x.to(dtype=dtype, memory_format=fmt)
             y = self.skip(x, gain=np.sqrt(0.5)) if self.architecture == 'resnet' else None
@@ -168,16 +183,23 @@ class SynthesisBlock(torch.nn.Module):
             # Non-fused: conv0's output feeds conv1 alone, so conv0's epilogue applies conv1's modulation (no
             # separate modulated copy, nor its backward). Not in float16, where modulated_conv2d rescales styles.
             s1 = self.conv1.affine(w1) if not fused_modconv and dtype != torch.float16 else None
-            x = self.conv0(x, w0, noise=nz[0], post_styles=s1, **lk)
-            x = self.conv1(x, w1, noise=nz[1], styles=s1, gain=np.sqrt(0.5) if y is not None else 1, **lk)
+            x = self.conv0(x, w0, noise=nz[0], styles=in_styles, post_styles=s1, **lk)
+            x = self.conv1(x, w1, noise=nz[1], styles=s1, post_styles=out_styles,
+                           gain=np.sqrt(0.5) if y is not None else 1, **lk)
             x = x if y is None else y.add_(x)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == 'skip':
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv, in_scale=out_styles)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = img.add_(y) if img is not None else y
         return x, img
+
+
+def _nonzero(s, tiny=1e-20):
+    """s with |s| < tiny replaced by tiny: styles that ToRGB divides by (a style of 0 would make 0/0 there; any
+    |s| < tiny modulates its channel by ~0 either way)."""
+    return torch.where(s.abs() < tiny, tiny, s)
 
 
 class SynthesisNetwork(torch.nn.Module):
@@ -189,6 +211,9 @@ class SynthesisNetwork(torch.nn.Module):
         num_fp16_res: the top resolutions that run in reduced precision (fp16 on CUDA, or bf16; 0 = none).
         **block_kwargs: SynthesisBlock arguments (architecture, conv_clamp, resample_filter, ...).
     """
+
+    #: apply each block's conv0 modulation in the previous block's last epilogue (non-fused, not float16)
+    fold_modulation = True
 
     def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, num_fp16_res=0,
                  **block_kwargs):
@@ -241,12 +266,21 @@ class SynthesisNetwork(torch.nn.Module):
         if noise is not None and not self._noise_names.issuperset(noise):
             bad = sorted(set(noise) - self._noise_names)
             raise ValueError(f'synthesis: noise has unknown layer names {bad}; see noise_layers()')
-        x = img = None
+        blocks = [getattr(self, f'b{r}') for r in self.block_resolutions]
+        plans = [b.plan(ws.shape[0], ws.device, force_fp32, fused_modconv, half_dtype) for b in blocks]
+        x = img = s_in = None
         w_idx = 0
-        for r in self.block_resolutions:
-            block = getattr(self, f'b{r}')
+        for i, block in enumerate(blocks):
+            # A block's output feeds its ToRGB and the next block's conv0, which starts with x * s: with both
+            # blocks non-fused (and not float16, where the styles are rescaled), that product is done by this
+            # block's last epilogue instead (no separate copy, nor its backward) and ToRGB divides s out again.
+            s_out = None
+            if (self.fold_modulation and i + 1 < len(blocks) and block.architecture != 'resnet'
+                    and all(not fused and dtype != torch.float16 for dtype, fused in plans[i:i + 2])):
+                s_out = _nonzero(blocks[i + 1].conv0.affine(ws[:, w_idx + block.num_conv]))
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), force_fp32=force_fp32,
-                           fused_modconv=fused_modconv, noise_mode=noise_mode, noise=noise, half_dtype=half_dtype,
-                           channels_last=channels_last)
+                           fused_modconv=plans[i][1], noise_mode=noise_mode, noise=noise, half_dtype=half_dtype,
+                           channels_last=channels_last, in_styles=s_in, out_styles=s_out)
+            s_in = s_out
             w_idx += block.num_conv
         return img

@@ -234,6 +234,43 @@ def test_next_layers_modulation_folded_into_the_epilogue(frozen):
         modulated_conv2d(x, w0, s0, fused_modconv=True, premodulated=True)
 
 
+@pytest.mark.parametrize('arch,frozen', [('skip', True), ('skip', False), ('orig', True), ('resnet', True)])
+def test_next_blocks_modulation_folded_into_the_previous_block(arch, frozen, monkeypatch):
+    """Each block's output arrives at the next block already modulated for its conv0 (ToRGB divides the styles
+    out): the synthesis equals the unfolded one (float32: the blocks compute in float32 or lower), values and the
+    gradients of ws, the noise buffers and (when trainable) the weights; a style of exactly 0 stays finite."""
+    G = _small(architecture=arch).requires_grad_(not frozen)
+    syn = G.synthesis
+    ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(4)), None).detach().requires_grad_(True)
+    noise = {k: torch.randn(2, 1, r, r, requires_grad=True) for k, r in syn.noise_layers()}
+    conv0_inputs = []
+    syn.b16.conv0.register_forward_pre_hook(lambda m, a: conv0_inputs.append(a[0]))
+
+    def run(fold):
+        monkeypatch.setattr(type(syn), 'fold_modulation', fold)
+        return syn(ws, fused_modconv=False, noise=noise)
+
+    def close(a, r):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * r.abs().max().item())
+    a, r = run(True), run(False)
+    close(a, r)
+    assert (arch == 'resnet') == torch.equal(conv0_inputs[0], conv0_inputs[1])   # the fold took place
+    gy = torch.randn_like(a)
+    live = [ws, *noise.values()] + ([] if frozen else list(syn.parameters()))
+    for ga, gr in zip(torch.autograd.grad(a, live, gy, allow_unused=True),
+                      torch.autograd.grad(r, live, gy, allow_unused=True)):
+        assert (ga is None) == (gr is None)
+        if gr is not None:
+            close(ga, gr)
+    with torch.no_grad():       # b16.conv0's style 3 made exactly 0 (its affine row and bias zeroed)
+        aff = syn.b16.conv0.affine
+        aff.weight[3], aff.bias[3] = 0, 0
+        assert (aff(ws[:, 2])[:, 3] == 0).all()
+    a = run(True)
+    assert torch.isfinite(a).all()
+    close(a, run(False))
+
+
 def test_synthesis_layers_use_the_epilogue_when_frozen(nvidia):
     """Frozen weights + non-fused modconv: the layers end in the fused epilogue; gradients as with trainable weights."""
     G, ref, _ = nvidia
