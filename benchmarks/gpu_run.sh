@@ -106,7 +106,7 @@ has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext
 has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
 has engine && stage bench-engine-targets 150 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q \
   -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" \
-  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and (tf32-graph-b1 or bf16-graph or fp16-graph or cudnnbench))}"
+  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and (tf32-graph-b1 or bf16-graph or fp16-graph or cudnnbench or nofold))}"
 has psnr && stage psnr 150 bash -c "'$PY' benchmarks/precision_check.py --network $NET --steps $PSNR_STEPS --targets ${GANINV_GPU_PSNR_TARGETS:-12} --configs ${GANINV_GPU_PSNR_CONFIGS:-fp32,bf16,bf16@512,bf16@-256,fp16,fp16-graph} > '$OUT/psnr.txt' 2>&1; cat '$OUT/psnr.txt'"
 # the trajectory noise shrinks as the runs converge: the same comparison over a whole 1000-step run at 256²
 has psnr-long && stage psnr-long 120 bash -c "'$PY' benchmarks/precision_check.py --network ${GANINV_GPU_PSNR_LONG_NET:-random-256} --steps $((PSNR_STEPS * 10)) --targets 8 --configs fp32,bf16,fp16 >> '$OUT/psnr.txt' 2>&1; tail -4 '$OUT/psnr.txt'"

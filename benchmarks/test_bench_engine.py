@@ -57,6 +57,8 @@ def _step_cases():
             yield net, 'ours-bf16-vggnhwc-graph', BIG, dict(precision='bf16', cuda_graph=True, vgg_nhwc=True)
             yield net, 'ours-bf16-f32loss-graph', BIG, dict(precision='bf16', cuda_graph=True, f32_losses=True)
             yield net, 'ours-bf16-cudnnbench-graph', BIG, dict(precision='bf16', cuda_graph=True, cudnn_benchmark=True)
+            # without the cross-block fold of the modulation (fourth session), for its side-by-side ratio
+            yield net, 'ours-bf16-nofold-graph', BIG, dict(precision='bf16', cuda_graph=True, fold=False)
             yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
         elif _small(net):
             yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')
@@ -85,7 +87,7 @@ def test_step(benchmark, net, case, n, opts):
     G = generator(net)
     opts = dict(opts)
     tf32, f32_losses, vgg_nhwc = opts.pop('tf32', None), opts.pop('f32_losses', False), opts.pop('vgg_nhwc', False)
-    autotune = opts.pop('cudnn_benchmark', False)
+    autotune, fold = opts.pop('cudnn_benchmark', False), opts.pop('fold', True)
     inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)
     if tf32 is False:
         inv.prec = _NoTF32(inv.prec.name, inv.prec.device)
@@ -96,9 +98,11 @@ def test_step(benchmark, net, case, n, opts):
     torch.backends.cudnn.benchmark = autotune or old_autotune
     for v in vggs:      # the network is shared by every case: set back below
         v.channels_last = True
+    type(G.synthesis).fold_modulation = fold
     try:
         mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
     finally:
+        type(G.synthesis).fold_modulation = True
         torch.backends.cudnn.benchmark = old_autotune
         for v in vggs:
             v.channels_last = False
