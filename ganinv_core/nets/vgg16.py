@@ -78,7 +78,7 @@ class VGG16Features(nn.Module):
             # float32 from here on (a no-op unless autocast ran the convolutions in bf16/fp16): the norm and the
             # distance built on these features are where low precision would cost the most accuracy
             f = f.float()
-            f = f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)           # unit norm over channels
+            f = f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-10)  # unit norm over channels
             g = (w.clamp(min=0) / (f.shape[2] * f.shape[3])).sqrt()              # sqrt(w_c / HW)
             feats.append((f * g.view(1, -1, 1, 1)).flatten(1))
         return torch.cat(feats, 1)
