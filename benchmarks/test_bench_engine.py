@@ -98,11 +98,11 @@ def test_step(benchmark, net, case, n, opts):
     torch.backends.cudnn.benchmark = autotune or old_autotune
     for v in vggs:      # the network is shared by every case: set back below
         v.channels_last = True
-    type(G.synthesis).fold_modulation = fold
+    old_fold, type(G.synthesis).fold_modulation = type(G.synthesis).fold_modulation, fold
     try:
         mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
     finally:
-        type(G.synthesis).fold_modulation = True
+        type(G.synthesis).fold_modulation = old_fold
         torch.backends.cudnn.benchmark = old_autotune
         for v in vggs:
             v.channels_last = False
