@@ -7,8 +7,7 @@
 #   channels_last side by side (benchmarks/compile_check.py). ~7-9 minutes in all: give the call 600 s, or split
 #   it: GANINV_GPU_PART=a (stages 1-4), then GANINV_GPU_PART=b (1 and 5-7; the install is quick once built).
 # Each stage has its own timeout and a failing stage does not stop the next. Everything goes to $OUT
-# (run.log, doctor.txt, bench.json/.md, ops.json/.md, ops_simple.json/.md, psnr.txt, profile.txt: 10 files;
-# the device tool brings back 8, so the .json files are the ones to drop if needed).
+# (run.log, doctor.txt, bench.md, ops.md, ops_simple.md, psnr.txt, profile.txt, and the raw JSON in json.tar).
 #   bash benchmarks/gpu_run.sh                 (repository root, on the GPU machine)
 #   GANINV_GPU_DRY=1 bash benchmarks/gpu_run.sh (CPU rehearsal: .venv, no install, CPU sizes, short stages)
 set -u
@@ -28,6 +27,10 @@ else
   PY=${PY:-python3}; SIZE=full; NET=random-1024; PSNR_STEPS=100; PROF_NETS="random-1024"; T=1
   BENCH_SEL=(); TESTS=()
 fi
+
+# Raw JSON goes into one archive as soon as it is written: a call cut short at its limit still brings back at most
+# 8 files (run.log, doctor.txt, bench.md, ops.md, ops_simple.md, psnr.txt, profile.txt, json.tar).
+keep_json() { (cd "$OUT" && for f in "$@"; do [ -f "$f" ] && tar rf json.tar "$f" && rm -f "$f"; done); }
 
 stage() {  # stage NAME SECONDS CMD...: run with a timeout, report its exit code, never abort the script
   local name=$1 secs=$2; shift 2
@@ -62,14 +65,17 @@ stage tests-gpu-simple-kernels 60 env GANINV_CUDA_SIMPLE=1 "$PY" -m pytest tests
 # 4. the benchmark suite (few rounds: the engine cases use fixed rounds, the ops cases a short max time)
 stage bench-engine 180 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q -p no:cacheprovider \
   --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" "${BENCH_SEL[@]}"
+keep_json bench.json
 stage bench-ops 140 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
+keep_json ops.json
 # the simple bias_act / upfirdn2d kernels timed too (GANINV_GPU_SIMPLE_BENCH=1; off by default to fit 600 s)
 [ "${GANINV_GPU_SIMPLE_BENCH:-0}" = 1 ] && stage bench-ops-simple-kernels 70 env GANINV_CUDA_SIMPLE=1 \
   GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
   -k "ext and not epilogue" --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
+keep_json ops_simple.json
 
 fi
 
@@ -107,6 +113,7 @@ has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:c
 has engine && stage bench-engine-targets 150 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q \
   -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" \
   -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and (tf32-graph-b1 or bf16-graph or fp16-graph or cudnnbench or nofold))}"
+keep_json bench.json
 has psnr && stage psnr 150 bash -c "'$PY' benchmarks/precision_check.py --network $NET --steps $PSNR_STEPS --targets ${GANINV_GPU_PSNR_TARGETS:-12} --configs ${GANINV_GPU_PSNR_CONFIGS:-fp32,bf16,bf16@512,bf16@-256,fp16,fp16-graph} > '$OUT/psnr.txt' 2>&1; cat '$OUT/psnr.txt'"
 # the trajectory noise shrinks as the runs converge: the same comparison over a whole 1000-step run at 256²
 has psnr-long && stage psnr-long 120 bash -c "'$PY' benchmarks/precision_check.py --network ${GANINV_GPU_PSNR_LONG_NET:-random-256} --steps $((PSNR_STEPS * 10)) --targets 8 --configs fp32,bf16,fp16 >> '$OUT/psnr.txt' 2>&1; tail -4 '$OUT/psnr.txt'"
@@ -116,16 +123,17 @@ has profile-vgg && stage "profile vgg b8 bf16" 40 bash -c "'$PY' benchmarks/prof
 has ops && stage bench-ops 110 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
+keep_json ops.json
 # the simple kernels at the small shapes, where the tiled upfirdn2d spends a whole tile on each 8x8 plane
 has ops-simple && stage bench-ops-simple-small 40 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q \
   -p no:cacheprovider --benchmark-only -k "ext and not epilogue and (x8- or x9- or x4- or x65-)" --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
   --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
+keep_json ops_simple.json
 # torch.compile (Triton fuses the elementwise chains between the convolutions) against the CUDA graph alone, at the
 # batch of the throughput target; compiling a 1024² synthesis takes minutes, so it runs last
 has compile && stage "compile $NET b8 bf16" 170 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch 8 --precision bf16 --steps ${GANINV_GPU_COMPILE_STEPS:-10} --configs graph,compile+graph >> '$OUT/profile.txt' 2>&1; tail -6 '$OUT/profile.txt'"
 fi
 
 echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"
-# The device tool returns at most 8 files: pack the raw JSON into one archive.
-(cd "$OUT" && ls *.json >/dev/null 2>&1 && tar czf json.tgz *.json && rm -f *.json)
+keep_json $(cd "$OUT" && ls -- *.json 2>/dev/null)
 ls -la "$OUT"
