@@ -443,3 +443,25 @@ def test_fp16_on_cuda_close_to_fp32(nvidia):
     ws = G.mapping(torch.randn(2, 16, device='cuda'), None)
     a, b = G.synthesis(ws), G.synthesis(ws, force_fp32=True)
     assert a.dtype == torch.float32 and (a - b).abs().max() < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('half', [None, torch.bfloat16])
+def test_cross_block_fold_on_cuda(half, monkeypatch):
+    """The cross-block fold through the CUDA kernels (the epilogue's output scale) and, with bf16 blocks, across a
+    float32 -> bf16 boundary: the image and the gradient of ws match the unfolded synthesis within the precision's
+    rounding (a missing division or a wrong scale is off by O(1))."""
+    G = _small(num_fp16_res=1).cuda().requires_grad_(False)
+    syn = G.synthesis
+    ws = G.mapping(torch.randn(4, 16, device='cuda', generator=torch.Generator('cuda').manual_seed(2)), None)
+    ws = ws.detach().requires_grad_(True)
+    kw = dict(fused_modconv=False, force_fp32=half is None, half_dtype=half or torch.float16)
+    out = {}
+    for fold in (True, False):
+        monkeypatch.setattr(type(syn), 'fold_modulation', fold)
+        img = syn(ws, **kw)
+        out[fold] = img.detach(), torch.autograd.grad(img.square().sum(), ws)[0]
+    tol = 2e-2 if half else 2e-3        # TF32 convolutions (cuDNN's default) / bf16 blocks
+    for a, r in zip(out[True], out[False]):
+        torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item())
