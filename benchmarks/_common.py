@@ -89,6 +89,11 @@ def targets(G, n):
     return to_tensor(np.stack([render_seed(G, s)[0] for s in range(1, n + 1)])).to(DEVICE)
 
 
+class NoTF32(Precision):
+    """A precision whose float32 parts run without TF32 (a benchmark-only comparison)."""
+    tf32 = property(lambda self: False)
+
+
 class F32Losses(Precision):
     """A precision whose losses run without autocast (float32; TF32 as the precision says): a benchmark-only
     variant of bf16 / fp16, to weigh the losses' share of their speed and of their accuracy."""

@@ -40,6 +40,23 @@ stage() {  # stage NAME SECONDS CMD...: run with a timeout, report its exit code
   echo "=== $name: exit $? after $((SECONDS - t0))s"
 }
 
+# bench_ops / bench_engine STAGE SECONDS JSON [pytest args...]: one benchmark suite as a stage (few rounds: the ops
+# cases a short max time, the engine cases fixed rounds), its JSON archived. Variables set before the call (e.g.
+# GANINV_CUDA_SIMPLE=1) reach the suite.
+bench_ops() {
+  local name=$1 secs=$2 json=$3; shift 3
+  stage "$name" "$secs" env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider \
+    --benchmark-only --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on \
+    --benchmark-warmup-iterations=2 --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/$json" "$@"
+  keep_json "$json"
+}
+bench_engine() {
+  local name=$1 secs=$2 json=$3; shift 3
+  stage "$name" "$secs" env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q \
+    -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/$json" "$@"
+  keep_json "$json"
+}
+
 echo "=== ganinv GPU run $(date -u +%FT%TZ) dry=$DRY"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name())'
@@ -63,19 +80,11 @@ stage tests-gpu-simple-kernels 60 env GANINV_CUDA_SIMPLE=1 "$PY" -m pytest tests
 [ ${#TESTS[@]} = 0 ] || stage tests-cpu-paths 200 "$PY" -m pytest "${TESTS[@]}" -q -ra -p no:cacheprovider
 
 # 4. the benchmark suite (few rounds: the engine cases use fixed rounds, the ops cases a short max time)
-stage bench-engine 180 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q -p no:cacheprovider \
-  --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" "${BENCH_SEL[@]}"
-keep_json bench.json
-stage bench-ops 140 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
-  --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
-  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
-keep_json ops.json
+bench_engine bench-engine 180 bench.json "${BENCH_SEL[@]}"
+bench_ops bench-ops 140 ops.json
 # the simple bias_act / upfirdn2d kernels timed too (GANINV_GPU_SIMPLE_BENCH=1; off by default to fit 600 s)
-[ "${GANINV_GPU_SIMPLE_BENCH:-0}" = 1 ] && stage bench-ops-simple-kernels 70 env GANINV_CUDA_SIMPLE=1 \
-  GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
-  -k "ext and not epilogue" --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
-  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
-keep_json ops_simple.json
+[ "${GANINV_GPU_SIMPLE_BENCH:-0}" = 1 ] && \
+  GANINV_CUDA_SIMPLE=1 bench_ops bench-ops-simple-kernels 70 ops_simple.json -k "ext and not epilogue"
 
 fi
 
@@ -110,25 +119,18 @@ has() { [[ $STAGES == *,$1,* ]]; }
 has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
 has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
-has engine && stage bench-engine-targets 150 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/test_bench_engine.py -q \
-  -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/bench.json" \
+has engine && bench_engine bench-engine-targets 150 bench.json \
   -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and (tf32-graph-b1 or bf16-graph or fp16-graph or cudnnbench or nofold))}"
-keep_json bench.json
 has psnr && stage psnr 150 bash -c "'$PY' benchmarks/precision_check.py --network $NET --steps $PSNR_STEPS --targets ${GANINV_GPU_PSNR_TARGETS:-12} --configs ${GANINV_GPU_PSNR_CONFIGS:-fp32,bf16,bf16@512,bf16@-256,fp16,fp16-graph} > '$OUT/psnr.txt' 2>&1; cat '$OUT/psnr.txt'"
 # the trajectory noise shrinks as the runs converge: the same comparison over a whole 1000-step run at 256²
 has psnr-long && stage psnr-long 120 bash -c "'$PY' benchmarks/precision_check.py --network ${GANINV_GPU_PSNR_LONG_NET:-random-256} --steps $((PSNR_STEPS * 10)) --targets 8 --configs fp32,bf16,fp16 >> '$OUT/psnr.txt' 2>&1; tail -4 '$OUT/psnr.txt'"
 has profile && stage "profile $NET b8 bf16" 60 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 > '$OUT/profile.txt' 2>&1; cat '$OUT/profile.txt'"
 # VGG16 alone: 9.4-10.6 ms of the 47.8 ms bf16 b8 step, at 60-69 TFLOP/s in bf16 and fp32 alike (why?)
 has profile-vgg && stage "profile vgg b8 bf16" 40 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 --part vgg >> '$OUT/profile.txt' 2>&1; tail -30 '$OUT/profile.txt'"
-has ops && stage bench-ops 110 env GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q -p no:cacheprovider --benchmark-only \
-  --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on --benchmark-warmup-iterations=2 \
-  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops.json"
-keep_json ops.json
+has ops && bench_ops bench-ops 110 ops.json
 # the simple kernels at the small shapes, where the tiled upfirdn2d spends a whole tile on each 8x8 plane
-has ops-simple && stage bench-ops-simple-small 40 env GANINV_CUDA_SIMPLE=1 GANINV_BENCH_SIZE=$SIZE "$PY" -m pytest benchmarks/ops -q \
-  -p no:cacheprovider --benchmark-only -k "ext and not epilogue and (x8- or x9- or x4- or x65-)" --benchmark-min-rounds=3 --benchmark-max-time=0.1 \
-  --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_simple.json"
-keep_json ops_simple.json
+has ops-simple && GANINV_CUDA_SIMPLE=1 bench_ops bench-ops-simple-small 40 ops_simple.json \
+  -k "ext and not epilogue and (x8- or x9- or x4- or x65-)"
 # torch.compile (Triton fuses the elementwise chains between the convolutions) against the CUDA graph alone, at the
 # batch of the throughput target; compiling a 1024² synthesis takes minutes, so it runs last
 has compile && stage "compile $NET b8 bf16" 170 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch 8 --precision bf16 --steps ${GANINV_GPU_COMPILE_STEPS:-10} --configs graph,compile+graph >> '$OUT/profile.txt' 2>&1; tail -6 '$OUT/profile.txt'"

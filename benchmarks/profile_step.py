@@ -44,9 +44,10 @@ def main(argv=None):
                 loss.backward()
     else:
         work = lambda: inv.run(a.steps)  # noqa: E731
-    inv.run(2)                                   # warm-up (and graph capture)
     if a.part == 'vgg':
-        work()
+        work()                                   # warm-up
+    else:
+        inv.run(2)                               # warm-up (and graph capture)
     sync()
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if DEVICE.type == 'cuda' else [])
     with torch.profiler.profile(activities=acts) as prof:
@@ -77,6 +78,7 @@ def _table(head, what, events, key, clock, a):
         t = getattr(e, key)
         print(f'{e.key[:70]:70s} {t / 1e3 / a.steps:9.2f} {100 * t / total:6.1f}% {e.count / a.steps:10.1f}')
     print()
+
 
 if __name__ == '__main__':
     main()

@@ -10,12 +10,11 @@ gradients), so the report's ratio is images·steps/s relative to it.
 import pytest
 import torch
 
-from _common import (DEVICE, SIZE, F32Losses, gen_flops_for, generator, record, step_flops_for, sync, targets, timed,
+from _common import (DEVICE, SIZE, F32Losses, NoTF32, gen_flops_for, generator, record, step_flops_for, sync, targets, timed,
                      vgg_flops_for)
 from _nvidia_equiv import NvidiaProjectorStep
 
 from ganinv_core.engine import Inversion, invert
-from ganinv_core.engine._precision import Precision
 
 FULL = SIZE == 'full'
 CUDA = DEVICE.type == 'cuda'
@@ -66,11 +65,6 @@ def _step_cases():
             yield net, 'ours-bf16', 1, dict(precision='bf16')
 
 
-class _NoTF32(Precision):
-    """A precision whose float32 parts run without TF32 (a benchmark-only comparison)."""
-    tf32 = property(lambda self: False)
-
-
 @pytest.mark.parametrize('net', NETS)
 def test_nvidia_equivalent_step(benchmark, net):
     G = generator(net)
@@ -90,22 +84,22 @@ def test_step(benchmark, net, case, n, opts):
     autotune, fold = opts.pop('cudnn_benchmark', False), opts.pop('fold', True)
     inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)
     if tf32 is False:
-        inv.prec = _NoTF32(inv.prec.name, inv.prec.device)
+        inv.prec = NoTF32(inv.prec.name, inv.prec.device)
     if f32_losses:
         inv.prec = F32Losses(inv.prec.name, inv.prec.device)
-    vggs = [t.vgg for t in inv.terms if getattr(t, 'vgg', None) is not None and vgg_nhwc]
-    old_autotune = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = autotune or old_autotune
-    for v in vggs:      # the network is shared by every case: set back below
+    # process-wide / shared settings of the case, set back afterwards (the VGG network is shared by every case)
+    vggs = [t.vgg for t in inv.terms if getattr(t, 'vgg', None) is not None] if vgg_nhwc else []
+    saved = torch.backends.cudnn.benchmark, type(G.synthesis).fold_modulation, [v.channels_last for v in vggs]
+    torch.backends.cudnn.benchmark = autotune or saved[0]
+    type(G.synthesis).fold_modulation = fold
+    for v in vggs:
         v.channels_last = True
-    old_fold, type(G.synthesis).fold_modulation = type(G.synthesis).fold_modulation, fold
     try:
         mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
     finally:
-        type(G.synthesis).fold_modulation = old_fold
-        torch.backends.cudnn.benchmark = old_autotune
-        for v in vggs:
-            v.channels_last = False
+        torch.backends.cudnn.benchmark, type(G.synthesis).fold_modulation = saved[:2]
+        for v, cl in zip(vggs, saved[2]):
+            v.channels_last = cl
     record(benchmark, compare=f'step-{net}', images=n, flops=step_flops_for(G, inv.fused) * n, peak_mem=mem)
     benchmark.extra_info.update(case=f'{case}-b{n}', modconv='fused' if inv.fused else 'nonfused',
                                 graph=inv._graph is not None)
