@@ -40,7 +40,7 @@ def main(argv=None):
         def work():
             for _ in range(a.steps):
                 with inv.prec.mode(), inv.prec.autocast():
-                    loss = (tf - vgg(to_vgg_input(img))).square().sum()
+                    loss = vgg.distance(to_vgg_input(img), tf).sum()   # as the vgg16 loss computes it
                 loss.backward()
     else:
         work = lambda: inv.run(a.steps)  # noqa: E731

@@ -135,10 +135,12 @@ def test_generator_fwd_bwd(benchmark, net, n, fused, prec):
 def _vgg_cases():
     res = (256, 1024) if FULL else (64, 256)
     for r in res:
-        yield r, 1, 'nvidia', 'fp32'          # weights require grad, as the projector's VGG
-        yield r, 1, 'frozen', 'fp32'
+        yield r, 1, 'nvidia', 'fp32'          # weights require grad, as the projector's VGG; its feature chain
+        yield r, 1, 'frozen-chain', 'fp32'    # frozen, the same chain (normalise, weight, concatenate, subtract)
+        yield r, 1, 'frozen', 'fp32'          # frozen, VGG16Features.distance (one lpips_distance op per level)
         yield r, BIG, 'frozen', 'fp32'
         if CUDA:
+            yield r, BIG, 'frozen-chain', 'bf16'
             yield r, BIG, 'frozen', 'bf16'
             yield r, BIG, 'frozen-nhwc', 'bf16'   # NHWC memory vs NCHW (the default), side by side
 
@@ -156,7 +158,10 @@ def test_vgg16_loss(benchmark, res, n, kind, prec):
 
     def run():
         with ac:
-            loss = (tf - vgg(to_vgg_input(x))).float().square().sum()
+            if kind in ('nvidia', 'frozen-chain'):
+                loss = (tf - vgg(to_vgg_input(x))).float().square().sum()
+            else:
+                loss = vgg.distance(to_vgg_input(x), tf).sum()
         loss.backward()
         x.grad = None
         for p in vgg.parameters():

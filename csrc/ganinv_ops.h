@@ -16,6 +16,13 @@
 //       with z = clamp(gain * act(s)), s = c d + noise + b, gs = dL/ds (from gy e): gc = gs d, gd = sum_hw gs c,
 //       gnoise = sum_c gs (and over n when Nn = 1), gb = sum_{n,hw} gs, ge = sum_hw gy z; one pass over gy and c
 //       (empty gnoise / gb / ge for an empty noise / b / e).
+//   ganinv::lpips_distance(f, t, g, eps) -> (dist, norm, s)
+//       one LPIPS level per pixel: with |f| the channel norm of f [N,C,H,W] at each pixel and
+//       r_c = g_c f_c / (|f| + eps) - t_c:  dist = sum_c r_c^2, norm = |f|, s = sum_c g_c r_c f_c, each [N,H,W] in
+//       the compute type (float32; float64 for float64 f); t [N,C,H,W] (any batch stride) and g [C] in that type.
+//   ganinv::lpips_distance_backward(gdist, f, t, g, norm, s, eps) -> gf
+//       gf_c = 2 gdist (g_c r_c - f_c s / ((|f| + eps) |f|)) / (|f| + eps)  (the second term 0 where |f| = 0),
+//       in f's dtype; norm and s are the forward's, so one pass over f and t.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -129,7 +136,14 @@ struct EpilogueParams {
   double alpha, gain, clamp;  // clamp < 0: none
 };
 
+// Plain-data view of one lpips_distance call: f contiguous [n, c, hw], t [n, c, hw] with batch stride t_sn.
+struct LpipsParams {
+  int64_t n, c, hw, t_sn;
+  double eps;
+};
+
 // Validation and layout helpers (host, ops_common.cpp).
+LpipsParams lpips_params(const at::Tensor& f, const at::Tensor& t, const at::Tensor& g, double eps, const char* op);
 EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
                                const at::Tensor& e, int64_t act, double alpha, double gain, double clamp,
                                const char* op);

@@ -97,6 +97,28 @@ EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const a
   return p;
 }
 
+LpipsParams lpips_params(const at::Tensor& f, const at::Tensor& t, const at::Tensor& g, double eps, const char* op) {
+  TORCH_CHECK_VALUE(f.dim() == 4 && f.is_contiguous(), op, ": f must be a contiguous [N, C, H, W] tensor, got ",
+                    f.sizes(), f.dim() == 4 ? " (not contiguous)" : "");
+  const auto acc = f.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto typed = [&](const at::Tensor& x, const char* name) {
+    TORCH_CHECK_VALUE(x.scalar_type() == acc && x.device() == f.device(), op, ": ", name, " must be ", acc, " on ",
+                      f.device(), " (f is ", f.scalar_type(), "), got ", x.scalar_type(), " on ", x.device());
+  };
+  typed(t, "t");
+  typed(g, "g");
+  TORCH_CHECK_VALUE(t.sizes() == f.sizes(), op, ": t must match f's shape ", f.sizes(), ", got ", t.sizes());
+  const int64_t n = f.size(0), c = f.size(1), h = f.size(2), w = f.size(3);
+  // Each image of t dense (C, H, W) in order; the images may sit anywhere (views into a [N, F] feature matrix).
+  const bool dense = (h * w <= 1 || c <= 1 || t.stride(1) == h * w) && (h <= 1 || t.stride(2) == w) &&
+                     (w <= 1 || t.stride(3) == 1);
+  TORCH_CHECK_VALUE(dense, op, ": each image of t must be contiguous [C, H, W], got strides ", t.strides());
+  TORCH_CHECK_VALUE(g.dim() == 1 && g.size(0) == c && g.is_contiguous(), op, ": g must be a contiguous [", c,
+                    "] tensor, got ", g.sizes());
+  TORCH_CHECK_VALUE(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  return LpipsParams{n, c, h * w, n > 1 ? t.stride(0) : c * h * w, eps};
+}
+
 void check_upfirdn_args(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
                         int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1) {
   TORCH_CHECK_VALUE(x.dim() == 4, "upfirdn2d: x must be [N, C, H, W], got rank ", x.dim());

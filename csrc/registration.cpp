@@ -21,6 +21,9 @@ TORCH_LIBRARY(ganinv, m) {
         "float clamp) -> Tensor");
   m.def("modconv_epilogue_backward(Tensor gy, Tensor c, Tensor d, Tensor noise, Tensor b, Tensor e, int act, "
         "float alpha, float gain, float clamp) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("lpips_distance(Tensor f, Tensor t, Tensor g, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("lpips_distance_backward(Tensor gdist, Tensor f, Tensor t, Tensor g, Tensor norm, Tensor s, float eps) "
+        "-> Tensor");
   // Test hook: a fresh tensor like x that no kernel writes (maybe_poison only): the tests check that
   // GANINV_DEBUG_POISON makes such an output fail their "no NaN" checks.
   m.def("_unwritten_like(Tensor x) -> Tensor");

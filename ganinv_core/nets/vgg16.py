@@ -83,6 +83,28 @@ class VGG16Features(nn.Module):
             feats.append((f * g.view(1, -1, 1, 1)).flatten(1))
         return torch.cat(feats, 1)
 
+    def distance(self, img: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+        """[N] LPIPS distance of images in [0, 255] to target features (``self(target_img)``, [N or 1, F]).
+
+        The value of ``(target_features - self(img)).square().sum(1)``, computed level by level with
+        ``ops.lpips_distance`` (one kernel per level forward and one backward, instead of the normalise-weight-
+        concatenate-subtract chain), without building img's [N, F] feature matrix.
+        """
+        from ..ops import lpips_distance
+        levels = self.levels(img)
+        n, size = levels[0].shape[0], sum(f[0].numel() for f in levels)
+        if target_features.ndim != 2 or target_features.shape[1] != size or target_features.shape[0] not in (1, n):
+            raise VGG16Error(f'target features must be [{n} or 1, {size}] for these {n} image(s) of '
+                             f'{img.shape[-2]}x{img.shape[-1]}, got {tuple(target_features.shape)}')
+        dist, off = None, 0
+        for f, w in zip(levels, self.lins):
+            c, h, ww = f.shape[1:]
+            t = target_features[:, off:off + c * h * ww].view(-1, c, h, ww).expand(n, -1, -1, -1)
+            off += c * h * ww
+            d = lpips_distance(f, t, (w.clamp(min=0) / (h * ww)).sqrt()).sum((1, 2))
+            dist = d if dist is None else dist + d
+        return dist
+
     def set_weights(self, convs: list[tuple[torch.Tensor, torch.Tensor]], lins: list[torch.Tensor]) -> 'VGG16Features':
         """Copy 13 (weight [O,I,3,3], bias [O]) pairs and 5 LPIPS head vectors [C] in; checks every shape."""
         if len(convs) != 13 or len(lins) != 5:

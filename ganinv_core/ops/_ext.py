@@ -1,11 +1,12 @@
 """The compiled ops: loading, fake kernels, and the two entry points the public ops call.
 
-`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d, modconv_epilogue, modconv_epilogue_backward}` come
+`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d, modconv_epilogue[_backward], lpips_distance[_backward]}` come
 from `ganinv_core._C` (built by setup.py) or, for a device whose kernels it lacks, from a just-in-time build
 (`_jit`). The autograd of the first three lives in C++ next to the schemas (csrc/autograd.cpp: no Python on
 the forward or backward path): bias_act's backward is `bias_act_grad(order=1)`, whose own backward uses
 `order=2` (second derivatives; third order is not supported); upfirdn2d's backward is upfirdn2d with up/down
-swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`.
+swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`; the
+lpips pair's autograd is `ops.lpips._LpipsFn`.
 """
 import os
 import threading
@@ -15,7 +16,8 @@ import torch
 
 from . import _jit
 
-OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d', 'modconv_epilogue', 'modconv_epilogue_backward')
+OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d', 'modconv_epilogue', 'modconv_epilogue_backward', 'lpips_distance',
+       'lpips_distance_backward')
 AUTOGRAD_OPS = OPS[:3]  # with C++ autograd kernels
 ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
              'swish': 8}  # csrc/ganinv_ops.h `Act`
@@ -200,6 +202,18 @@ def modconv_epilogue_backward_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp
     return gc, gd, None if noise is None else gn, None if b is None else gb, None if e is None else ge
 
 
+def lpips_distance_ext(f, t, g, eps):
+    """Compiled lpips_distance (arguments checked by `ops.lpips_distance`): (dist, norm, s), each [N, H, W]."""
+    _ensure(f.device.type)
+    return torch.ops.ganinv.lpips_distance.default(f, t, g, eps)
+
+
+def lpips_distance_backward_ext(gd, f, t, g, norm, s, eps):
+    """Compiled lpips_distance backward: the gradient of f (shaped and typed like f)."""
+    _ensure(f.device.type)
+    return torch.ops.ganinv.lpips_distance_backward.default(gd, f, t, g, norm, s, eps)
+
+
 def _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp):
     _ensure(c.device.type)
     empty = c.new_empty([0])
@@ -244,6 +258,15 @@ def _fake_epilogue_backward(gy, c, d, noise, b, e, act, alpha, gain, clamp):
     return like(c), like(d), like(noise), like(b), like(e)
 
 
+def _fake_lpips(f, t, g, eps):
+    n, _, h, w = f.shape
+    return tuple(t.new_empty([n, h, w]) for _ in range(3))
+
+
+def _fake_lpips_backward(gd, f, t, g, norm, s, eps):
+    return torch.empty_like(f, memory_format=torch.contiguous_format)
+
+
 def _register_python_parts():
     if _registered:
         return
@@ -254,3 +277,5 @@ def _register_python_parts():
     torch.library.register_fake(lib + 'upfirdn2d')(_fake_upfirdn2d)
     torch.library.register_fake(lib + 'modconv_epilogue')(_fake_epilogue)
     torch.library.register_fake(lib + 'modconv_epilogue_backward')(_fake_epilogue_backward)
+    torch.library.register_fake(lib + 'lpips_distance')(_fake_lpips)
+    torch.library.register_fake(lib + 'lpips_distance_backward')(_fake_lpips_backward)

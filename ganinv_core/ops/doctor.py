@@ -55,7 +55,7 @@ def doctor_report() -> str:
     except ImportError as e:
         lines.append(f'  extension: ganinv_core._C not importable ({e})')
     lines.append(f'  kernel sources: {_ext.csrc_dir() or "not installed"};  JIT cache: {_jit.cache_root()}')
-    lines.append('  device  op               backend  reason')
+    lines.append('  device  op                backend  reason')
     try:
         choice = _backend.requested('doctor')
     except ValueError as e:
@@ -65,8 +65,8 @@ def doctor_report() -> str:
         ok, reason = _ext.available(dev.split()[0])
         backend = 'ref' if choice == 'ref' else ('ext' if ok else ('ERROR' if choice == 'ext' else 'ref'))
         why = 'GANINV_OPS=ref' if choice == 'ref' else reason
-        for op in ('bias_act', 'upfirdn2d', 'modconv_epilogue'):
-            lines.append(f'  {dev.split()[0]:<7} {op:<16} {backend:<8} {why}')
+        for op in ('bias_act', 'upfirdn2d', 'modconv_epilogue', 'lpips_distance'):
+            lines.append(f'  {dev.split()[0]:<7} {op:<17} {backend:<8} {why}')
     if _jit._FAILED:
         lines.append('  remembered build failures (delete the FAILED file or set GANINV_REBUILD=1 to retry):')
         lines += [f'    {msg}' for msg in _jit._FAILED.values()]

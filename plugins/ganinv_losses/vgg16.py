@@ -33,5 +33,4 @@ class VGG16(Loss):
         """[N] (f_t - f_s)^2 summed per image. Holes need no mask: both sides are black there."""
         if getattr(self, 'target_features', None) is None:
             self.prepare(ctx.target, ctx.mask)
-        f = self.vgg(to_vgg_input(self._rgb(ctx.pred)))
-        return (self.target_features - f).square().sum(1)
+        return self.vgg.distance(to_vgg_input(self._rgb(ctx.pred)), self.target_features)

@@ -42,12 +42,15 @@ def test_profile_table_shares_add_up(capsys):
 
 
 def test_profile_vgg_part_times_the_loss_alone(capsys):
-    """--part vgg: VGG16's convolutions (13 per forward), none of the generator's ops."""
+    """--part vgg: VGG16's convolutions (13 per forward) and its 5 per-level distances, none of the generator's ops."""
     profile_step.main(['--network', 'random-64', '--batch', '1', '--steps', '1', '--top', '1000', '--part', 'vgg'])
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith('# random-64 batch 1') and '(VGG16 loss only)' in out[0]
     names = [line[:70].strip() for line in out[2:]]
-    assert not any(n.startswith('ganinv::') for n in names)          # no bias_act / upfirdn2d / epilogue
+    ours = {n.split()[0] for n in names if n.startswith('ganinv::')}
+    assert ours == {'ganinv::lpips_distance', 'ganinv::lpips_distance_backward'}   # no bias_act / upfirdn2d / epilogue
+    lp = [line for line in out[2:] if line.startswith('ganinv::lpips_distance ')]
+    assert float(lp[0].split()[-1]) == 5                             # one per LPIPS level
     conv = [line for line in out[2:] if line.startswith('aten::convolution ')]
     assert conv and float(conv[0].split()[-1]) == 13                 # calls per step: VGG16's 13 forward convs
 

@@ -36,6 +36,36 @@ def test_features_give_lpips_distance():
     assert not any(p.requires_grad for p in NET.parameters()) and not NET.training
 
 
+@pytest.mark.parametrize('impl', ['ref', 'ext'])
+def test_distance_is_the_feature_distance(impl, monkeypatch):
+    """`distance` (one lpips_distance op per level) = (f_t - f(x))^2 summed, = LPIPS; values and image gradients,
+    for a target per image and one target broadcast over the batch; bf16 features under autocast too."""
+    monkeypatch.setenv('GANINV_OPS', impl)
+    t, x = torch.rand(2, 3, 32, 32) * 255, (torch.rand(2, 3, 32, 32) * 255).requires_grad_()
+    for tf in (NET(t), NET(t[:1])):
+        d = NET.distance(x, tf)
+        want = (tf - NET(x)).square().sum(1)
+        torch.testing.assert_close(d, want, rtol=1e-5, atol=1e-7)
+        w = torch.tensor([0.7, -1.3])
+        g, = torch.autograd.grad((d * w).sum(), x)
+        g_want, = torch.autograd.grad((want * w).sum(), x)
+        torch.testing.assert_close(g, g_want, rtol=1e-4, atol=1e-4 * g_want.abs().max().item())
+    torch.testing.assert_close(NET.distance(t, NET(x.detach())), _lpips_reference(NET, t, x.detach()), rtol=1e-4,
+                               atol=1e-6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        d16 = NET.distance(x, NET(t))
+        want16 = (NET(t).float() - NET(x).float()).square().sum(1)
+    torch.testing.assert_close(d16, want16, rtol=1e-4, atol=1e-6)
+
+
+def test_distance_refuses_features_of_another_size():
+    x = torch.rand(2, 3, 32, 32) * 255
+    with pytest.raises(V.VGG16Error, match=r'target features must be \[2 or 1, 124928\] .* got \(2, 31232\)'):
+        NET.distance(x, NET(torch.rand(2, 3, 16, 16)))
+    with pytest.raises(V.VGG16Error, match=r'got \(3, 124928\)'):
+        NET.distance(x, NET(torch.rand(3, 3, 32, 32)))
+
+
 def test_scaling_layer_matches_lpips_on_minus1_1():
     x = torch.rand(1, 3, 16, 16) * 255
     conv0 = NET.convs[0]
