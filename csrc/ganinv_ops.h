@@ -23,6 +23,11 @@
 //   ganinv::lpips_distance_backward(gdist, f, t, g, norm, s, eps) -> gf
 //       gf_c = 2 gdist (g_c r_c - f_c s / ((|f| + eps) |f|)) / (|f| + eps)  (the second term 0 where |f| = 0),
 //       in f's dtype; norm and s are the forward's, so one pass over f and t.
+//   ganinv::noise_autocorr(x) -> a
+//       lag-1 circular autocorrelations of each [H, W] plane of x [N, C, H, W]: a[n, c, 0] = mean_hw x x[w - 1],
+//       a[n, c, 1] = mean_hw x x[h - 1] (indices mod W, H), in the compute type (float32; float64 for float64 x).
+//   ganinv::noise_autocorr_backward(ga, x) -> gx
+//       gx = (ga[.., 0] (x[w - 1] + x[w + 1]) + ga[.., 1] (x[h - 1] + x[h + 1])) / (H W), in x's dtype.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -24,6 +24,8 @@ TORCH_LIBRARY(ganinv, m) {
   m.def("lpips_distance(Tensor f, Tensor t, Tensor g, float eps) -> (Tensor, Tensor, Tensor)");
   m.def("lpips_distance_backward(Tensor gdist, Tensor f, Tensor t, Tensor g, Tensor norm, Tensor s, float eps) "
         "-> Tensor");
+  m.def("noise_autocorr(Tensor x) -> Tensor");
+  m.def("noise_autocorr_backward(Tensor ga, Tensor x) -> Tensor");
   // Test hook: a fresh tensor like x that no kernel writes (maybe_poison only): the tests check that
   // GANINV_DEBUG_POISON makes such an output fail their "no NaN" checks.
   m.def("_unwritten_like(Tensor x) -> Tensor");

@@ -1,5 +1,6 @@
 """bias_act, upfirdn2d and modconv_epilogue: compiled ('ext') against reference ('ref') at a 1024x1024 config-f
-generator's tensor shapes, forward and forward+backward, batch 1 and 8.
+generator's tensor shapes, forward and forward+backward, batch 1 and 8; lpips_distance at the five LPIPS levels of
+VGG16 at 256x256 (the perceptual loss's input size); noise_autocorr at the noise regulariser's pyramid levels.
 
 On the CPU (no GPU, or GANINV_BENCH_SIZE=cpu) a feasible subset runs: batch 1, resolutions up to 256.
 Every timed function synchronises the device before returning; backward is `torch.autograd.grad`
@@ -36,6 +37,21 @@ def _cases():
             yield 'upfirdn2d', f'img_up2-b{n}-3x{r // 2}', (n, 3, r // 2, r // 2)
 
 
+LPIPS_LEVELS = ((64, 256), (128, 128), (256, 64), (512, 32), (512, 16))  # (channels, size) of relu1_2 ... relu5_3
+
+
+# maps stacked per pyramid level by the noise regulariser at 1024^2: two per block down to r, plus the pooled ones
+NOISE_MAPS = {1024: 2, 256: 6, 64: 10, 8: 16}
+
+
+def _lpips_cases():
+    for n in BATCHES:
+        for c, r in LPIPS_LEVELS:
+            yield 'lpips', f'level-b{n}-{c}x{r}', (n, c, r, r)
+        for r in RES:
+            yield 'noise', f'autocorr-b{n}-{NOISE_MAPS[r]}x{r}', (n, NOISE_MAPS[r], r, r)
+
+
 def _op(kind, case, impl, f):
     if kind == 'epilogue':  # (y, and with gy its backward) of a synthesis layer's demodulation + noise + bias_act
         def epi(x, b, gy=None):
@@ -46,6 +62,13 @@ def _op(kind, case, impl, f):
             y = ops.modconv_epilogue(x, d, noise, b, **kw)
             return y if gy is None else ops.modconv_epilogue_vjp(gy, x, d, noise, b, **kw)
         return epi
+    if kind == 'lpips':  # relu features against a fixed target, as the vgg16 loss compares them each step
+        def lpips(x, b):
+            t = torch.full_like(x, 0.01, dtype=torch.float32)
+            return ops.lpips_distance(x, t, b.abs(), impl=impl)
+        return lpips
+    if kind == 'noise':  # the regulariser's term for one level: sum of squared autocorrelations
+        return lambda x, b: ops.noise_autocorr(x, impl=impl).square().sum()
     if kind == 'bias_act':
         if case.startswith('conv'):
             return lambda x, b: ops.bias_act(x, b, act='lrelu', clamp=256, impl=impl)
@@ -62,19 +85,22 @@ MODES = ['fwd', 'fwd+bwd'] + (['fwd+bwd-graph'] if DEVICE.type == 'cuda' else []
 
 @pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('impl', ['ref', 'ext'])
-@pytest.mark.parametrize('kind,case,shape', list(_cases()), ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize('kind,case,shape', list(_cases()) + list(_lpips_cases()),
+                         ids=lambda v: v if isinstance(v, str) else None)
 def test_op(benchmark, kind, case, shape, impl, mode):
     torch.manual_seed(0)
     x = torch.randn(shape, device=DEVICE)
+    if kind == 'lpips':
+        x = x.relu()
     if '_cl-' in case:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(mode != 'fwd')
-    b = torch.randn(shape[1], device=DEVICE, requires_grad=mode != 'fwd')
+    b = torch.randn(shape[1], device=DEVICE, requires_grad=mode != 'fwd' and kind not in ('lpips', 'noise'))
     f = ops.setup_filter([1, 3, 3, 1], device=DEVICE)
     op = _op(kind, case, impl, f)
     gy = torch.randn_like(op(x, b)).detach()
     # Gradients returned, not accumulated into .grad (which would time an extra add per input).
-    wrt = (x, b) if kind == 'bias_act' else (x,)
+    wrt = (x, b) if kind == 'bias_act' else (x,)   # lpips / noise: the input's gradient only
 
     def work():
         if kind == 'epilogue':  # an explicit backward, as nets.layers._DemodBiasAct calls it

@@ -1,12 +1,13 @@
 """The compiled ops: loading, fake kernels, and the two entry points the public ops call.
 
-`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d, modconv_epilogue[_backward], lpips_distance[_backward]}` come
+`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d, modconv_epilogue[_backward], lpips_distance[_backward],
+noise_autocorr[_backward]}` come
 from `ganinv_core._C` (built by setup.py) or, for a device whose kernels it lacks, from a just-in-time build
 (`_jit`). The autograd of the first three lives in C++ next to the schemas (csrc/autograd.cpp: no Python on
 the forward or backward path): bias_act's backward is `bias_act_grad(order=1)`, whose own backward uses
 `order=2` (second derivatives; third order is not supported); upfirdn2d's backward is upfirdn2d with up/down
 swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`; the
-lpips pair's autograd is `ops.lpips._LpipsFn`.
+lpips pair's autograd is `ops.lpips._LpipsFn`, the noise pair's `ops.noise._AutocorrFn`.
 """
 import os
 import threading
@@ -17,7 +18,7 @@ import torch
 from . import _jit
 
 OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d', 'modconv_epilogue', 'modconv_epilogue_backward', 'lpips_distance',
-       'lpips_distance_backward')
+       'lpips_distance_backward', 'noise_autocorr', 'noise_autocorr_backward')
 AUTOGRAD_OPS = OPS[:3]  # with C++ autograd kernels
 ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
              'swish': 8}  # csrc/ganinv_ops.h `Act`
@@ -214,6 +215,18 @@ def lpips_distance_backward_ext(gd, f, t, g, norm, s, eps):
     return torch.ops.ganinv.lpips_distance_backward.default(gd, f, t, g, norm, s, eps)
 
 
+def noise_autocorr_ext(x):
+    """Compiled noise_autocorr (x: contiguous [N, C, H, W]): [N, C, 2] in float32 (float64 for float64 x)."""
+    _ensure(x.device.type)
+    return torch.ops.ganinv.noise_autocorr.default(x)
+
+
+def noise_autocorr_backward_ext(ga, x):
+    """Compiled noise_autocorr backward: the gradient of x from ga [N, C, 2]."""
+    _ensure(x.device.type)
+    return torch.ops.ganinv.noise_autocorr_backward.default(ga, x)
+
+
 def _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp):
     _ensure(c.device.type)
     empty = c.new_empty([0])
@@ -267,6 +280,14 @@ def _fake_lpips_backward(gd, f, t, g, norm, s, eps):
     return torch.empty_like(f, memory_format=torch.contiguous_format)
 
 
+def _fake_autocorr(x):
+    return x.new_empty([x.shape[0], x.shape[1], 2], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
+def _fake_autocorr_backward(ga, x):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 def _register_python_parts():
     if _registered:
         return
@@ -279,3 +300,5 @@ def _register_python_parts():
     torch.library.register_fake(lib + 'modconv_epilogue_backward')(_fake_epilogue_backward)
     torch.library.register_fake(lib + 'lpips_distance')(_fake_lpips)
     torch.library.register_fake(lib + 'lpips_distance_backward')(_fake_lpips_backward)
+    torch.library.register_fake(lib + 'noise_autocorr')(_fake_autocorr)
+    torch.library.register_fake(lib + 'noise_autocorr_backward')(_fake_autocorr_backward)

@@ -65,7 +65,7 @@ def doctor_report() -> str:
         ok, reason = _ext.available(dev.split()[0])
         backend = 'ref' if choice == 'ref' else ('ext' if ok else ('ERROR' if choice == 'ext' else 'ref'))
         why = 'GANINV_OPS=ref' if choice == 'ref' else reason
-        for op in ('bias_act', 'upfirdn2d', 'modconv_epilogue', 'lpips_distance'):
+        for op in ('bias_act', 'upfirdn2d', 'modconv_epilogue', 'lpips_distance', 'noise_autocorr'):
             lines.append(f'  {dev.split()[0]:<7} {op:<17} {backend:<8} {why}')
     if _jit._FAILED:
         lines.append('  remembered build failures (delete the FAILED file or set GANINV_REBUILD=1 to retry):')

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from ganinv_core.hooks import Loss
+from ganinv_core.ops import noise_autocorr
 
 
 class NoiseReg(Loss):
@@ -15,7 +16,7 @@ class NoiseReg(Loss):
 
         Each map n [N,1,R,R] contributes at R, R/2, ... (2x2 average pooling) while R > 8, then at the first
         R <= 8. All maps at one resolution (own or pooled) are stacked on the channel axis: one set of
-        kernels per level.
+        kernels per level (`ops.noise_autocorr`: one compiled kernel forward and one backward).
         """
         levels = {}
         for n in ctx.noise:
@@ -24,8 +25,7 @@ class NoiseReg(Loss):
         while levels:
             r = max(levels)
             x = torch.cat(levels.pop(r), 1)                                        # [N, K, r, r]
-            reg = reg + ((x * x.roll(1, 3)).mean((2, 3)).square()
-                         + (x * x.roll(1, 2)).mean((2, 3)).square()).sum(1)
+            reg = reg + noise_autocorr(x).square().sum((1, 2))
             if r > 8:
                 levels.setdefault(r // 2, []).append(F.avg_pool2d(x, 2))
         return reg

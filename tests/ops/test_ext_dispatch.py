@@ -117,7 +117,8 @@ def test_doctor_report_lists_every_op_and_device(monkeypatch):
     assert f'torch {torch.__version__}' in report
     rows = [ln.split() for ln in report.splitlines() if ln.strip().split()[:1] in (['cpu'], ['cuda'])]
     assert {(r[0], r[1]) for r in rows} == {(d, o) for d in ('cpu', 'cuda')
-                                           for o in ('bias_act', 'upfirdn2d', 'modconv_epilogue', 'lpips_distance')}
+                                           for o in ('bias_act', 'upfirdn2d', 'modconv_epilogue', 'lpips_distance',
+                                                     'noise_autocorr')}
     assert all(r[2] == 'ext' for r in rows if r[0] == 'cpu')
     if not torch.cuda.is_available():
         assert all(r[2] == 'ref' and len(r) > 3 for r in rows if r[0] == 'cuda')  # with the reason
