@@ -1,4 +1,5 @@
 // Shared declarations for the ganinv kernels (CPU and CUDA).
+#define GANINV_EPILOGUE_MAX_K 4  // most channels of the projection fused into modconv_epilogue_backward
 //
 // Operators (schemas in registration.cpp):
 //   ganinv::bias_act(x, b, dim, act, alpha, gain, clamp) -> y
@@ -12,10 +13,13 @@
 //       the non-fused modulated convolution's tail in one pass: y = clamp(gain * act(c d + noise + b)) e,
 //       c [N,C,H,W], d and e [N,C] (per image and channel; e: the next layer's modulation, or empty for none),
 //       noise [Nn,1,H,W] (Nn = 1 or N) or empty, b [C] or empty.
-//   ganinv::modconv_epilogue_backward(gy, c, d, noise, b, e, act, alpha, gain, clamp) -> (gc, gd, gnoise, gb, ge)
-//       with z = clamp(gain * act(s)), s = c d + noise + b, gs = dL/ds (from gy e): gc = gs d, gd = sum_hw gs c,
-//       gnoise = sum_c gs (and over n when Nn = 1), gb = sum_{n,hw} gs, ge = sum_hw gy z; one pass over gy and c
-//       (empty gnoise / gb / ge for an empty noise / b / e).
+//   ganinv::modconv_epilogue_backward(gy, c, d, noise, b, e, gr, wr, act, alpha, gain, clamp)
+//           -> (gc, gd, gnoise, gb, ge, gwr)
+//       with z = clamp(gain * act(s)), s = c d + noise + b, y = z e, and gy the gradient reaching y (empty: none)
+//       plus, when gr [N,K,H,W] and wr [N,K,C] are given (K <= 4), the gradient through r = wr y (a per-image 1x1
+//       projection of y, ToRGB's): gyt = gy + sum_k wr[n,k,c] gr[n,k]. With gs = dL/ds (from gyt e): gc = gs d,
+//       gd = sum_hw gs c, gnoise = sum_c gs (and over n when Nn = 1), gb = sum_{n,hw} gs, ge = sum_hw gyt z,
+//       gwr[n,k,c] = sum_hw gr[n,k] y[n,c]; one pass over gy, gr and c (empty outputs for absent inputs).
 //   ganinv::lpips_distance(f, t, g, eps) -> (dist, norm, s)
 //       one LPIPS level per pixel: with |f| the channel norm of f [N,C,H,W] at each pixel and
 //       r_c = g_c f_c / (|f| + eps) - t_c:  dist = sum_c r_c^2, norm = |f|, s = sum_c g_c r_c f_c, each [N,H,W] in
@@ -137,6 +141,8 @@ struct EpilogueParams {
   int64_t n, c, hw;     // c: [n, c, hw]
   int64_t noise_n;      // 0: no noise; 1: one noise map for the batch; n: one per image
   bool bias, scale;     // b given; e given
+  bool grad;            // (backward) gy given; without it only gr reaches y
+  int64_t k;            // (backward) channels of the 1x1 projection r = wr y whose gradient gr also reaches y; 0: none
   int act;
   double alpha, gain, clamp;  // clamp < 0: none
 };
@@ -152,6 +158,9 @@ LpipsParams lpips_params(const at::Tensor& f, const at::Tensor& t, const at::Ten
 EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
                                const at::Tensor& e, int64_t act, double alpha, double gain, double clamp,
                                const char* op);
+// The backward's extra operands: sets p.grad (gy non-empty) and p.k (gr [N,K,H,W], wr [N,K,C], K <= 4, or both empty).
+void epilogue_backward_params(EpilogueParams& p, const at::Tensor& c, const at::Tensor& gy, const at::Tensor& gr,
+                              const at::Tensor& wr, const char* op);
 bool dense_4d_or_contiguous(const at::Tensor& x);
 bool is_channels_last(const at::Tensor& x);
 // NaN-fills a fresh output when GANINV_DEBUG_POISON=1 (tests: unwritten elements show).

@@ -63,45 +63,67 @@ void forward_loop(const T* c, const T* d, const T* nz, const T* b, const T* e, T
 }
 
 // One task = one image and a block of positions, looping over every channel, so that the noise
-// gradient (a sum over channels) needs no synchronisation; per-channel sums go to `part` per task.
+// gradient (a sum over channels) needs no synchronisation; per-channel sums go to `part` per task. With a
+// projection (p.k > 0) the gradient reaching y is gy + sum_k wr[k] gr[k] (`gyt`, built per channel in a buffer),
+// and each channel's y is kept in a buffer for the sums gwr[k] = sum gr[k] y.
 template <typename T, int A, bool CLAMP, bool NOISE>
-void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b, const T* e, T* gc, T* gd, T* gn,
-                   T* gb, T* ge, const EpilogueParams& p) {
+void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b, const T* e, const T* gr, const T* wr,
+                   T* gc, T* gd, T* gn, T* gb, T* ge, T* gwr, const EpilogueParams& p) {
   const T alpha = T(p.alpha), gain = T(p.gain), cl = T(p.clamp), ag = slope_neg<T>(A, alpha, gain);
   // Blocks small enough for ~4 tasks per thread (a batch of one small plane still spreads over the threads).
   const int64_t want = (p.n * p.hw + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
   const int64_t blk = std::min<int64_t>(kBlock, std::max<int64_t>(64, (want + 15) / 16 * 16));
-  const int64_t hw = p.hw, C = p.c, nblk = (hw + blk - 1) / blk;
-  std::vector<double> part(size_t(p.n * nblk * C * 3), 0.0);   // [task][channel][sum gs, sum gs c, sum gy y]
+  const int64_t hw = p.hw, C = p.c, K = p.k, nblk = (hw + blk - 1) / blk;
+  const bool buffered = K > 0 || !p.grad;                           // gyt comes from the buffer
+  std::vector<double> part(size_t(p.n * nblk * C * 3), 0.0);   // [task][channel][sum gs, sum gs c, sum gyt z]
+  std::vector<double> partr(size_t(p.n * nblk * C * K), 0.0);  // [task][channel][k]: sum gr[k] y
   std::vector<double> gnp(NOISE ? size_t(p.n * hw) : 0, 0.0);  // [image][position]
   const int64_t grain = std::max<int64_t>(1, 32768 / (blk * C));  // small problems run on one thread
   at::parallel_for(0, p.n * nblk, grain, [&](int64_t t0, int64_t t1) {
-    T acc_n[kBlock];
+    T acc_n[kBlock], gyt[kBlock], ybuf[kBlock];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t img = t / nblk, h0 = (t % nblk) * blk, len = std::min(hw, h0 + blk) - h0;
       const T* nq = NOISE ? nz + (p.noise_n == 1 ? 0 : img) * hw + h0 : nullptr;
       if (NOISE) std::fill(acc_n, acc_n + len, T(0));
       double* pt = part.data() + t * C * 3;
+      double* pr = partr.data() + t * C * K;
       for (int64_t ch = 0; ch < C; ++ch) {
         const int64_t q = img * C + ch, off = q * hw + h0;
         const T dv = d[q], bv = p.bias ? b[ch] : T(0), ev = p.scale ? e[q] : T(1);
         const T* cq = c + off;
-        const T* gq = gy + off;
+        if (buffered) {  // gyt = gy + sum_k wr[img, k, ch] gr[img, k]
+          for (int64_t i = 0; i < len; ++i) gyt[i] = p.grad ? gy[off + i] : T(0);
+          for (int64_t k = 0; k < K; ++k) {
+            const T w = wr[(img * K + k) * C + ch];
+            const T* g = gr + (img * K + k) * hw + h0;
+            for (int64_t i = 0; i < len; ++i) gyt[i] += w * g[i];
+          }
+        }
+        const T* gq = buffered ? gyt : gy + off;
         T* oq = gc + off;
         T sg = 0, sgc = 0, sgy = 0;
 #pragma omp simd reduction(+ : sg, sgc, sgy)  // lets the compiler reorder the sums and vectorise the loop
         for (int64_t i = 0; i < len; ++i) {
           const T s = cq[i] * dv + (NOISE ? nq[i] : T(0)) + bv;
           const T g = epi<T, A, 1, CLAMP>(s, gq[i] * ev, alpha, gain, ag, cl);  // clamped: torch.clamp's mask
+          const T z = epi<T, A, 0, CLAMP>(s, T(0), alpha, gain, ag, cl);
           oq[i] = g * dv;
           sg += g;
           sgc += g * cq[i];
-          sgy += gq[i] * epi<T, A, 0, CLAMP>(s, T(0), alpha, gain, ag, cl);  // e's gradient (unused without e)
+          sgy += gq[i] * z;  // e's gradient (unused without e)
+          ybuf[i] = z * ev;  // y, for the projection's weight gradient (unused without it)
           if constexpr (NOISE) acc_n[i] += g;
         }
         pt[3 * ch] = double(sg);
         pt[3 * ch + 1] = double(sgc);
         pt[3 * ch + 2] = double(sgy);
+        for (int64_t k = 0; k < K; ++k) {
+          const T* g = gr + (img * K + k) * hw + h0;
+          T sr = 0;
+#pragma omp simd reduction(+ : sr)
+          for (int64_t i = 0; i < len; ++i) sr += g[i] * ybuf[i];
+          pr[ch * K + k] = double(sr);
+        }
       }
       if (NOISE) std::copy(acc_n, acc_n + len, gnp.begin() + img * hw + h0);
     }
@@ -109,15 +131,18 @@ void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b,
   std::vector<double> bsum(size_t(C), 0.0);
   for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t ch = 0; ch < C; ++ch) {
-      double sd = 0, se = 0;
+      double sd = 0, se = 0, sr[GANINV_EPILOGUE_MAX_K] = {0};
       for (int64_t k = 0; k < nblk; ++k) {
-        const double* pt = part.data() + ((img * nblk + k) * C + ch) * 3;
+        const int64_t task = img * nblk + k;
+        const double* pt = part.data() + (task * C + ch) * 3;
         bsum[ch] += pt[0];
         sd += pt[1];
         se += pt[2];
+        for (int64_t j = 0; j < K; ++j) sr[j] += partr[(task * C + ch) * K + j];
       }
       gd[img * C + ch] = T(sd);
       if (p.scale) ge[img * C + ch] = T(se);
+      for (int64_t j = 0; j < K; ++j) gwr[(img * K + j) * C + ch] = T(sr[j]);
     }
   }
   if (p.bias)
@@ -180,29 +205,28 @@ at::Tensor forward_cpu(const at::Tensor& c, const at::Tensor& d, const at::Tenso
   return y;
 }
 
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 Grads backward_cpu(const at::Tensor& gy_in, const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise,
-                   const at::Tensor& b, const at::Tensor& e, int64_t act, double alpha, double gain, double clamp) {
+                   const at::Tensor& b, const at::Tensor& e, const at::Tensor& gr, const at::Tensor& wr, int64_t act,
+                   double alpha, double gain, double clamp) {
   const char* op = "modconv_epilogue_backward";
   TORCH_CHECK_VALUE(c.device().is_cpu(), op, ": c must be a CPU tensor, got one on ", c.device());
-  TORCH_CHECK_VALUE(gy_in.sizes() == c.sizes() && gy_in.scalar_type() == c.scalar_type(), op,
-                    ": gy must match c in shape and dtype (", c.sizes(), ", ", c.scalar_type(), "), got ",
-                    gy_in.sizes(), ", ", gy_in.scalar_type());
+  EpilogueParams p = epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, op);
+  epilogue_backward_params(p, c, gy_in, gr, wr, op);
   if (is_16bit(c)) {
-    epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, op);
     auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    auto [gc, gd, gn, gb, ge] = backward_cpu(f(gy_in), f(c), f(d), f(noise), f(b), f(e), act, alpha, gain, clamp);
+    auto [gc, gd, gn, gb, ge, gw] = backward_cpu(f(gy_in), f(c), f(d), f(noise), f(b), f(e), f(gr), f(wr), act, alpha,
+                                                 gain, clamp);
     const auto t = c.scalar_type();
-    return {gc.to(t), gd.to(t), gn.to(t), gb.to(t), ge.to(t)};
+    return {gc.to(t), gd.to(t), gn.to(t), gb.to(t), ge.to(t), gw.to(t)};
   }
-  const EpilogueParams p = epilogue_params(c, d, noise, b, e, act, alpha, gain, clamp, op);
-  const at::Tensor gy = gy_in.contiguous();
+  const at::Tensor gy = p.grad ? gy_in.contiguous() : gy_in;
   at::Tensor gc = maybe_poison(at::empty_like(c)), gd = maybe_poison(at::empty_like(d));
-  at::Tensor gn = empty_out(noise, c), gb = empty_out(b, c), ge = empty_out(e, c);
+  at::Tensor gn = empty_out(noise, c), gb = empty_out(b, c), ge = empty_out(e, c), gw = empty_out(wr, c);
   if (c.numel() == 0) {
-    gd.zero_(); gn.zero_(); gb.zero_(); ge.zero_();
-    return {gc, gd, gn, gb, ge};
+    gd.zero_(); gn.zero_(); gb.zero_(); ge.zero_(); gw.zero_();
+    return {gc, gd, gn, gb, ge, gw};
   }
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "ganinv_modconv_epilogue_backward_cpu", [&] {
     const scalar_t* nz = p.noise_n ? noise.const_data_ptr<scalar_t>() : nullptr;
@@ -211,17 +235,20 @@ Grads backward_cpu(const at::Tensor& gy_in, const at::Tensor& c, const at::Tenso
     scalar_t* gbp = p.bias ? gb.mutable_data_ptr<scalar_t>() : nullptr;
     const scalar_t* ep = p.scale ? e.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gep = p.scale ? ge.mutable_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
+    const scalar_t* grp = p.k ? gr.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* wrp = p.k ? wr.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gwp = p.k ? gw.mutable_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gyp = p.grad ? gy.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* cp = c.const_data_ptr<scalar_t>();
     const scalar_t* dp = d.const_data_ptr<scalar_t>();
     scalar_t* gcp = gc.mutable_data_ptr<scalar_t>();
     scalar_t* gdp = gd.mutable_data_ptr<scalar_t>();
     with_modes(p, [&](auto a, auto cl, auto nzc) {
       backward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(
-          gyp, cp, dp, nz, bp, ep, gcp, gdp, gnp, gbp, gep, p);
+          gyp, cp, dp, nz, bp, ep, grp, wrp, gcp, gdp, gnp, gbp, gep, gwp, p);
     });
   });
-  return {gc, gd, gn, gb, ge};
+  return {gc, gd, gn, gb, ge, gw};
 }
 
 }  // namespace

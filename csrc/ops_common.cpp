@@ -119,6 +119,29 @@ LpipsParams lpips_params(const at::Tensor& f, const at::Tensor& t, const at::Ten
   return LpipsParams{n, c, h * w, n > 1 ? t.stride(0) : c * h * w, eps};
 }
 
+void epilogue_backward_params(EpilogueParams& p, const at::Tensor& c, const at::Tensor& gy, const at::Tensor& gr,
+                              const at::Tensor& wr, const char* op) {
+  p.grad = gy.numel() > 0;
+  if (p.grad)
+    TORCH_CHECK_VALUE(gy.sizes() == c.sizes() && gy.scalar_type() == c.scalar_type() && gy.device() == c.device(), op,
+                      ": gy must match c in shape, dtype and device (", c.sizes(), ", ", c.scalar_type(), "), got ",
+                      gy.sizes(), ", ", gy.scalar_type());
+  p.k = 0;
+  if (gr.numel() == 0 && wr.numel() == 0) return;
+  TORCH_CHECK_VALUE(gr.dim() == 4 && gr.size(0) == p.n && gr.size(2) == c.size(2) && gr.size(3) == c.size(3) &&
+                        gr.size(1) >= 1 && gr.size(1) <= GANINV_EPILOGUE_MAX_K,
+                    op, ": gr must be [N, K, H, W] = [", p.n, ", K <= ", GANINV_EPILOGUE_MAX_K, ", ", c.size(2), ", ",
+                    c.size(3), "], got ", gr.sizes());
+  const int64_t k = gr.size(1);
+  TORCH_CHECK_VALUE(wr.dim() == 3 && wr.size(0) == p.n && wr.size(1) == k && wr.size(2) == p.c, op,
+                    ": wr must be [N, K, C] = [", p.n, ", ", k, ", ", p.c, "], got ", wr.sizes());
+  for (const at::Tensor* t : {&gr, &wr})
+    TORCH_CHECK_VALUE(t->scalar_type() == c.scalar_type() && t->device() == c.device() && t->is_contiguous(), op,
+                      ": gr and wr must be contiguous, of c's dtype and device (", c.scalar_type(), ", ", c.device(),
+                      "), got ", t->scalar_type(), ", ", t->device());
+  p.k = k;
+}
+
 void check_upfirdn_args(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
                         int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1) {
   TORCH_CHECK_VALUE(x.dim() == 4, "upfirdn2d: x must be [N, C, H, W], got rank ", x.dim());

@@ -19,8 +19,8 @@ TORCH_LIBRARY(ganinv, m) {
         "int pady1, bool flip, float gain) -> Tensor");
   m.def("modconv_epilogue(Tensor c, Tensor d, Tensor noise, Tensor b, Tensor e, int act, float alpha, float gain, "
         "float clamp) -> Tensor");
-  m.def("modconv_epilogue_backward(Tensor gy, Tensor c, Tensor d, Tensor noise, Tensor b, Tensor e, int act, "
-        "float alpha, float gain, float clamp) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("modconv_epilogue_backward(Tensor gy, Tensor c, Tensor d, Tensor noise, Tensor b, Tensor e, Tensor gr, "
+        "Tensor wr, int act, float alpha, float gain, float clamp) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lpips_distance(Tensor f, Tensor t, Tensor g, float eps) -> (Tensor, Tensor, Tensor)");
   m.def("lpips_distance_backward(Tensor gdist, Tensor f, Tensor t, Tensor g, Tensor norm, Tensor s, float eps) "
         "-> Tensor");

@@ -67,7 +67,37 @@ class _DemodBiasAct(torch.autograd.Function):
     def backward(ctx, gy):
         c, d, noise, b, e = ctx.saved_tensors
         act, gain, clamp = ctx.args
-        grads = modconv_epilogue_vjp(gy, c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e)
+        grads = modconv_epilogue_vjp(gy, c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e)[:5]
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None, None)
+
+
+class _DemodBiasActRGB(torch.autograd.Function):
+    """`_DemodBiasAct` whose output y also feeds a per-image 1x1 projection r = wr y (ToRGB): returns (y, r).
+
+    The projection's backward (y's gradient wr^T gr, added to the next layer's, and wr's gradient gr y^T, from y
+    recomputed from c) runs inside the epilogue's backward pass: no y-sized gradient is written, summed and read
+    back, and y itself is not kept for the projection (c is kept anyway). First order only.
+    """
+
+    @staticmethod
+    def forward(ctx, c, d, noise, b, e, wr, act, gain, clamp):
+        ctx.save_for_backward(c, d, noise, b, e, wr)
+        ctx.args = act, gain, clamp
+        ctx.set_materialize_grads(False)   # an unused y (the last block's) sends no gradient: none is made up
+        y = modconv_epilogue(c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e)
+        return y, _per_sample_1x1(y, wr)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, gr):
+        c, d, noise, b, e, wr = ctx.saved_tensors
+        act, gain, clamp = ctx.args
+        if gy is None and gr is None:
+            grads = (None,) * 6
+        elif gr is None:   # the projection unused: the plain epilogue's backward
+            grads = (*modconv_epilogue_vjp(gy, c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e)[:5], None)
+        else:
+            grads = modconv_epilogue_vjp(gy, c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e, gr=gr, wr=wr)
         return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None, None)
 
 
@@ -121,7 +151,24 @@ def _per_sample_1x1(x, w):
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
-                     flip_weight=True, fused_modconv=True, epilogue=None, premodulated=False, post_scale=None):
+                     flip_weight=True, fused_modconv=True, epilogue=None, premodulated=False, post_scale=None,
+                     rgb_weight=None):
+    """StyleGAN2 modulated (and demodulated) convolution; with `rgb_weight`, also the 1x1 projection of its output.
+
+    See `_modulated_conv2d` for the arguments. `rgb_weight` [N, K, O] (ToRGB's per-sample weight, its input
+    modulation already applied): return (y, r) with r[n] = rgb_weight[n] y[n] [N, K, H', W']; where the epilogue
+    runs fused (`_DemodBiasActRGB`) the projection's backward runs inside the epilogue's.
+    """
+    out = _modulated_conv2d(x, weight, styles, noise, up, padding, resample_filter, demodulate, flip_weight,
+                            fused_modconv, epilogue, premodulated, post_scale, rgb_weight)
+    if rgb_weight is None or isinstance(out, tuple):
+        return out
+    return out, _per_sample_1x1(out, rgb_weight.to(out.dtype))
+
+
+def _modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
+                      flip_weight=True, fused_modconv=True, epilogue=None, premodulated=False, post_scale=None,
+                      rgb_weight=None):
     """StyleGAN2 modulated (and demodulated) convolution.
 
     w'[n,o,i] = weight[o,i] * s[n,i];  w''[n,o,i] = w'[n,o,i] / sqrt(sum_{i,k,k} w'^2 + 1e-8) (demodulate).
@@ -140,6 +187,8 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
         premodulated: (non-fused, not float16) x is already x * styles (the previous layer applied them).
         post_scale: (non-fused) [N, O]: multiply the result by it, i.e. apply the next layer's modulation here,
             inside the fused epilogue where there is one (no separate modulated copy of the output).
+        rgb_weight: [N, K, O] or None: on the fused-epilogue path, return (y, rgb_weight y) from
+            `_DemodBiasActRGB` (elsewhere `modulated_conv2d` adds the projection).
 
     Returns:
         [N, O, H', W'] in x's dtype.
@@ -179,6 +228,9 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
                 ep = {'act': 'linear', **epilogue}
                 if not torch.is_grad_enabled():  # forward only: the op itself
                     return modconv_epilogue(x, d, n, e=e, **ep)
+                if rgb_weight is not None:
+                    return _DemodBiasActRGB.apply(x, d, n, ep.get('b'), e, rgb_weight.to(x.dtype), ep['act'],
+                                                  ep.get('gain'), ep.get('clamp'))
                 return _DemodBiasAct.apply(x, d, n, ep.get('b'), e, ep['act'], ep.get('gain'), ep.get('clamp'))
             x = x * d if n is None else torch.addcmul(n, x, d)
         elif noise is not None:

@@ -40,12 +40,13 @@ class SynthesisLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1, noise=None, styles=None,
-                post_styles=None):
-        """x [N, I, H, W], w [N, w_dim] -> [N, O, H*up, W*up].
+                post_styles=None, rgb_weight=None):
+        """x [N, I, H, W], w [N, w_dim] -> [N, O, H*up, W*up] (and with `rgb_weight`, its projection).
 
         `noise` ([N|1, 1, R, R], optional) replaces `noise_const`; it is still scaled by `noise_strength`.
         Non-fused only: `styles` (= ``self.affine(w)``) says x was already modulated by them (by the previous
         layer's epilogue); `post_styles` [N, O] (the next layer's styles) are applied to the output.
+        `rgb_weight` [N, K, O] (ToRGB's per-sample weight): return (y, r = rgb_weight y), see `modulated_conv2d`.
         """
         premodulated = styles is not None
         styles = self.affine(w) if styles is None else styles
@@ -63,7 +64,7 @@ class SynthesisLayer(torch.nn.Module):
                                 flip_weight=(self.up == 1), fused_modconv=fused_modconv,
                                 epilogue=dict(b=self.bias.to(x.dtype), act=self.activation,
                                               gain=self.act_gain * gain, clamp=clamp),
-                                premodulated=premodulated, post_scale=post_styles)
+                                premodulated=premodulated, post_scale=post_styles, rgb_weight=rgb_weight)
 
 
 class ToRGBLayer(torch.nn.Module):
@@ -89,11 +90,26 @@ class ToRGBLayer(torch.nn.Module):
         if in_scale is not None:
             styles = styles / in_scale
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        return self.finish(x)
+
+    def per_sample_weight(self, w, in_scale=None):
+        """[N, img_channels, I]: the modulated 1x1 weight that `forward` applies (non-fused), for a caller that
+        computes the projection itself (`SynthesisBlock`, inside conv1's epilogue); then `finish` the result."""
+        styles = self.affine(w) * self.weight_gain
+        if in_scale is not None:
+            styles = styles / in_scale
+        return self.weight[:, :, 0, 0] * styles.unsqueeze(1)
+
+    def finish(self, r):
+        """Bias and clamp of the projection r [N, img_channels, H, W]."""
+        return bias_act(r, self.bias.to(r.dtype), clamp=self.conv_clamp)
 
 
 class SynthesisBlock(torch.nn.Module):
     """One resolution: (const | conv0 up 2x) -> conv1 -> (torgb), with the skip / resnet / orig image path.
+
+    Non-fused (skip / orig), conv1 computes ToRGB's projection of its output itself (`fuse_torgb`): the two
+    backward passes become one (`nets.layers._DemodBiasActRGB`); the numbers are ToRGB's.
 
     Args:
         in_channels: 0 for the first (4x4, learned `const`) block.
@@ -108,6 +124,9 @@ class SynthesisBlock(torch.nn.Module):
             True / False / 'inference_only' (= not training) as in the stylegan3 repository.
         **layer_kwargs: extra SynthesisLayer arguments (kernel_size, use_noise, activation).
     """
+
+    #: conv1 computes ToRGB's projection (non-fused, not resnet): one backward pass for both
+    fuse_torgb = True
 
     def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last, architecture='skip',
                  resample_filter=(1, 3, 3, 1), conv_clamp=None, use_fp16=False, fp16_channels_last=False,
@@ -175,7 +194,10 @@ class SynthesisBlock(torch.nn.Module):
         lk = dict(fused_modconv=fused_modconv, noise_mode=noise_mode)
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=fmt).unsqueeze(0).expand(N, -1, -1, -1)
-            x = self.conv1(x, next(w_iter), noise=nz[0], post_styles=out_styles, **lk)
+            w1 = next(w_iter)
+            rgb = self._fused_torgb(w_iter, fused_modconv, out_styles)
+            x = self.conv1(x, w1, noise=nz[0], post_styles=out_styles, rgb_weight=rgb, **lk)
+            x, rgb = x if rgb is not None else (x, None)
         else:
             x = x.to(dtype=dtype, memory_format=fmt)
             y = self.skip(x, gain=np.sqrt(0.5)) if self.architecture == 'resnet' else None
@@ -184,16 +206,28 @@ class SynthesisBlock(torch.nn.Module):
             # separate modulated copy, nor its backward). Not in float16, where modulated_conv2d rescales styles.
             s1 = self.conv1.affine(w1) if not fused_modconv and dtype != torch.float16 else None
             x = self.conv0(x, w0, noise=nz[0], styles=in_styles, post_styles=s1, **lk)
-            x = self.conv1(x, w1, noise=nz[1], styles=s1, post_styles=out_styles,
+            rgb = self._fused_torgb(w_iter, fused_modconv, out_styles)
+            x = self.conv1(x, w1, noise=nz[1], styles=s1, post_styles=out_styles, rgb_weight=rgb,
                            gain=np.sqrt(0.5) if y is not None else 1, **lk)
+            x, rgb = x if rgb is not None else (x, None)
             x = x if y is None else y.add_(x)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == 'skip':
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv, in_scale=out_styles)
+            if rgb is not None:   # projected inside conv1 (its backward too)
+                y = self.torgb.finish(rgb)
+            else:
+                y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv, in_scale=out_styles)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = img.add_(y) if img is not None else y
         return x, img
+
+    def _fused_torgb(self, w_iter, fused_modconv, out_styles):
+        """ToRGB's per-sample weight when conv1 is to compute the projection (non-fused, its output is ToRGB's
+        input: not resnet; `SynthesisNetwork.fuse_torgb`), taking ToRGB's w from `w_iter`; else None."""
+        if fused_modconv or self.architecture == 'resnet' or not self.fuse_torgb or not hasattr(self, 'torgb'):
+            return None
+        return self.torgb.per_sample_weight(next(w_iter), in_scale=out_styles)
 
 
 def _nonzero(s, tiny=1e-20):

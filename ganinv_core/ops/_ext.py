@@ -196,11 +196,15 @@ def modconv_epilogue_ext(c, d, noise, b, e, act, alpha, gain, clamp):
     return torch.ops.ganinv.modconv_epilogue.default(c, *_epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp))
 
 
-def modconv_epilogue_backward_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp):
-    """Compiled modconv_epilogue backward: (gc, gd, gnoise, gb, ge), with None for an absent noise / b / e."""
-    args = _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp)
-    gc, gd, gn, gb, ge = torch.ops.ganinv.modconv_epilogue_backward.default(gy, c, *args)
-    return gc, gd, None if noise is None else gn, None if b is None else gb, None if e is None else ge
+def modconv_epilogue_backward_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp, gr=None, wr=None):
+    """Compiled modconv_epilogue backward: (gc, gd, gnoise, gb, ge, gwr), with None for an absent noise / b / e /
+    projection (gy None: only gr reaches the output; gr [N, K, H, W] and wr [N, K, C]: see csrc/ganinv_ops.h)."""
+    d, *rest = _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp)
+    empty = c.new_empty([0])
+    gy, gr, wr = (empty if t is None else t for t in (gy, gr, wr))
+    gc, gd, gn, gb, ge, gw = torch.ops.ganinv.modconv_epilogue_backward.default(gy, c, d, *rest[:3], gr, wr, *rest[3:])
+    return (gc, gd, None if noise is None else gn, None if b is None else gb, None if e is None else ge,
+            None if wr.numel() == 0 else gw)
 
 
 def lpips_distance_ext(f, t, g, eps):
@@ -265,10 +269,10 @@ def _fake_epilogue(c, d, noise, b, e, act, alpha, gain, clamp):
     return torch.empty_like(c, memory_format=torch.contiguous_format)
 
 
-def _fake_epilogue_backward(gy, c, d, noise, b, e, act, alpha, gain, clamp):
+def _fake_epilogue_backward(gy, c, d, noise, b, e, gr, wr, act, alpha, gain, clamp):
     def like(t):
         return torch.empty_like(t, memory_format=torch.contiguous_format) if t.numel() else c.new_empty([0])
-    return like(c), like(d), like(noise), like(b), like(e)
+    return like(c), like(d), like(noise), like(b), like(e), like(wr)
 
 
 def _fake_lpips(f, t, g, eps):

@@ -85,33 +85,54 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
 
 
 def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None, gain=None, clamp=None, e=None,
-                         impl=None):
-    """The gradients reaching (c, d, noise, b, e) from gy through `modconv_epilogue`, given its inputs.
+                         impl=None, gr=None, wr=None):
+    """The gradients reaching (c, d, noise, b, e, wr) through `modconv_epilogue`, given its inputs.
 
-    With z = clamp(act(s) * gain) at s = c d + noise + b, and gs = dL/ds (from gy e):  dc = gs d,
-    dd = sum_hw gs c,  dnoise = gs summed to noise's shape,  db = sum_{n,h,w} gs,  de = sum_hw gy z. First order.
+    With y the output, z = clamp(act(s) * gain) at s = c d + noise + b (y = z e), the gradient reaching y is
+    gyt = gy + wr^T gr when y also feeds a per-image 1x1 projection r[n] = wr[n] y[n] (ToRGB) whose gradient gr is
+    given, else gy. With gs = dL/ds (from gyt e):  dc = gs d,  dd = sum_hw gs c,  dnoise = gs summed to noise's
+    shape,  db = sum_{n,h,w} gs,  de = sum_hw gyt z,  dwr = sum_hw gr y^T. First order.
 
     Args:
-        gy: gradient of the output, shaped like c.
+        gy: gradient of the output, shaped like c, or None (only the projection's gradient reaches y).
         c, d, noise, b, act, alpha, gain, clamp, e, impl: as in `modconv_epilogue`.
+        gr: None, or the gradient of the projection r [N, K, H, W] (K <= 4 for the kernel).
+        wr: the projection's per-image weight [N, K, C] (with gr).
 
     Returns:
-        (dc, dd, dnoise, db, de), each shaped like its input (None for an absent noise / b / e).
+        (dc, dd, dnoise, db, de, dwr), each shaped like its input (None for an absent noise / b / e / projection).
     """
+    if (gr is None) != (wr is None) or (gy is None and gr is None):
+        raise OpArgumentError('modconv_epilogue_vjp: give gr and wr together, and gy, gr or both')
     d4, n4, e4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
+    if gr is not None:
+        N, C, H, W = c.shape
+        if wr.ndim != 3 or wr.shape[0] != N or wr.shape[2] != C or tuple(gr.shape) != (N, wr.shape[1], H, W):
+            raise OpArgumentError(f'modconv_epilogue_vjp: gr {tuple(gr.shape)} and wr {tuple(wr.shape)} must be '
+                                  f'[N, K, H, W] and [N, K, C] for c {tuple(c.shape)}')
+        if ops is not None and (wr.shape[1] > 4 or gr.dtype != c.dtype or wr.dtype != c.dtype):
+            ops = None
     if ops is not None:
         from . import _ext
-        gc, gd, gn, gb, ge = _ext.modconv_epilogue_backward_ext(gy.to(c.dtype), c, *ops, act, alpha, gain, clamp)
+        gc, gd, gn, gb, ge, gw = _ext.modconv_epilogue_backward_ext(
+            None if gy is None else gy.to(c.dtype).contiguous(), c, *ops, act, alpha, gain, clamp,
+            None if gr is None else gr.contiguous(), None if wr is None else wr.contiguous())
         return (gc, gd.reshape(d.shape), None if gn is None else gn.reshape(noise.shape), gb,
-                None if ge is None else ge.reshape(e.shape))
+                None if ge is None else ge.reshape(e.shape), gw)
     s = c * d4 if n4 is None else torch.addcmul(n4, c, d4)
-    ge = None
-    if e4 is not None:
+    if gr is not None:
+        gp = torch.einsum('nkc,nkhw->nchw', wr.to(c.dtype), gr.to(c.dtype))
+        gy = gp if gy is None else gy.to(c.dtype) + gp
+    ge = gw = None
+    if e4 is not None or gr is not None:
         z = bias_act(s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
-        ge = torch.einsum('nchw,nchw->nc', gy, z).reshape(e.shape)
-        gy = gy * e4
+        if gr is not None:
+            gw = torch.einsum('nkhw,nchw->nkc', gr.to(c.dtype), z if e4 is None else z * e4).to(wr.dtype)
+        if e4 is not None:
+            ge = torch.einsum('nchw,nchw->nc', gy, z).reshape(e.shape)
+            gy = gy * e4
     gs = bias_act_vjp(gy, s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
     gd = torch.einsum('nchw,nchw->nc', gs, c).reshape(d.shape)   # one reduction, no gs * c temporary
     gn = None if n4 is None else gs.sum_to_size(n4.shape).reshape(noise.shape)
     gb = None if b is None else gs.sum([0, 2, 3])
-    return gs * d4, gd, gn, gb, ge
+    return gs * d4, gd, gn, gb, ge, gw

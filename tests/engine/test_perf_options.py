@@ -78,8 +78,9 @@ def test_bf16_runs_the_generator_fp16_blocks_in_bf16_on_cpu(G):
     G2 = Generator(**kwargs).eval().requires_grad_(False)
     G2.load_state_dict(G.state_dict())
     top, low = [], []
-    G2.synthesis.b32.conv1.register_forward_hook(lambda m, a, out: top.append(out.dtype))
-    G2.synthesis.b4.conv1.register_forward_hook(lambda m, a, out: low.append(out.dtype))
+    x_of = lambda out: out[0] if isinstance(out, tuple) else out   # noqa: E731  (x, ToRGB's projection) or x
+    G2.synthesis.b32.conv1.register_forward_hook(lambda m, a, out: top.append(x_of(out).dtype))
+    G2.synthesis.b4.conv1.register_forward_hook(lambda m, a, out: low.append(x_of(out).dtype))
     t = _target(G, 6)
     kw = dict(KW, steps=20, w_stats=(G.mapping.w_avg, 1.0))
     bf = invert(G2, t, precision='bf16', **kw)

@@ -271,12 +271,46 @@ def test_next_blocks_modulation_folded_into_the_previous_block(arch, frozen, mon
     close(a, run(False))
 
 
+@pytest.mark.parametrize('arch,frozen', [('skip', True), ('skip', False), ('orig', True), ('resnet', True)])
+def test_torgb_projected_inside_conv1(arch, frozen, monkeypatch):
+    """conv1 computing ToRGB's projection (its backward inside the epilogue's: `_DemodBiasActRGB`, frozen weights)
+    gives the synthesis of separate layers: values and the gradients of ws, the noise buffers and (when trainable)
+    the weights; the last block's x, unused, sends no gradient (only ToRGB's reaches its epilogue)."""
+    G = _small(architecture=arch).requires_grad_(not frozen)
+    syn = G.synthesis
+    ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(6)), None).detach().requires_grad_(True)
+    noise = {k: torch.randn(2, 1, r, r, requires_grad=True) for k, r in syn.noise_layers()}
+    names = []
+    syn.b16.conv1.register_forward_hook(
+        lambda m, a, out: names.append((out[1] if isinstance(out, tuple) else out).grad_fn.name()))
+
+    def run(fuse):
+        from ganinv_core.nets.synthesis import SynthesisBlock
+        monkeypatch.setattr(SynthesisBlock, 'fuse_torgb', fuse)
+        return syn(ws, fused_modconv=False, noise=noise)
+
+    def close(a, r):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * r.abs().max().item())
+    a, r = run(True), run(False)
+    close(a, r)
+    fused = arch != 'resnet' and frozen
+    assert ('DemodBiasActRGB' in names[0]) == fused and 'DemodBiasActRGB' not in names[1]
+    gy = torch.randn_like(a)
+    live = [ws, *noise.values()] + ([] if frozen else list(syn.parameters()))
+    for ga, gr in zip(torch.autograd.grad(a, live, gy, allow_unused=True),
+                      torch.autograd.grad(r, live, gy, allow_unused=True)):
+        assert (ga is None) == (gr is None)
+        if gr is not None:
+            close(ga, gr)
+
+
 def test_synthesis_layers_use_the_epilogue_when_frozen(nvidia):
     """Frozen weights + non-fused modconv: the layers end in the fused epilogue; gradients as with trainable weights."""
     G, ref, _ = nvidia
     ws = ref['ws'][:2].clone().requires_grad_(True)
     seen = []
-    G.synthesis.b8.conv1.register_forward_hook(lambda m, a, out: seen.append(out.grad_fn.name()))
+    G.synthesis.b8.conv1.register_forward_hook(   # (x, ToRGB's projection) where conv1 computes it
+        lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out).grad_fn.name()))
     G.requires_grad_(False)
     (gw,) = torch.autograd.grad(G.synthesis(ws, fused_modconv=False).square().sum(), ws)
     G.requires_grad_(True)                                            # autograd's own path
@@ -406,6 +440,7 @@ def test_fused_modconv_default_rule(monkeypatch):
         seen.append(fused_modconv)
         return modulated_conv2d(*args, fused_modconv=fused_modconv, **kwargs)
     monkeypatch.setattr(synthesis_module, 'modulated_conv2d', spy)
+    monkeypatch.setattr(synthesis_module.SynthesisBlock, 'fuse_torgb', False)   # ToRGB calls its own conv, counted
 
     def fused(G, n, **kw):
         seen.clear()
@@ -443,6 +478,27 @@ def test_fp16_on_cuda_close_to_fp32(nvidia):
     ws = G.mapping(torch.randn(2, 16, device='cuda'), None)
     a, b = G.synthesis(ws), G.synthesis(ws, force_fp32=True)
     assert a.dtype == torch.float32 and (a - b).abs().max() < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('half', [None, torch.bfloat16])
+def test_torgb_projected_inside_conv1_on_cuda(half, monkeypatch):
+    """ToRGB's backward inside conv1's epilogue through the CUDA kernel (float32 and bf16 blocks): the image and the
+    gradient of ws match separate layers within the precision's rounding."""
+    from ganinv_core.nets.synthesis import SynthesisBlock
+    G = _small(num_fp16_res=1).cuda().requires_grad_(False)
+    ws = G.mapping(torch.randn(4, 16, device='cuda', generator=torch.Generator('cuda').manual_seed(3)), None)
+    ws = ws.detach().requires_grad_(True)
+    kw = dict(fused_modconv=False, force_fp32=half is None, half_dtype=half or torch.float16)
+    out = {}
+    for fuse in (True, False):
+        monkeypatch.setattr(SynthesisBlock, 'fuse_torgb', fuse)
+        img = G.synthesis(ws, **kw)
+        out[fuse] = img.detach(), torch.autograd.grad(img.square().sum(), ws)[0]
+    tol = 2e-2 if half else 2e-3
+    for a, r in zip(out[True], out[False]):
+        torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item())
 
 
 @pytest.mark.gpu

@@ -39,15 +39,19 @@ def inputs(shape, noise, bias, dtype, device, gen, scale=False):
             draw((n, ch), dtype, device, gen) if scale else None)
 
 
-def reference(gy, c, d, noise, b, e, act, alpha, gain, clamp):
-    """(y, dc, dd, dnoise, db, de) by autograd through the composition, in float64."""
-    ts = [None if t is None else t.detach().double().requires_grad_() for t in (c, d, noise, b, e)]
-    cc, dd, nn, bb, ee = ts
+def reference(gy, c, d, noise, b, e, act, alpha, gain, clamp, gr=None, wr=None):
+    """(y, dc, dd, dnoise, db, de, dwr) by autograd through the composition, in float64; with gr / wr the output
+    also feeds r = wr y, whose gradient is gr (gy None: y's own gradient is zero)."""
+    ts = [None if t is None else t.detach().double().requires_grad_() for t in (c, d, noise, b, e, wr)]
+    cc, dd, nn, bb, ee, ww = ts
     s = cc * dd[:, :, None, None] + (0 if nn is None else nn)
     y = _bias_act_ref(s, bb, 1, act, alpha, gain, clamp)
     y = y if ee is None else y * ee[:, :, None, None]
+    loss = 0 if gy is None else (y * gy.double()).sum()
+    if ww is not None:
+        loss = loss + (torch.einsum('nkc,nchw->nkhw', ww, y) * gr.double()).sum()
     live = [t for t in ts if t is not None]
-    g = iter(torch.autograd.grad(y, live, gy.double()))
+    g = iter(torch.autograd.grad(loss, live))
     return [y.detach()] + [None if t is None else next(g) for t in ts]
 
 
@@ -61,12 +65,13 @@ def close(a, r, dtype, what, gen):
                                msg=lambda m: f'{what} (seed {gen.initial_seed()}): {m}')
 
 
-NAMES = ('y', 'dc', 'dd', 'dnoise', 'db', 'de')
+NAMES = ('y', 'dc', 'dd', 'dnoise', 'db', 'de', 'dwr')
 
 
-def run_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp):
+def run_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp, gr=None, wr=None):
     kw = dict(act=act, alpha=alpha, gain=gain, clamp=clamp, e=e, impl='ext')
-    return [ops.modconv_epilogue(c, d, noise, b, **kw), *ops.modconv_epilogue_vjp(gy, c, d, noise, b, **kw)]
+    return [ops.modconv_epilogue(c, d, noise, b, **kw), *ops.modconv_epilogue_vjp(gy, c, d, noise, b, gr=gr, wr=wr,
+                                                                                    **kw)]
 
 
 @pytest.mark.parametrize('device', DEVICES)
@@ -87,6 +92,23 @@ def test_forward_and_backward_float64(act, clamp, device, gen):
                                                f'{name}', gen)
 
 
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('device', DEVICES)
+def test_projection_gradient_in_the_same_pass(device, dtype, gen):
+    """gr / wr: y also feeds r = wr y (ToRGB, K = 1, 3 or 4 channels): y's gradient gains wr^T gr and wr's gradient
+    is sum_hw gr y^T; with and without y's own gradient, with e (the fold) and without."""
+    for shape in SHAPES:
+        n, ch, h, w = shape
+        for k, own, scale in ((3, True, True), (1, False, True), (4, True, False), (3, False, False)):
+            args = inputs(shape, 'per-image', True, dtype, device, gen, scale)
+            gy = draw(shape, dtype, device, gen) if own else None
+            gr, wr = draw((n, k, h, w), dtype, device, gen), draw((n, k, ch), dtype, device, gen, scale=0.5)
+            got = run_ext(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0 if dtype != torch.float64 else None, gr, wr)
+            want = reference(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0 if dtype != torch.float64 else None, gr, wr)
+            for name, a, r in zip(NAMES, got, want):
+                close(a, r, dtype, f'{dtype} {shape} K={k} gy={own} e={scale} {name}', gen)
+
+
 @pytest.mark.parametrize('device', DEVICES)
 def test_the_kernel_runs_where_it_applies(device, monkeypatch):
     """impl='ext' reaches the compiled op for its layouts, and the reference for the others (same numbers)."""
@@ -103,14 +125,16 @@ def test_the_kernel_runs_where_it_applies(device, monkeypatch):
     per_channel = draw((1, 3, 4, 5), torch.float64, device, g)
     others = [(c.contiguous(memory_format=torch.channels_last), d, n, b, e), (c, d, per_channel, b, e),
               (c, d.float(), n, b, None), (c, d, n, b, e.float())]
-    for args in others:
-        got = run_ext(gy, *args, 'lrelu', 0.2, 1.4, 0.5)
-        want = reference(gy, *args, 'lrelu', 0.2, 1.4, 0.5)
+    gr, wr = draw((2, 5, 4, 5), torch.float64, device, g), draw((2, 5, 3), torch.float64, device, g)  # K = 5 > 4
+    for args, proj in [(a, None) for a in others] + [(others[0], (gr[:, :3], wr[:, :3])), ((c, d, n, b, e), (gr, wr))]:
+        extra = (None, None) if proj is None else proj
+        got = run_ext(gy, *args, 'lrelu', 0.2, 1.4, 0.5, *extra)
+        want = reference(gy, *args, 'lrelu', 0.2, 1.4, 0.5, *extra)
         for a, r in zip(got, want):
             assert (a is None) == (r is None)
             if a is not None:
                 torch.testing.assert_close(a.double(), r, rtol=1e-6, atol=1e-6)
-    assert seen == []
+    assert seen == ['modconv_epilogue_ext']   # the last case's forward; its K = 5 backward took the reference
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
@@ -133,9 +157,15 @@ def test_opcheck(device, gen):
     code, E = _ext.ACT_CODES['lrelu'], c.new_empty(0)
     torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, n, b, e, code, 0.2, 1.4, 0.7))
     torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, E, E, E, 0, 0.0, 1.0, -1.0))
-    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n[:1], b, e, code, 0.2, 1.4,
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n[:1], b, e, E, E, code, 0.2,
+                                                                               1.4, -1.0))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, E, E, E, E, E, 0, 0.0, 1.0,
                                                                                -1.0))
-    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, E, E, E, 0, 0.0, 1.0, -1.0))
+    gr, wr = draw((2, 3, 5, 4), torch.float32, device, gen), draw((2, 3, 3), torch.float32, device, gen)
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n, b, e, gr, wr, code, 0.2,
+                                                                               1.4, 0.7))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (E, c, d, n, b, E, gr, wr, code, 0.2,
+                                                                               1.4, -1.0))
 
 
 def test_bad_arguments_name_the_input():
@@ -154,4 +184,12 @@ def test_bad_arguments_name_the_input():
     with pytest.raises(ValueError, match=r'modconv_epilogue: e must hold \[N, C\]'):
         torch.ops.ganinv.modconv_epilogue(c, d, E, E, torch.ones(3), 0, 0.0, 1.0, -1.0)
     with pytest.raises(ValueError, match='modconv_epilogue_backward: gy must match c'):
-        torch.ops.ganinv.modconv_epilogue_backward(c[:1], c, d, E, E, E, 0, 0.0, 1.0, -1.0)
+        torch.ops.ganinv.modconv_epilogue_backward(c[:1], c, d, E, E, E, E, E, 0, 0.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match=r'modconv_epilogue_backward: gr must be \[N, K, H, W\] = \[2, K <= 4, 4, 4\]'):
+        torch.ops.ganinv.modconv_epilogue_backward(c, c, d, E, E, E, torch.zeros(2, 5, 4, 4), torch.zeros(2, 5, 3), 0,
+                                                   0.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match=r'modconv_epilogue_backward: wr must be \[N, K, C\] = \[2, 3, 3\]'):
+        torch.ops.ganinv.modconv_epilogue_backward(c, c, d, E, E, E, torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4), 0,
+                                                   0.0, 1.0, -1.0)
+    with pytest.raises(OpArgumentError, match='modconv_epilogue_vjp: give gr and wr together'):
+        ops.modconv_epilogue_vjp(c, c, d, gr=torch.zeros(2, 3, 4, 4))
