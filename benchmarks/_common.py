@@ -1,4 +1,5 @@
 """Shared helpers for the benchmark modules (imported as `_common`; conftest puts this folder on sys.path)."""
+import contextlib
 import gc
 import os
 
@@ -98,3 +99,25 @@ class F32Losses(Precision):
     """A precision whose losses run without autocast (float32; TF32 as the precision says): a benchmark-only
     variant of bf16 / fp16, to weigh the losses' share of their speed and of their accuracy."""
     loss_dtype = property(lambda self: None)
+
+
+@contextlib.contextmanager
+def session4_step(on=True):
+    """The step as the fourth session ran it (for side-by-side ratios): VGG16's LPIPS head as separate ops (no
+    `lpips_distance`), the noise regulariser's rolls and means (no `noise_autocorr`), ToRGB's own backward."""
+    if not on:
+        yield
+        return
+    import ganinv_losses.noise_reg as noise_reg
+    from ganinv_core.nets.synthesis import SynthesisBlock
+    from ganinv_core.nets.vgg16 import VGG16Features
+    from ganinv_core.ops.noise import _autocorr_ref
+    saved = VGG16Features.distance, noise_reg.noise_autocorr, SynthesisBlock.fuse_torgb
+    VGG16Features.distance = lambda self, img, tf: (tf - self(img)).square().sum(1)
+    noise_reg.noise_autocorr = _autocorr_ref
+    SynthesisBlock.fuse_torgb = False
+    try:
+        yield
+    finally:
+        VGG16Features.distance, noise_reg.noise_autocorr, SynthesisBlock.fuse_torgb = saved
+

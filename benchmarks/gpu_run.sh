@@ -110,8 +110,8 @@ cat "$OUT/profile.txt"
 fi
 if [ "$PART" = t ]; then
 # What the issues still need, in one ~8-minute call (a session has ~15 minutes of device time), most important
-# first: the GPU tests, the 1024² step cases the targets are stated for (now: fp16 + graph and cuDNN's autotuner
-# beside bf16 + graph), final-PSNR accuracy of bf16/fp16 against fp32 (1024² x 12 targets; 256² over 1000 steps),
+# first: the GPU tests, the 1024² step cases the targets are stated for (now: fp16 + graph, cuDNN's autotuner and the
+# step without the fifth session's fusions beside bf16 + graph; VGG16's loss with and without lpips_distance), final-PSNR accuracy of bf16/fp16 against fp32 (1024² x 12 targets; 256² over 1000 steps),
 # profiles of the step and of VGG16, the ops (and the simple kernels at small shapes), torch.compile at batch 8.
 # GANINV_GPU_STAGES picks a subset (e.g. two shorter calls).
 STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,psnr,psnr-long,profile,profile-vgg,ops,ops-simple,compile},
@@ -120,14 +120,17 @@ has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
 has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
 has engine && bench_engine bench-engine-targets 150 bench.json \
-  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and (tf32-graph-b1 or bf16-graph or fp16-graph or cudnnbench or nofold))}"
+  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and (tf32-graph-b1 or bf16-graph or fp16-graph or cudnnbench or nofold or s4-graph)) or (test_vgg16_loss and 256-b8 and bf16)}"
 has psnr && stage psnr 150 bash -c "'$PY' benchmarks/precision_check.py --network $NET --steps $PSNR_STEPS --targets ${GANINV_GPU_PSNR_TARGETS:-12} --configs ${GANINV_GPU_PSNR_CONFIGS:-fp32,bf16,bf16@512,bf16@-256,fp16,fp16-graph} > '$OUT/psnr.txt' 2>&1; cat '$OUT/psnr.txt'"
 # the trajectory noise shrinks as the runs converge: the same comparison over a whole 1000-step run at 256²
 has psnr-long && stage psnr-long 120 bash -c "'$PY' benchmarks/precision_check.py --network ${GANINV_GPU_PSNR_LONG_NET:-random-256} --steps $((PSNR_STEPS * 10)) --targets 8 --configs fp32,bf16,fp16 >> '$OUT/psnr.txt' 2>&1; tail -4 '$OUT/psnr.txt'"
 has profile && stage "profile $NET b8 bf16" 60 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 > '$OUT/profile.txt' 2>&1; cat '$OUT/profile.txt'"
-# VGG16 alone: 9.4-10.6 ms of the 47.8 ms bf16 b8 step, at 60-69 TFLOP/s in bf16 and fp32 alike (why?)
+# VGG16 alone: 9.4-10.6 ms of the 47.8 ms bf16 b8 step, at 60-69 TFLOP/s in bf16 and fp32 alike (why?); now with the
+# LPIPS head as one lpips_distance op per level
 has profile-vgg && stage "profile vgg b8 bf16" 40 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 --part vgg >> '$OUT/profile.txt' 2>&1; tail -30 '$OUT/profile.txt'"
-has ops && bench_ops bench-ops 110 ops.json
+# the fifth session's ops (written without a GPU): the LPIPS head and the noise regulariser, compiled vs reference
+has ops && bench_ops bench-ops-lpips-noise 60 ops_new.json -k "lpips or noise"
+has ops && bench_ops bench-ops 110 ops.json -k "not lpips and not noise"
 # the simple kernels at the small shapes, where the tiled upfirdn2d spends a whole tile on each 8x8 plane
 has ops-simple && GANINV_CUDA_SIMPLE=1 bench_ops bench-ops-simple-small 40 ops_simple.json \
   -k "ext and not epilogue and (x8- or x9- or x4- or x65-)"

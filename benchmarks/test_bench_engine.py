@@ -10,8 +10,8 @@ gradients), so the report's ratio is images·steps/s relative to it.
 import pytest
 import torch
 
-from _common import (DEVICE, SIZE, F32Losses, NoTF32, gen_flops_for, generator, record, step_flops_for, sync, targets, timed,
-                     vgg_flops_for)
+from _common import (DEVICE, SIZE, F32Losses, NoTF32, gen_flops_for, generator, record, session4_step, step_flops_for,
+                     sync, targets, timed, vgg_flops_for)
 from _nvidia_equiv import NvidiaProjectorStep
 
 from ganinv_core.engine import Inversion, invert
@@ -58,9 +58,12 @@ def _step_cases():
             yield net, 'ours-bf16-cudnnbench-graph', BIG, dict(precision='bf16', cuda_graph=True, cudnn_benchmark=True)
             # without the cross-block fold of the modulation (fourth session), for its side-by-side ratio
             yield net, 'ours-bf16-nofold-graph', BIG, dict(precision='bf16', cuda_graph=True, fold=False)
+            # without the fifth session's fusions (lpips_distance, noise_autocorr, ToRGB in conv1's backward)
+            yield net, 'ours-bf16-s4-graph', BIG, dict(precision='bf16', cuda_graph=True, s4=True)
             yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
         elif _small(net):
             yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')
+            yield net, 'ours-nonfused-s4', BIG, dict(modconv='nonfused', s4=True)   # without the fifth session's fusions
             yield net, 'ours-static', 1, dict(cuda_graph=True)      # the graph-ready static step, run eagerly
             yield net, 'ours-bf16', 1, dict(precision='bf16')
 
@@ -81,7 +84,7 @@ def test_step(benchmark, net, case, n, opts):
     G = generator(net)
     opts = dict(opts)
     tf32, f32_losses, vgg_nhwc = opts.pop('tf32', None), opts.pop('f32_losses', False), opts.pop('vgg_nhwc', False)
-    autotune, fold = opts.pop('cudnn_benchmark', False), opts.pop('fold', True)
+    autotune, fold, s4 = opts.pop('cudnn_benchmark', False), opts.pop('fold', True), opts.pop('s4', False)
     inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)
     if tf32 is False:
         inv.prec = NoTF32(inv.prec.name, inv.prec.device)
@@ -95,7 +98,8 @@ def test_step(benchmark, net, case, n, opts):
     for v in vggs:
         v.channels_last = True
     try:
-        mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
+        with session4_step(s4):
+            mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
     finally:
         torch.backends.cudnn.benchmark, type(G.synthesis).fold_modulation = saved[:2]
         for v, cl in zip(vggs, saved[2]):
