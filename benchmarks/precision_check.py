@@ -25,6 +25,7 @@ from _common import DEVICE, F32Losses  # noqa: E402
 
 from ganinv_core.engine import _precision, invert  # noqa: E402
 from ganinv_core.io.images import render_seed, to_tensor  # noqa: E402
+from ganinv_core.nets.synthesis import SynthesisLayer  # noqa: E402
 from ganinv_core.weights import load_generator  # noqa: E402
 
 CONFIGS = {'fp32': dict(precision='fp32', modconv='fused'), 'bf16': dict(precision='bf16'),
@@ -32,7 +33,11 @@ CONFIGS = {'fp32': dict(precision='fp32', modconv='fused'), 'bf16': dict(precisi
            'fp16': dict(precision='fp16'), 'fp16-graph': dict(precision='fp16', cuda_graph=True),
            # bf16 generator blocks, losses without autocast (float32 / TF32): is the accuracy lost in the losses?
            'bf16-f32loss': dict(precision='bf16', f32_losses=True),
-           'bf16-f32loss-graph': dict(precision='bf16', cuda_graph=True, f32_losses=True)}
+           'bf16-f32loss-graph': dict(precision='bf16', cuda_graph=True, f32_losses=True),
+           # bf16 blocks whose latent-dependent coefficients (modulation, demodulation, noise, ToRGB's weight) stay
+           # float32 (`SynthesisLayer.coef_fp32`): is bf16's loss the staircase their rounding makes of the image?
+           'bf16-hp': dict(precision='bf16', coef_fp32=True),
+           'bf16-hp-graph': dict(precision='bf16', cuda_graph=True, coef_fp32=True)}
 
 
 @contextlib.contextmanager
@@ -71,7 +76,8 @@ def main(argv=None):
         opts = dict(CONFIGS[base])
         variant = mock.patch.object(_precision, 'Precision', F32Losses) if opts.pop('f32_losses', False) else \
             contextlib.nullcontext()
-        with variant, _reduced_blocks(G, int(at) if at else None):
+        coefs = mock.patch.object(SynthesisLayer, 'coef_fp32', opts.pop('coef_fp32', False))
+        with variant, coefs, _reduced_blocks(G, int(at) if at else None):
             r = invert(G, t, **opts, **kw)
         rows[name] = np.array([m['vs_target']['psnr'] for m in r.metrics])
         d = rows[name] - rows[names[0]]

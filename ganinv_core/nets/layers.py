@@ -85,7 +85,7 @@ class _DemodBiasActRGB(torch.autograd.Function):
         ctx.args = act, gain, clamp
         ctx.set_materialize_grads(False)   # an unused y (the last block's) sends no gradient: none is made up
         y = modconv_epilogue(c, d, noise, b, act=act, gain=gain, clamp=clamp, e=e)
-        return y, _per_sample_1x1(y, wr)
+        return y, _project(y, wr)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -152,7 +152,7 @@ def _per_sample_1x1(x, w):
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
                      flip_weight=True, fused_modconv=True, epilogue=None, premodulated=False, post_scale=None,
-                     rgb_weight=None):
+                     rgb_weight=None, coef_fp32=False):
     """StyleGAN2 modulated (and demodulated) convolution; with `rgb_weight`, also the 1x1 projection of its output.
 
     See `_modulated_conv2d` for the arguments. `rgb_weight` [N, K, O] (ToRGB's per-sample weight, its input
@@ -160,15 +160,27 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
     runs fused (`_DemodBiasActRGB`) the projection's backward runs inside the epilogue's.
     """
     out = _modulated_conv2d(x, weight, styles, noise, up, padding, resample_filter, demodulate, flip_weight,
-                            fused_modconv, epilogue, premodulated, post_scale, rgb_weight)
+                            fused_modconv, epilogue, premodulated, post_scale, rgb_weight, coef_fp32)
     if rgb_weight is None or isinstance(out, tuple):
         return out
-    return out, _per_sample_1x1(out, rgb_weight.to(out.dtype))
+    return out, _project(out, rgb_weight if coef_fp32 else rgb_weight.to(out.dtype))
+
+
+def _project(y, w):
+    """`_per_sample_1x1(y, w)` in y's dtype; a float32 w with a 16-bit y as two halves (w = hi + lo, each in y's
+    dtype, one matmul of [hi; lo]), so w's own rounding (~8 bits in bf16) does not enter the result."""
+    if w.dtype == y.dtype:
+        return _per_sample_1x1(y, w)
+    hi = w.to(y.dtype)
+    lo = (w - hi.to(w.dtype)).to(y.dtype)
+    r = _per_sample_1x1(y, torch.cat([hi, lo], 1))
+    k = w.shape[1]
+    return (r[:, :k].to(w.dtype) + r[:, k:].to(w.dtype)).to(y.dtype)
 
 
 def _modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
                       flip_weight=True, fused_modconv=True, epilogue=None, premodulated=False, post_scale=None,
-                      rgb_weight=None):
+                      rgb_weight=None, coef_fp32=False):
     """StyleGAN2 modulated (and demodulated) convolution.
 
     w'[n,o,i] = weight[o,i] * s[n,i];  w''[n,o,i] = w'[n,o,i] / sqrt(sum_{i,k,k} w'^2 + 1e-8) (demodulate).
@@ -189,6 +201,11 @@ def _modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_f
             inside the fused epilogue where there is one (no separate modulated copy of the output).
         rgb_weight: [N, K, O] or None: on the fused-epilogue path, return (y, rgb_weight y) from
             `_DemodBiasActRGB` (elsewhere `modulated_conv2d` adds the projection).
+        coef_fp32: (non-fused, x in bf16/fp16; experimental) keep what depends on the optimised latent and noise
+            at float32 where it meets the activations: the input modulation's product (rounded once), the
+            demodulation, the next layer's modulation, the noise, ToRGB's weight. In x's dtype those are rounded to
+            8 (bf16) bits, so the image is a staircase function of w and the noise at that scale. The epilogue then
+            takes the reference path (the kernels want one dtype), which is slower.
 
     Returns:
         [N, O, H', W'] in x's dtype.
@@ -217,26 +234,27 @@ def _modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_f
         x = _per_sample_1x1(x, (weight[:, :, 0, 0] * styles.reshape(N, 1, I)).to(x.dtype))
         return x if epilogue is None else bias_act(x, **epilogue)
     if not fused_modconv:
+        cd = torch.float32 if coef_fp32 and x.dtype in (torch.bfloat16, torch.float16) else x.dtype
         if not premodulated:
-            x = x * styles.to(x.dtype).reshape(N, I, 1, 1)
+            x = (x * styles.to(cd).reshape(N, I, 1, 1)).to(x.dtype)
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up, padding, flip_weight=flip_weight)
-        e = None if post_scale is None else post_scale.to(x.dtype).reshape(N, O, 1, 1)
+        e = None if post_scale is None else post_scale.to(cd).reshape(N, O, 1, 1)
         if demodulate:
-            d = dcoefs.to(x.dtype).reshape(N, O, 1, 1)
-            n = None if noise is None else noise.to(x.dtype)
+            d = dcoefs.to(cd).reshape(N, O, 1, 1)
+            n = None if noise is None else noise.to(cd)
             if epilogue is not None and not weight.requires_grad and (not torch.is_grad_enabled() or x.requires_grad):
                 ep = {'act': 'linear', **epilogue}
                 if not torch.is_grad_enabled():  # forward only: the op itself
                     return modconv_epilogue(x, d, n, e=e, **ep)
                 if rgb_weight is not None:
-                    return _DemodBiasActRGB.apply(x, d, n, ep.get('b'), e, rgb_weight.to(x.dtype), ep['act'],
+                    return _DemodBiasActRGB.apply(x, d, n, ep.get('b'), e, rgb_weight.to(cd), ep['act'],
                                                   ep.get('gain'), ep.get('clamp'))
                 return _DemodBiasAct.apply(x, d, n, ep.get('b'), e, ep['act'], ep.get('gain'), ep.get('clamp'))
-            x = x * d if n is None else torch.addcmul(n, x, d)
+            x = (x * d if n is None else torch.addcmul(n, x, d)).to(x.dtype)
         elif noise is not None:
             x = x + noise.to(x.dtype)
         x = x if epilogue is None else bias_act(x, **epilogue)
-        return x if e is None else x * e
+        return x if e is None else (x * e).to(x.dtype)
     if demodulate:
         w = w * dcoefs.reshape(N, O, 1, 1, 1)
     x = x.reshape(1, N * I, *x.shape[2:])

@@ -22,6 +22,10 @@ class SynthesisLayer(torch.nn.Module):
         channels_last: store the weight channels-last.
     """
 
+    #: (experimental, off) float32 latent-dependent coefficients in bf16/fp16 blocks: `modulated_conv2d`'s
+    #: `coef_fp32` (slower: the epilogue takes its reference path); see benchmarks/precision_check.py `bf16-hp`
+    coef_fp32 = False
+
     def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1, use_noise=True,
                  activation='lrelu', resample_filter=(1, 3, 3, 1), conv_clamp=None, channels_last=False):
         super().__init__()
@@ -64,7 +68,8 @@ class SynthesisLayer(torch.nn.Module):
                                 flip_weight=(self.up == 1), fused_modconv=fused_modconv,
                                 epilogue=dict(b=self.bias.to(x.dtype), act=self.activation,
                                               gain=self.act_gain * gain, clamp=clamp),
-                                premodulated=premodulated, post_scale=post_styles, rgb_weight=rgb_weight)
+                                premodulated=premodulated, post_scale=post_styles, rgb_weight=rgb_weight,
+                                coef_fp32=self.coef_fp32)
 
 
 class ToRGBLayer(torch.nn.Module):

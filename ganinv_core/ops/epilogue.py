@@ -79,9 +79,19 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
     if ops is not None:
         from . import _ext
         return _ext.modconv_epilogue_ext(c, *ops, act, alpha, gain, clamp)
-    s = c * d4 if n4 is None else torch.addcmul(n4, c, d4)
+    cw = c.to(_wide(c, d4, n4, e4))   # float32 coefficients with a 16-bit c: computed in float32, rounded once
+    s = cw * d4 if n4 is None else torch.addcmul(n4, cw, d4)
     y = bias_act(s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
-    return y if e4 is None else y * e4
+    return (y if e4 is None else y * e4).to(c.dtype)
+
+
+def _wide(c, *ts):
+    """The widest floating dtype among c and the coefficient tensors (None skipped)."""
+    dt = c.dtype
+    for t in ts:
+        if t is not None:
+            dt = torch.promote_types(dt, t.dtype)
+    return dt
 
 
 def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None, gain=None, clamp=None, e=None,
@@ -119,20 +129,23 @@ def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None,
             None if gr is None else gr.contiguous(), None if wr is None else wr.contiguous())
         return (gc, gd.reshape(d.shape), None if gn is None else gn.reshape(noise.shape), gb,
                 None if ge is None else ge.reshape(e.shape), gw)
-    s = c * d4 if n4 is None else torch.addcmul(n4, c, d4)
+    dt = _wide(c, d4, n4, e4)   # float32 coefficients with a 16-bit c: computed in float32
+    cw = c.to(dt)
+    s = cw * d4 if n4 is None else torch.addcmul(n4, cw, d4)
+    gy = None if gy is None else gy.to(dt)
     if gr is not None:
-        gp = torch.einsum('nkc,nkhw->nchw', wr.to(c.dtype), gr.to(c.dtype))
-        gy = gp if gy is None else gy.to(c.dtype) + gp
+        gp = torch.einsum('nkc,nkhw->nchw', wr.to(dt), gr.to(dt))
+        gy = gp if gy is None else gy + gp
     ge = gw = None
     if e4 is not None or gr is not None:
         z = bias_act(s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
         if gr is not None:
-            gw = torch.einsum('nkhw,nchw->nkc', gr.to(c.dtype), z if e4 is None else z * e4).to(wr.dtype)
+            gw = torch.einsum('nkhw,nchw->nkc', gr.to(dt), z if e4 is None else z * e4).to(wr.dtype)
         if e4 is not None:
-            ge = torch.einsum('nchw,nchw->nc', gy, z).reshape(e.shape)
+            ge = torch.einsum('nchw,nchw->nc', gy, z).reshape(e.shape).to(e.dtype)
             gy = gy * e4
     gs = bias_act_vjp(gy, s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
-    gd = torch.einsum('nchw,nchw->nc', gs, c).reshape(d.shape)   # one reduction, no gs * c temporary
-    gn = None if n4 is None else gs.sum_to_size(n4.shape).reshape(noise.shape)
-    gb = None if b is None else gs.sum([0, 2, 3])
-    return gs * d4, gd, gn, gb, ge, gw
+    gd = torch.einsum('nchw,nchw->nc', gs, cw).reshape(d.shape).to(d.dtype)   # one reduction, no gs * c temporary
+    gn = None if n4 is None else gs.sum_to_size(n4.shape).reshape(noise.shape).to(noise.dtype)
+    gb = None if b is None else gs.sum([0, 2, 3]).to(b.dtype)
+    return (gs * d4).to(c.dtype), gd, gn, gb, ge, gw

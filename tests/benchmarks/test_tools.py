@@ -73,3 +73,12 @@ def test_precision_check_limits_reduced_precision_to_the_chosen_blocks():
         img = syn(ws, noise_mode='const', force_fp32=False, half_dtype=torch.bfloat16)
     torch.testing.assert_close(img, syn(ws, noise_mode='const', force_fp32=True))
     assert {r: getattr(syn, f'b{r}').use_fp16 for r in syn.block_resolutions} == flags   # restored
+
+
+def test_precision_check_bf16_hp_keeps_coefficients_in_float32_for_its_run_only(monkeypatch, capsys):
+    from ganinv_core.nets.synthesis import SynthesisLayer
+    seen, real = [], precision_check.invert
+    monkeypatch.setattr(precision_check, 'invert', lambda *a, **k: seen.append(SynthesisLayer.coef_fp32) or real(*a, **k))
+    precision_check.main(['--network', 'random-64', '--steps', '2', '--targets', '1', '--configs', 'fp32,bf16-hp,bf16'])
+    assert seen == [False, True, False] and SynthesisLayer.coef_fp32 is False
+    assert 'bf16-hp' in capsys.readouterr().out

@@ -521,3 +521,36 @@ def test_cross_block_fold_on_cuda(half, monkeypatch):
     tol = 2e-2 if half else 2e-3        # TF32 convolutions (cuDNN's default) / bf16 blocks
     for a, r in zip(out[True], out[False]):
         torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item())
+
+
+def test_float32_coefficients_in_bf16_blocks(monkeypatch):
+    """`SynthesisLayer.coef_fp32` (experimental): in bf16 blocks the latent-dependent coefficients reach the epilogue
+    in float32 (d, the next layer's modulation, the noise) and ToRGB's weight is applied as two bf16 halves; the
+    image and the gradient of ws stay within bf16's rounding of the float32 synthesis."""
+    from ganinv_core.nets.layers import _project
+    from ganinv_core.nets.synthesis import SynthesisLayer
+    from ganinv_core.ops import epilogue
+    G = _small(num_fp16_res=2).requires_grad_(False)
+    ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(8)), None).detach().requires_grad_(True)
+    seen = []
+    real = epilogue.modconv_epilogue
+    monkeypatch.setattr(epilogue, 'modconv_epilogue', lambda c, d, *a, **k: seen.append((c.dtype, d.dtype)) or
+                        real(c, d, *a, **k))
+    monkeypatch.setattr('ganinv_core.nets.layers.modconv_epilogue', epilogue.modconv_epilogue)
+    monkeypatch.setattr(SynthesisLayer, 'coef_fp32', True)
+    kw = dict(fused_modconv=False, force_fp32=False, half_dtype=torch.bfloat16)
+    img = G.synthesis(ws, **kw)
+    assert (torch.bfloat16, torch.float32) in seen and (torch.bfloat16, torch.bfloat16) not in seen
+    (g,) = torch.autograd.grad(img.square().sum(), ws)
+    monkeypatch.setattr(SynthesisLayer, 'coef_fp32', False)
+    ref = G.synthesis(ws, fused_modconv=False, force_fp32=True)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), ws)
+    torch.testing.assert_close(img, ref, rtol=0.05, atol=0.05 * ref.abs().max().item())
+    torch.testing.assert_close(g, g_ref, rtol=0.05, atol=0.05 * g_ref.abs().max().item())
+    # the two-halves projection: closer to the float32 product than with the weight rounded to bf16
+    gen = torch.Generator().manual_seed(1)
+    y, w = torch.randn(2, 8, 5, 5, generator=gen).bfloat16(), torch.randn(2, 3, 8, generator=gen)
+    exact = torch.einsum('nkc,nchw->nkhw', w.double(), y.double())
+    err = lambda r: (r.double() - exact).abs().mean().item()  # noqa: E731
+    assert _project(y, w).dtype == torch.bfloat16
+    assert err(_project(y, w)) < 0.8 * err(_project(y, w.bfloat16()))

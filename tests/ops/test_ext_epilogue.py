@@ -193,3 +193,26 @@ def test_bad_arguments_name_the_input():
                                                    0.0, 1.0, -1.0)
     with pytest.raises(OpArgumentError, match='modconv_epilogue_vjp: give gr and wr together'):
         ops.modconv_epilogue_vjp(c, c, d, gr=torch.zeros(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_float32_coefficients_with_a_16bit_c(dtype, gen):
+    """d, noise, e (and the projection's wr) in float32 with a bf16/fp16 c (`modulated_conv2d(coef_fp32=True)`):
+    the reference path computes in float32 and rounds the output once to c's dtype; every gradient comes back in
+    its input's dtype and matches float64 autograd of the same inputs."""
+    shape = (2, 3, 6, 5)
+    c, d, noise, b, e = inputs(shape, 'per-image', True, dtype, 'cpu', gen, scale=True)
+    d, noise, e = d.float(), noise.float(), e.float()
+    gy = draw(shape, dtype, 'cpu', gen)
+    gr, wr = draw((2, 3, 6, 5), dtype, 'cpu', gen), draw((2, 3, 3), torch.float32, 'cpu', gen, scale=0.5)
+    got = run_ext(gy, c, d, noise, b, e, 'lrelu', 0.2, 2 ** 0.5, 1.0, gr, wr)
+    want = reference(gy, c, d, noise, b, e, 'lrelu', 0.2, 2 ** 0.5, 1.0, gr, wr)
+    for name, a, r, t in zip(NAMES, got, want, (c, c, d, noise, b, e, wr)):
+        assert a.dtype == t.dtype, f'{name}: {a.dtype}, not {t.dtype}'
+        rtol = 1e-5 if t.dtype == torch.float32 and name != 'y' else TOL[dtype][0]
+        torch.testing.assert_close(a.double(), r, rtol=rtol, atol=rtol * max(1.0, r.abs().max().item()),
+                                   msg=lambda m: f'{name} (seed {gen.initial_seed()}): {m}')
+    # rounded once: y is float32's result rounded to c's dtype
+    y32 = ops.modconv_epilogue(c.float(), d, noise, b.float(), act='lrelu', alpha=0.2, gain=2 ** 0.5, clamp=1.0, e=e,
+                               impl='ref')
+    assert torch.equal(got[0], y32.to(dtype))
