@@ -143,4 +143,8 @@ fi
 
 echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"
 keep_json $(cd "$OUT" && ls -- *.json 2>/dev/null)
+# at most 8 files come back: the extra ops tables are appended to ops.md
+for f in ops_new.md ops_x10.md; do
+  [ -f "$OUT/$f" ] && { printf '\n\n# %s\n' "$f" >> "$OUT/ops.md"; cat "$OUT/$f" >> "$OUT/ops.md"; rm -f "$OUT/$f"; }
+done
 ls -la "$OUT"
