@@ -155,6 +155,10 @@ struct LpipsParams {
 
 // Validation and layout helpers (host, ops_common.cpp).
 LpipsParams lpips_params(const at::Tensor& f, const at::Tensor& t, const at::Tensor& g, double eps, const char* op);
+// lpips_distance_backward's per-pixel operands (gdist, norm, s): [N, H, W] of t's dtype on f's device.
+void check_lpips_saved(const at::Tensor& x, const at::Tensor& f, const at::Tensor& t, const char* name, const char* op);
+// noise_autocorr(_backward): x [N, C, H, W]; with ga defined, ga [N, C, 2] in x's compute type on x's device.
+void check_autocorr_args(const at::Tensor& x, const at::Tensor& ga, const char* op);
 EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
                                const at::Tensor& e, int64_t act, double alpha, double gain, double clamp,
                                const char* op);

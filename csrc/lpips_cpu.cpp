@@ -107,21 +107,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& f, 
   return {dist, norm, s};
 }
 
-void check_saved(const at::Tensor& x, const at::Tensor& f, const at::Tensor& t, const char* name, const char* op) {
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) == f.size(0) && x.size(1) == f.size(2) && x.size(2) == f.size(3) &&
-                        x.scalar_type() == t.scalar_type() && x.device() == f.device(),
-                    op, ": ", name, " must be [N, H, W] = [", f.size(0), ", ", f.size(2), ", ", f.size(3), "] of ",
-                    t.scalar_type(), ", got ", x.sizes(), " of ", x.scalar_type());
-}
-
 at::Tensor backward_cpu(const at::Tensor& gd_in, const at::Tensor& f, const at::Tensor& t, const at::Tensor& g,
                         const at::Tensor& norm_in, const at::Tensor& s_in, double eps) {
   const char* op = "lpips_distance_backward";
   TORCH_CHECK_VALUE(f.device().is_cpu(), op, ": f must be a CPU tensor, got one on ", f.device());
   const LpipsParams p = lpips_params(f, t, g, eps, op);
-  check_saved(gd_in, f, t, "gdist", op);
-  check_saved(norm_in, f, t, "norm", op);
-  check_saved(s_in, f, t, "s", op);
+  check_lpips_saved(gd_in, f, t, "gdist", op);
+  check_lpips_saved(norm_in, f, t, "norm", op);
+  check_lpips_saved(s_in, f, t, "s", op);
   if (is_16bit(f)) return backward_cpu(gd_in, f.to(at::kFloat), t, g, norm_in, s_in, eps).to(f.scalar_type());
   const at::Tensor gd = gd_in.contiguous(), norm = norm_in.contiguous(), s = s_in.contiguous();
   at::Tensor gf = maybe_poison(at::empty_like(f));

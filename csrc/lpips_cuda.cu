@@ -133,10 +133,7 @@ at::Tensor backward_cuda(const at::Tensor& gd_in, const at::Tensor& f, const at:
   const c10::cuda::CUDAGuard guard(f.device());
   const LpipsParams p = lpips_params(f, t, g, eps, op);
   const auto saved = [&](const at::Tensor& x, const char* name) {
-    TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) == f.size(0) && x.size(1) == f.size(2) && x.size(2) == f.size(3) &&
-                          x.scalar_type() == t.scalar_type() && x.device() == f.device(),
-                      op, ": ", name, " must be [N, H, W] = [", f.size(0), ", ", f.size(2), ", ", f.size(3), "] of ",
-                      t.scalar_type(), " on ", f.device(), ", got ", x.sizes(), " of ", x.scalar_type());
+    check_lpips_saved(x, f, t, name, op);
     return x.contiguous();
   };
   const at::Tensor gd = saved(gd_in, "gdist"), norm = saved(norm_in, "norm"), s = saved(s_in, "s");

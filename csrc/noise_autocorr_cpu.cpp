@@ -55,13 +55,13 @@ void backward_loop(const A* ga, const T* x, T* gx, int64_t planes, int64_t H, in
   });
 }
 
-void check(const at::Tensor& x, const char* op) {
+void check(const at::Tensor& x, const at::Tensor& ga, const char* op) {
   TORCH_CHECK_VALUE(x.device().is_cpu(), op, ": x must be a CPU tensor, got one on ", x.device());
-  TORCH_CHECK_VALUE(x.dim() == 4, op, ": x must be [N, C, H, W], got ", x.sizes());
+  check_autocorr_args(x, ga, op);
 }
 
 at::Tensor forward_cpu(const at::Tensor& x_in) {
-  check(x_in, "noise_autocorr");
+  check(x_in, at::Tensor(), "noise_autocorr");
   if (is_16bit(x_in)) return forward_cpu(x_in.to(at::kFloat));
   const at::Tensor x = x_in.contiguous();
   at::Tensor a = maybe_poison(at::empty({x.size(0), x.size(1), 2}, x.options()));
@@ -76,12 +76,7 @@ at::Tensor forward_cpu(const at::Tensor& x_in) {
 
 at::Tensor backward_cpu(const at::Tensor& ga_in, const at::Tensor& x_in) {
   const char* op = "noise_autocorr_backward";
-  check(x_in, op);
-  const auto acc = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK_VALUE(ga_in.dim() == 3 && ga_in.size(0) == x_in.size(0) && ga_in.size(1) == x_in.size(1) &&
-                        ga_in.size(2) == 2 && ga_in.scalar_type() == acc,
-                    op, ": ga must be [N, C, 2] = [", x_in.size(0), ", ", x_in.size(1), ", 2] of ", acc, ", got ",
-                    ga_in.sizes(), " of ", ga_in.scalar_type());
+  check(x_in, ga_in, op);
   if (is_16bit(x_in)) return backward_cpu(ga_in, x_in.to(at::kFloat)).to(x_in.scalar_type());
   const at::Tensor x = x_in.contiguous(), ga = ga_in.contiguous();
   at::Tensor gx = maybe_poison(at::empty_like(x));

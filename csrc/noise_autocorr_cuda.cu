@@ -70,8 +70,8 @@ __global__ void __launch_bounds__(kThreads)
 
 at::Tensor forward_cuda(const at::Tensor& x_in) {
   const char* op = "noise_autocorr";
-  TORCH_CHECK_VALUE(x_in.is_cuda() && x_in.dim() == 4, op, ": x must be a CUDA [N, C, H, W] tensor, got ",
-                    x_in.sizes(), " on ", x_in.device());
+  TORCH_CHECK_VALUE(x_in.is_cuda(), op, ": x must be a CUDA tensor, got one on ", x_in.device());
+  check_autocorr_args(x_in, at::Tensor(), op);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const int64_t planes = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
@@ -92,13 +92,8 @@ at::Tensor forward_cuda(const at::Tensor& x_in) {
 
 at::Tensor backward_cuda(const at::Tensor& ga_in, const at::Tensor& x_in) {
   const char* op = "noise_autocorr_backward";
-  TORCH_CHECK_VALUE(x_in.is_cuda() && x_in.dim() == 4, op, ": x must be a CUDA [N, C, H, W] tensor, got ",
-                    x_in.sizes(), " on ", x_in.device());
-  const auto acc = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK_VALUE(ga_in.dim() == 3 && ga_in.size(0) == x_in.size(0) && ga_in.size(1) == x_in.size(1) &&
-                        ga_in.size(2) == 2 && ga_in.scalar_type() == acc && ga_in.device() == x_in.device(),
-                    op, ": ga must be [N, C, 2] = [", x_in.size(0), ", ", x_in.size(1), ", 2] of ", acc, " on ",
-                    x_in.device(), ", got ", ga_in.sizes(), " of ", ga_in.scalar_type());
+  TORCH_CHECK_VALUE(x_in.is_cuda(), op, ": x must be a CUDA tensor, got one on ", x_in.device());
+  check_autocorr_args(x_in, ga_in, op);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), ga = ga_in.contiguous();
   at::Tensor gx = maybe_poison(at::empty_like(x));

@@ -119,6 +119,23 @@ LpipsParams lpips_params(const at::Tensor& f, const at::Tensor& t, const at::Ten
   return LpipsParams{n, c, h * w, n > 1 ? t.stride(0) : c * h * w, eps};
 }
 
+void check_lpips_saved(const at::Tensor& x, const at::Tensor& f, const at::Tensor& t, const char* name, const char* op) {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) == f.size(0) && x.size(1) == f.size(2) && x.size(2) == f.size(3) &&
+                        x.scalar_type() == t.scalar_type() && x.device() == f.device(),
+                    op, ": ", name, " must be [N, H, W] = [", f.size(0), ", ", f.size(2), ", ", f.size(3), "] of ",
+                    t.scalar_type(), " on ", f.device(), ", got ", x.sizes(), " of ", x.scalar_type());
+}
+
+void check_autocorr_args(const at::Tensor& x, const at::Tensor& ga, const char* op) {
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": x must be [N, C, H, W], got ", x.sizes());
+  if (!ga.defined()) return;
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK_VALUE(ga.dim() == 3 && ga.size(0) == x.size(0) && ga.size(1) == x.size(1) && ga.size(2) == 2 &&
+                        ga.scalar_type() == acc && ga.device() == x.device(),
+                    op, ": ga must be [N, C, 2] = [", x.size(0), ", ", x.size(1), ", 2] of ", acc, " on ", x.device(),
+                    ", got ", ga.sizes(), " of ", ga.scalar_type());
+}
+
 void epilogue_backward_params(EpilogueParams& p, const at::Tensor& c, const at::Tensor& gy, const at::Tensor& gr,
                               const at::Tensor& wr, const char* op) {
   p.grad = gy.numel() > 0;

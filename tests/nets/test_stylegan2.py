@@ -234,6 +234,22 @@ def test_next_layers_modulation_folded_into_the_epilogue(frozen):
         modulated_conv2d(x, w0, s0, fused_modconv=True, premodulated=True)
 
 
+def _close_to(a, r):
+    torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * r.abs().max().item())
+
+
+def _same_values_and_gradients(a, r, live):
+    """Two syntheses a, r of the same inputs: equal images, and equal gradients of every tensor in `live` for one
+    random upstream gradient (None for both, or for neither)."""
+    _close_to(a, r)
+    gy = torch.randn_like(a)
+    for ga, gr in zip(torch.autograd.grad(a, live, gy, allow_unused=True),
+                      torch.autograd.grad(r, live, gy, allow_unused=True)):
+        assert (ga is None) == (gr is None)
+        if gr is not None:
+            _close_to(ga, gr)
+
+
 @pytest.mark.parametrize('arch,frozen', [('skip', True), ('skip', False), ('orig', True), ('resnet', True)])
 def test_next_blocks_modulation_folded_into_the_previous_block(arch, frozen, monkeypatch):
     """Each block's output arrives at the next block already modulated for its conv0 (ToRGB divides the styles
@@ -250,25 +266,16 @@ def test_next_blocks_modulation_folded_into_the_previous_block(arch, frozen, mon
         monkeypatch.setattr(type(syn), 'fold_modulation', fold)
         return syn(ws, fused_modconv=False, noise=noise)
 
-    def close(a, r):
-        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * r.abs().max().item())
     a, r = run(True), run(False)
-    close(a, r)
+    _same_values_and_gradients(a, r, [ws, *noise.values()] + ([] if frozen else list(syn.parameters())))
     assert (arch == 'resnet') == torch.equal(conv0_inputs[0], conv0_inputs[1])   # the fold took place
-    gy = torch.randn_like(a)
-    live = [ws, *noise.values()] + ([] if frozen else list(syn.parameters()))
-    for ga, gr in zip(torch.autograd.grad(a, live, gy, allow_unused=True),
-                      torch.autograd.grad(r, live, gy, allow_unused=True)):
-        assert (ga is None) == (gr is None)
-        if gr is not None:
-            close(ga, gr)
     with torch.no_grad():       # b16.conv0's style 3 made exactly 0 (its affine row and bias zeroed)
         aff = syn.b16.conv0.affine
         aff.weight[3], aff.bias[3] = 0, 0
         assert (aff(ws[:, 2])[:, 3] == 0).all()
     a = run(True)
     assert torch.isfinite(a).all()
-    close(a, run(False))
+    _close_to(a, run(False))
 
 
 @pytest.mark.parametrize('arch,frozen', [('skip', True), ('skip', False), ('orig', True), ('resnet', True)])
@@ -289,19 +296,10 @@ def test_torgb_projected_inside_conv1(arch, frozen, monkeypatch):
         monkeypatch.setattr(SynthesisBlock, 'fuse_torgb', fuse)
         return syn(ws, fused_modconv=False, noise=noise)
 
-    def close(a, r):
-        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * r.abs().max().item())
     a, r = run(True), run(False)
-    close(a, r)
+    _same_values_and_gradients(a, r, [ws, *noise.values()] + ([] if frozen else list(syn.parameters())))
     fused = arch != 'resnet' and frozen
     assert ('DemodBiasActRGB' in names[0]) == fused and 'DemodBiasActRGB' not in names[1]
-    gy = torch.randn_like(a)
-    live = [ws, *noise.values()] + ([] if frozen else list(syn.parameters()))
-    for ga, gr in zip(torch.autograd.grad(a, live, gy, allow_unused=True),
-                      torch.autograd.grad(r, live, gy, allow_unused=True)):
-        assert (ga is None) == (gr is None)
-        if gr is not None:
-            close(ga, gr)
 
 
 def test_synthesis_layers_use_the_epilogue_when_frozen(nvidia):
