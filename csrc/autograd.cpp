@@ -2,12 +2,15 @@
 // through the dispatcher, with no Python autograd.Function around it (that wrapper cost ~10x a small
 // kernel's own run time). The backward formulas call the ops through the dispatcher, so they are
 // differentiable in turn: bias_act -> bias_act_grad(order 1) -> bias_act_grad(order 2); upfirdn2d's
-// adjoint is upfirdn2d with up/down swapped and the filter flipped, differentiable to any order.
+// adjoint is upfirdn2d with up/down swapped and the filter flipped, differentiable to any order. Where no graph
+// of the backward is built, bias_act's backward with a bias gradient is bias_act_backward (dx and db in one pass).
 #include "ganinv_ops.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
+
+#include <tuple>
 
 namespace ganinv {
 namespace {
@@ -33,6 +36,14 @@ Tensor call_bias_act_grad(const Tensor& g, const Tensor& x, const Tensor& b, int
                        .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t,
                                      double, double, double)>();
   return op.call(g, x, b, order, dim, act, alpha, gain, clamp);
+}
+
+std::tuple<Tensor, Tensor> call_bias_act_backward(const Tensor& g, const Tensor& x, const Tensor& b, int64_t dim,
+                                                  int64_t act, double alpha, double gain, double clamp) {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ganinv::bias_act_backward", "")
+                       .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t,
+                                                         double, double, double)>();
+  return op.call(g, x, b, dim, act, alpha, gain, clamp);
 }
 
 Tensor call_upfirdn2d(const Tensor& x, const Tensor& f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
@@ -82,8 +93,14 @@ struct BiasActFn : public torch::autograd::Function<BiasActFn> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const BiasActArgs a = load_args(ctx);
-    Tensor dx = call_bias_act_grad(grads[0], saved[0], saved[1], 1, a.dim, a.act, a.alpha, a.gain, a.clamp);
-    Tensor db = ctx->needs_input_grad(1) ? reduce_bias(dx, saved[1], a.dim) : Tensor();
+    Tensor dx, db;
+    if (ctx->needs_input_grad(1) && saved[1].sym_numel() != 0 && !at::GradMode::is_enabled()) {
+      // The bias gradient in the same pass (bias_act_backward is not differentiable: only without create_graph).
+      std::tie(dx, db) = call_bias_act_backward(grads[0], saved[0], saved[1], a.dim, a.act, a.alpha, a.gain, a.clamp);
+    } else {
+      dx = call_bias_act_grad(grads[0], saved[0], saved[1], 1, a.dim, a.act, a.alpha, a.gain, a.clamp);
+      if (ctx->needs_input_grad(1)) db = reduce_bias(dx, saved[1], a.dim);
+    }
     return {dx, db, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };

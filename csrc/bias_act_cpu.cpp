@@ -6,6 +6,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
+#include <vector>
 
 #include "ganinv_ops.h"
 
@@ -151,6 +153,90 @@ at::Tensor bias_act_grad_cpu(const at::Tensor& g, const at::Tensor& x, const at:
   return run_any(g, x, b, order, dim, act, alpha, gain, clamp, "bias_act_grad");
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// bias_act_backward: dx as bias_act_grad(order 1) and db in the same pass. Where a bias value covers runs of
+// at least kMinRun consecutive elements (NCHW planes, dim 1), each task computes whole runs and sums each one
+// while it is in cache (partial[r] for run r), added per channel afterwards in a fixed order (deterministic).
+// Shorter runs (channels_last, [N, C]): dx, then a reduction of it.
+
+constexpr int64_t kMinRun = 16;
+
+// Sum of v[0, n) in double: 32 lanes of T (8 independent vector chains, so the adds overlap), flushed into the
+// double total every 4096 elements.
+template <typename T>
+double sum_span(const T* __restrict__ v, int64_t n) {
+  constexpr int L = 32;
+  double total = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+    const int64_t i1 = std::min(n, i0 + 4096);
+    T lane[L] = {};
+    int64_t i = i0;
+    for (; i + L <= i1; i += L)
+      for (int l = 0; l < L; ++l) lane[l] += v[i + l];
+    double part = 0;
+    for (int l = 0; l < L; ++l) part += double(lane[l]);
+    for (; i < i1; ++i) part += double(v[i]);
+    total += part;
+  }
+  return total;
+}
+
+// dx over x's memory order and db[c] = sum of the runs r = c, c + size, ... (added in that order).
+template <typename T, int A, bool CLAMP>
+void backward_runs(const T* x, const T* b, const T* g, T* dx, T* db, const BiasActParams& p) {
+  const Consts<T> k{T(p.alpha), T(p.gain), T(p.clamp)};
+  const int64_t step = p.step_b, size = p.size_b, runs = p.numel / step;
+  std::vector<double> partial(size_t(runs), 0.0);
+  at::parallel_for(0, runs, std::max<int64_t>(1, 32768 / step), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r * step;
+      span_any<T, A, 1, CLAMP, false>(x + i, g + i, dx + i, nullptr, b[r % size], step, k);
+      partial[size_t(r)] = sum_span(dx + i, step);
+    }
+  });
+  for (int64_t c = 0; c < size; ++c) {
+    double total = 0;
+    for (int64_t r = c; r < runs; r += size) total += partial[size_t(r)];
+    db[c] = T(total);
+  }
+}
+
+// (dx, db) for float32 / float64 x, g, b of one dtype.
+std::tuple<at::Tensor, at::Tensor> backward_fused(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g,
+                                                  const BiasActParams& p) {
+  at::Tensor dx = maybe_poison(at::empty_like(x)), db = maybe_poison(at::empty_like(b));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ganinv_bias_act_backward_cpu", [&] {
+    with_act(p.act, [&](auto a) {
+      constexpr int A = decltype(a)::value;
+      const auto run_with = p.clamp >= 0 ? &backward_runs<scalar_t, A, true> : &backward_runs<scalar_t, A, false>;
+      run_with(x.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+               dx.mutable_data_ptr<scalar_t>(), db.mutable_data_ptr<scalar_t>(), p);
+    });
+  });
+  return {dx, db};
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_act_backward_cpu(const at::Tensor& g_in, const at::Tensor& x_in,
+                                                         const at::Tensor& b, int64_t dim, int64_t act, double alpha,
+                                                         double gain, double clamp) {
+  const char* op = "bias_act_backward";
+  TORCH_CHECK_VALUE(x_in.device().is_cpu(), op, ": x must be a CPU tensor, got one on ", x_in.device());
+  TORCH_CHECK_VALUE(b.numel() > 0, op, ": b must be a non-empty bias (without one, call bias_act_grad)");
+  const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
+  const BiasActParams p = bias_act_params(x, b, dim, act, 1, alpha, gain, clamp, op);
+  TORCH_CHECK_VALUE(g_in.scalar_type() == x.scalar_type(), op, ": the gradient must match x in dtype (",
+                    x.scalar_type(), "), got ", g_in.scalar_type());
+  const at::Tensor g = like_x(g_in, x);
+  if (p.step_b < kMinRun) {
+    const at::Tensor dx = run_any(g, x, b, 1, dim, act, alpha, gain, clamp, op);
+    return {dx, bias_grad_by_sum(dx, b, dim)};
+  }
+  if (!is_16bit(x)) return backward_fused(x, b, g, p);
+  // bfloat16 / float16: computed in float32, dx rounded once; db from the unrounded values.
+  auto [dx, db] = backward_fused(x.to(at::kFloat), b.to(at::kFloat), g.to(at::kFloat), p);
+  return {dx.to(x.scalar_type()), db.to(b.scalar_type())};
+}
+
 at::Tensor unwritten_like_cpu(const at::Tensor& x) { return maybe_poison(at::empty_like(x)); }
 
 }  // namespace
@@ -158,6 +244,7 @@ at::Tensor unwritten_like_cpu(const at::Tensor& x) { return maybe_poison(at::emp
 TORCH_LIBRARY_IMPL(ganinv, CPU, m) {
   m.impl("bias_act", &bias_act_cpu);
   m.impl("bias_act_grad", &bias_act_grad_cpu);
+  m.impl("bias_act_backward", &bias_act_backward_cpu);
   m.impl("_unwritten_like", &unwritten_like_cpu);
 }
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 
 #include "ganinv_ops.h"
 
@@ -149,6 +150,123 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
   return y;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// bias_act_backward: dx and the bias gradient in one pass. Where each bias value covers runs of at least
+// kMinRun consecutive elements (NCHW planes, dim 1) a block takes a chunk of one run, writes dx and sums its
+// unrounded values (warp shuffles, then one value per warp in shared memory) into partial[run][chunk]; the
+// per-channel sum of the partials is a small reduction afterwards, in a fixed order (deterministic, no atomics).
+// VN elements per load (16 bytes when x, g, dx are aligned and a run is a whole number of packs, else 1).
+// Shorter runs (channels_last, [N, C]): dx by `run`, then a reduction of it.
+
+constexpr int64_t kMinRun = 32;
+
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* warp_sums) {  // the total, in thread 0
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  __syncthreads();  // the previous call's reads of warp_sums are done
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  T total = T(0);
+  if (threadIdx.x == 0)
+    for (int w = 0; w < int(blockDim.x) / 32; ++w) total += warp_sums[w];
+  return total;
+}
+
+template <typename scalar_t, int A, int VN>
+__global__ void __launch_bounds__(256)
+    bias_act_backward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
+                             const scalar_t* __restrict__ g, scalar_t* __restrict__ dx,
+                             at::opmath_type<scalar_t>* __restrict__ partial, BiasActParams p, int chunk, int runs) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VN>;
+  __shared__ acc_t warp_sums[8];
+  const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), clamp = acc_t(p.clamp);
+  const bool clamped = p.clamp >= 0;
+  const int step = int(p.step_b), size = int(p.size_b);
+  const int begin = int(blockIdx.x) * chunk, end = min(begin + chunk, step);  // this block's part of each run
+  for (int r = int(blockIdx.y); r < runs; r += int(gridDim.y)) {
+    const int64_t base = int64_t(r) * step;
+    const acc_t bias = acc_t(b[r % size]);
+    acc_t sum = acc_t(0);
+    for (int j = begin + int(threadIdx.x) * VN; j < end; j += int(blockDim.x) * VN) {
+      const P xv = *reinterpret_cast<const P*>(x + base + j);
+      const P gv = *reinterpret_cast<const P*>(g + base + j);
+      P out;
+#pragma unroll
+      for (int k = 0; k < VN; ++k) {
+        const acc_t v = ba_element<A>(acc_t(xv.v[k]) + bias, acc_t(gv.v[k]), 1, alpha, gain, clamp, clamped);
+        out.v[k] = scalar_t(v);
+        sum += v;
+      }
+      *reinterpret_cast<P*>(dx + base + j) = out;
+    }
+    sum = block_sum(sum, warp_sums);
+    if (threadIdx.x == 0) partial[int64_t(r) * gridDim.x + blockIdx.x] = sum;
+  }
+}
+
+template <typename scalar_t, int VN>
+at::Tensor launch_backward(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g, at::Tensor& dx,
+                           const BiasActParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t step = p.step_b, runs = p.numel / step, units = step / VN;  // packs per run
+  // Up to 256 threads (fewer for short runs), up to 8 packs each per chunk of a run.
+  const int threads = int(std::min<int64_t>(256, (units + 31) / 32 * 32));
+  const int64_t chunks0 = (units + threads * 8 - 1) / (threads * 8);
+  const int chunk = int((units + chunks0 - 1) / chunks0) * VN;
+  const int64_t chunks = (step + chunk - 1) / chunk;
+  at::Tensor partial = maybe_poison(at::empty({runs, chunks}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value)));
+  if (runs == 0) return partial;
+  const dim3 grid(unsigned(chunks), unsigned(std::min<int64_t>(runs, 65535)));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  with_act(p.act, [&](auto a) {
+    bias_act_backward_kernel<scalar_t, decltype(a)::value, VN><<<grid, threads, 0, stream>>>(
+        x.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+        dx.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(), p, chunk, int(runs));
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return partial;
+}
+
+// db from the partial sums [runs, chunks] (run r: channel r % size): their sum per channel, in b's dtype (a view,
+// no kernel, when there is one term per channel and b is in the compute type).
+at::Tensor bias_grad_from_partials(const at::Tensor& partial, const at::Tensor& b) {
+  const int64_t size = b.size(0), runs = partial.size(0), chunks = partial.size(1);
+  const at::Tensor per = partial.view({runs / size, size, chunks});
+  const at::Tensor db = runs == size && chunks == 1 ? per.view({size}) : per.sum({0, 2});
+  return db.to(b.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in, const at::Tensor& x_in,
+                                                          const at::Tensor& b, int64_t dim, int64_t act, double alpha,
+                                                          double gain, double clamp) {
+  const char* op = "bias_act_backward";
+  TORCH_CHECK_VALUE(x_in.is_cuda(), op, ": x must be a CUDA tensor");
+  TORCH_CHECK_VALUE(b.numel() > 0, op, ": b must be a non-empty bias (without one, call bias_act_grad)");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
+  const BiasActParams p = bias_act_params(x, b, dim, act, 1, alpha, gain, clamp, op);
+  const bool fused = p.step_b >= kMinRun && p.step_b <= INT32_MAX / 2 && p.numel / p.step_b <= INT32_MAX;
+  if (!fused) {
+    const at::Tensor dx = run(g_in, x, b, 1, dim, act, alpha, gain, clamp, op);
+    return {dx, bias_grad_by_sum(dx, b, dim)};
+  }
+  const at::Tensor g = like_x(g_in, x);
+  TORCH_CHECK_VALUE(g.scalar_type() == x.scalar_type() && g.device() == x.device(), op,
+                    ": the gradient must match x in dtype and device");
+  at::Tensor dx = maybe_poison(at::empty_like(x));
+  at::Tensor partial;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_bias_act_backward_cuda", [&] {
+    constexpr int N = 16 / int(sizeof(scalar_t));
+    const bool packed = !cuda_simple() && p.step_b % N == 0 && aligned16(x.const_data_ptr()) &&
+                        aligned16(g.const_data_ptr()) && aligned16(dx.const_data_ptr());
+    partial = packed ? launch_backward<scalar_t, N>(x, b, g, dx, p) : launch_backward<scalar_t, 1>(x, b, g, dx, p);
+  });
+  return {dx, bias_grad_from_partials(partial, b)};
+}
+
 at::Tensor bias_act_cuda(const at::Tensor& x, const at::Tensor& b, int64_t dim, int64_t act, double alpha,
                          double gain, double clamp) {
   return run(x, x, b, 0, dim, act, alpha, gain, clamp, "bias_act");
@@ -165,6 +283,7 @@ at::Tensor bias_act_grad_cuda(const at::Tensor& g, const at::Tensor& x, const at
 TORCH_LIBRARY_IMPL(ganinv, CUDA, m) {
   m.impl("bias_act", &bias_act_cuda);
   m.impl("bias_act_grad", &bias_act_grad_cuda);
+  m.impl("bias_act_backward", &bias_act_backward_cuda);
 }
 
 }  // namespace ganinv

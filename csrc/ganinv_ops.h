@@ -6,6 +6,10 @@
 //       y = clamp(gain * act(x + b), +-clamp); b broadcast along `dim`, empty b = no bias, clamp < 0 = none.
 //   ganinv::bias_act_grad(g, x, b, order, dim, act, alpha, gain, clamp) -> g * gain * act^(order)(x + b) * m
 //       m = 1 where |gain * act(x + b)| <= clamp (torch.clamp's gradient), order 1 or 2.
+//   ganinv::bias_act_backward(g, x, b, dim, act, alpha, gain, clamp) -> (dx, db)
+//       first order with the bias gradient in the same pass: dx = bias_act_grad(g, order 1), db = sum of dx over
+//       every axis but `dim` (accumulated from the unrounded per-element values; b non-empty). Not differentiable:
+//       the autograd of bias_act calls it only when no graph of the backward is being built.
 //   ganinv::upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain) -> y
 //       zero-insert upsample, pad (negative = crop), FIR with f (a true convolution unless flip),
 //       decimate; f is [fh, fw] (2-D) or [k] (separable: a k-tap pass along x, then along y).
@@ -172,6 +176,8 @@ at::Tensor maybe_poison(at::Tensor t);
 BiasActParams bias_act_params(const at::Tensor& x, const at::Tensor& b, int64_t dim, int64_t act, int64_t order,
                               double alpha, double gain, double clamp, const char* op);
 at::Tensor like_x(const at::Tensor& t, const at::Tensor& x);
+// db of bias_act_backward by a reduction of dx (x layouts whose bias runs are short: channels_last, [N, C]).
+at::Tensor bias_grad_by_sum(const at::Tensor& dx, const at::Tensor& b, int64_t dim);
 // Flipped (unless flip) and gain-scaled [fh, fw] filter of dtype `dtype`; sets p.fw, p.fh.
 at::Tensor prepare_filter(const at::Tensor& f2d, bool flip, double gain, at::ScalarType dtype);
 UpfirdnParams upfirdn_params(const at::Tensor& x, const at::Tensor& y, int upx, int upy, int downx, int downy,

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <limits>
+#include <vector>
 
 namespace ganinv {
 
@@ -25,6 +26,14 @@ at::Tensor like_x(const at::Tensor& t, const at::Tensor& x) {
   TORCH_CHECK(t.sizes() == x.sizes(), "ganinv: tensor of shape ", t.sizes(), " where ", x.sizes(), " is expected");
   if (t.strides() == x.strides()) return t;
   return at::empty_like(x).copy_(t);
+}
+
+at::Tensor bias_grad_by_sum(const at::Tensor& dx, const at::Tensor& b, int64_t dim) {
+  std::vector<int64_t> axes;
+  for (int64_t i = 0; i < dx.dim(); ++i)
+    if (i != dim) axes.push_back(i);
+  const auto acc = dx.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return (axes.empty() ? dx.to(acc) : dx.sum(axes, false, acc)).to(b.scalar_type());
 }
 
 BiasActParams bias_act_params(const at::Tensor& x, const at::Tensor& b, int64_t dim, int64_t act, int64_t order,

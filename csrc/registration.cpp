@@ -15,6 +15,8 @@ TORCH_LIBRARY(ganinv, m) {
   m.def("bias_act(Tensor x, Tensor b, int dim, int act, float alpha, float gain, float clamp) -> Tensor");
   m.def("bias_act_grad(Tensor g, Tensor x, Tensor b, int order, int dim, int act, float alpha, float gain, "
         "float clamp) -> Tensor");
+  m.def("bias_act_backward(Tensor g, Tensor x, Tensor b, int dim, int act, float alpha, float gain, float clamp) "
+        "-> (Tensor, Tensor)");
   m.def("upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, "
         "int pady1, bool flip, float gain) -> Tensor");
   m.def("modconv_epilogue(Tensor c, Tensor d, Tensor noise, Tensor b, Tensor e, int act, float alpha, float gain, "

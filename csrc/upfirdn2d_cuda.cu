@@ -1,9 +1,9 @@
-// upfirdn2d on CUDA. Default for NCHW with a 4x4 filter and up 1/2 or down 2 (StyleGAN2's uses): a
-// tiled kernel (input tile and filter in shared memory, 8 outputs per thread, flip and gain applied
-// while staging the filter). Everything else, and all of it under GANINV_CUDA_SIMPLE=1: the simple
-// kernel, one thread per output element in y's memory order (NCHW and channels_last both coalesced
-// on writes), visiting only the taps whose upsampled position holds an input sample, with
-// compile-time specialisations for the same 4x4 modes.
+// upfirdn2d on CUDA. Default for NCHW with a 4x4 filter and up 1/2 or down 2 (StyleGAN2's uses), on
+// output planes larger than 16x16: a tiled kernel (input tile and filter in shared memory, 8 outputs per
+// thread, flip and gain applied while staging the filter). Everything else, and all of it under
+// GANINV_CUDA_SIMPLE=1: the simple kernel, one thread per output element in y's memory order (NCHW and
+// channels_last both coalesced on writes), visiting only the taps whose upsampled position holds an input
+// sample, with compile-time specialisations for the same 4x4 modes.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -25,11 +25,24 @@ __device__ __forceinline__ index_t floor_mod(index_t a, index_t m) {
   return r < 0 ? r + m : r;
 }
 
-// UP, DOWN, FH, FW: compile-time factors / filter size (both axes), 0 = read from p.
+// UP, DOWN, FH, FW: compile-time factors / filter size (both axes), 0 = read from p. With FH and FW
+// given, f is the raw [FH, FW] filter (in acc_t) and the block stages its flipped, gain-scaled taps in
+// shared memory (rounded as prepare_filter rounds them: the product in double); else f is prepared.
 template <typename scalar_t, typename index_t, bool CL, int UP, int DOWN, int FH, int FW>
-__global__ void upfirdn_kernel(const scalar_t* __restrict__ x, const at::opmath_type<scalar_t>* __restrict__ f,
+__global__ void upfirdn_kernel(const scalar_t* __restrict__ x, const at::opmath_type<scalar_t>* __restrict__ f_in,
                                scalar_t* __restrict__ y, UpfirdnParams p, index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr bool kStage = FH > 0 && FW > 0;
+  __shared__ acc_t staged[kStage ? FH * FW : 1];
+  if constexpr (kStage) {
+    const int t = int(threadIdx.x);
+    if (t < FH * FW) {  // tap (ky, kx) = f[ky][kx] (flip) or f[FH-1-ky][FW-1-kx] (convolution)
+      const int src = p.flip ? t : FH * FW - 1 - t;
+      staged[t] = acc_t(double(f_in[src]) * p.gain);
+    }
+    __syncthreads();
+  }
+  const acc_t* __restrict__ f = kStage ? staged : f_in;
   const index_t upx = UP ? UP : p.upx, upy = UP ? UP : p.upy;
   const index_t downx = DOWN ? DOWN : p.downx, downy = DOWN ? DOWN : p.downy;
   const int fh = FH ? FH : p.fh, fw = FW ? FW : p.fw;
@@ -78,21 +91,32 @@ void launch(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const Upfi
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+bool simple_fixed(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams& p);
+
+// fk: the raw filter when simple_fixed(x, y, p), else the prepared one.
 template <typename scalar_t, bool CL>
 void choose(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p) {
-  const bool small = y.numel() <= INT32_MAX && x.numel() <= INT32_MAX;
-  const bool square4 = p.fw == 4 && p.fh == 4;
-  const bool same = p.upx == p.upy && p.downx == p.downy;
-  if (small && square4 && same && p.upx == 2 && p.downx == 1) return launch<scalar_t, int32_t, CL, 2, 1, 4, 4>(x, fk, y, p);
-  if (small && square4 && same && p.upx == 1 && p.downx == 1) return launch<scalar_t, int32_t, CL, 1, 1, 4, 4>(x, fk, y, p);
-  if (small && square4 && same && p.upx == 1 && p.downx == 2) return launch<scalar_t, int32_t, CL, 1, 2, 4, 4>(x, fk, y, p);
-  if (small) return launch<scalar_t, int32_t, CL, 0, 0, 0, 0>(x, fk, y, p);
+  if (simple_fixed(x, y, p)) {
+    if (p.upx == 2) return launch<scalar_t, int32_t, CL, 2, 1, 4, 4>(x, fk, y, p);
+    if (p.downx == 2) return launch<scalar_t, int32_t, CL, 1, 2, 4, 4>(x, fk, y, p);
+    return launch<scalar_t, int32_t, CL, 1, 1, 4, 4>(x, fk, y, p);
+  }
+  if (y.numel() <= INT32_MAX && x.numel() <= INT32_MAX) return launch<scalar_t, int32_t, CL, 0, 0, 0, 0>(x, fk, y, p);
   return launch<scalar_t, int64_t, CL, 0, 0, 0, 0>(x, fk, y, p);
 }
 
-// The simple path: one thread per output, the filter prepared (flipped, scaled) by small tensor ops.
+// The 4x4 modes that `choose` specialises (their kernels flip and scale the raw filter themselves).
+bool simple_fixed(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams& p) {
+  const bool small = y.numel() <= INT32_MAX && x.numel() <= INT32_MAX;
+  const bool mode = (p.upx == 2 && p.downx == 1) || (p.upx == 1 && p.downx == 1) || (p.upx == 1 && p.downx == 2);
+  return small && p.fw == 4 && p.fh == 4 && p.upx == p.upy && p.downx == p.downy && mode;
+}
+
+// The simple path: one thread per output. The specialised 4x4 modes take the raw filter (no tensor op
+// in the float32 case: one launch); the generic one a flipped, scaled copy made by small tensor ops.
 void simple_pass(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const UpfirdnParams& p) {
-  const at::Tensor fk = prepare_filter(f, p.flip, p.gain, x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor fk = simple_fixed(x, y, p) ? f.to(acc).contiguous() : prepare_filter(f, p.flip, p.gain, acc);
   // y is channels_last-contiguous or contiguous; when it is both, the two index orders coincide.
   const bool cl = !y.is_contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_upfirdn2d_cuda", [&] {
@@ -192,8 +216,15 @@ bool tiled_applies(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams
          p.out_w * 2 + p.padx0 < lim && std::abs(p.padx0) < lim && std::abs(p.pady0) < lim;
 }
 
+// Output planes that would fill at most 1/8 of a tile (16x16 and smaller: the 4x4 to 16x16 layers) go to the
+// simple kernel: the tiled one would stage and compute the whole tile for each (3 % of it used at 8x8).
+bool tiny_planes(const UpfirdnParams& p) {
+  const int tile = p.downx == 2 ? Tile<1, 2>::OH * Tile<1, 2>::OW : Tile<1, 1>::OH * Tile<1, 1>::OW;
+  return p.out_h * p.out_w * 8 <= tile;
+}
+
 void upfirdn_pass_cuda(const at::Tensor& x, const at::Tensor& f_in, at::Tensor& y, const UpfirdnParams& p) {
-  if (cuda_simple() || !tiled_applies(x, y, p)) return simple_pass(x, f_in, y, p);
+  if (cuda_simple() || !tiled_applies(x, y, p) || tiny_planes(p)) return simple_pass(x, f_in, y, p);
   const at::Tensor f = f_in.contiguous();  // raw float32 [4, 4]: flip and gain are applied in the kernel
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_upfirdn2d_tiled", [&] {
     if (p.upx == 2) launch_tiled<scalar_t, 2, 1>(x, f, y, p);

@@ -53,6 +53,14 @@ def _positive(text) -> int:
     return v
 
 
+def _fraction(text) -> float:
+    """A number in [0, 1]; the type of ``--polish``."""
+    v = float(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f'must be a fraction in [0, 1], got {text!r}')
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ganinv-run`` parser. Every default is None here; ``DEFAULTS`` fills what neither flags nor
     the config file set, so a flag always overrides the file."""
@@ -72,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--init', metavar='NPZ', help='start from a latent file (projected_w.npz) instead of w_avg')
     a('--batch-size', type=_positive, help='targets optimised together (default 4)')
     a('--precision', choices=('auto', 'fp32', 'tf32', 'bf16', 'fp16'), help='numeric precision (default auto)')
+    a('--polish', type=_fraction, metavar='FRACTION',
+      help='with bf16/fp16: run this fraction of the steps, at the end, in full precision (default 0)')
     a('--device', help='torch device (default cuda if available, else cpu)')
     a('--modconv', choices=('auto', 'fused', 'nonfused'), help='modulated conv form (default auto: non-fused)')
     a('--cuda-graph', action='store_true', help='capture each step as a CUDA graph (CUDA only; static shapes)')
@@ -97,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
-                lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, precision='auto',
+                lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, precision='auto', polish=0.0,
                 device=None, modconv='auto', cuda_graph=False, compile=False, channels_last=False, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
                 align=False, face='largest', detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False,
                 convert=None)
@@ -382,7 +392,7 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      lr=args.lr, init=init, seed=args.seed, precision=args.precision, callbacks=[on_progress],
                      clean=clean, indices=[j.index for j in batch], report_steps=args.snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
-                     channels_last=args.channels_last)
+                     channels_last=args.channels_last, polish=args.polish)
     finally:
         if bar is not None:
             bar.close()

@@ -49,6 +49,10 @@ class Inversion:
             warns once and falls back to eager.
         channels_last: lay out the reduced-precision (bf16 / fp16) blocks' activations channels-last (what
             tensor-core convolutions read natively); no effect in fp32 / tf32.
+        polish: with ``bf16`` / ``fp16``, the fraction of the steps, at the end, that run in full precision (what
+            ``auto`` picks: ``tf32`` on recent GPUs, else ``fp32``), with the losses' targets prepared again at it.
+            The last steps, at a falling learning rate, settle w where the rounding of 16-bit blocks (7 or 10
+            mantissa bits) leaves it jittering; 0 (default) keeps one precision throughout. No effect in fp32/tf32.
 
     Attributes:
         done: steps taken so far (host int).
@@ -58,9 +62,12 @@ class Inversion:
     def __init__(self, G, targets, *, degradations=(), losses=None, steps: int = 1000, latent_space: str = 'w',
                  optimize_noise: bool = True, lr: float = 0.1, init: dict | None = None, seed: int = 303,
                  precision: str = 'fp32', clean=None, indices=None, w_stats: tuple | None = None, device=None,
-                 modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False):
+                 modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False,
+                 polish: float = 0.0):
         if not isinstance(steps, int) or steps < 1:
             raise InversionError(f'steps: must be a positive integer, got {steps!r}')
+        if isinstance(polish, bool) or not isinstance(polish, (int, float)) or not 0 <= polish <= 1:
+            raise InversionError(f'polish: must be a fraction of the steps in [0, 1], got {polish!r}')
         device = torch.device(device) if device is not None else next(iter(G.parameters())).device
         target = _as_images(targets, 'targets', device)
         n, res = target.shape[0], G.img_resolution
@@ -91,6 +98,11 @@ class Inversion:
             raise InversionError(str(e)) from e
         self.G, self.target, self.n, self.device, self.steps = G, target, n, device, steps
         self.latent_space, self.seed, self.channels_last = latent_space, seed, bool(channels_last)
+        # the precision of the last `polish` steps (none: the run keeps one precision)
+        full = _precision.Precision(_precision.resolve('auto', device), device)
+        k = round(float(polish) * steps) if self.prec.name in ('bf16', 'fp16') else 0
+        self.polish_at, self._polish = (steps - k, full) if k else (steps, None)
+        self.precision_label = self.prec.name + (f' (last {k} step{"s" * (k != 1)} {full.name})' if k else '')
         self.lrs, self.sigmas = _schedule.schedule(steps, self.w_std, lr, device)
         self.mask = self.pipe.mask(torch.zeros(n, G.img_channels, res, res, device=device))
         self.names = [t.name for t in self.terms]
@@ -149,6 +161,8 @@ class Inversion:
         """Advance one optimisation step (no host sync)."""
         if self.done >= self.steps:
             raise InversionError(f'step: all {self.steps} steps are done')
+        if self.done == self.polish_at and self._polish is not None:
+            self._switch_precision(self._polish)
         with self.prec.mode():
             if self._want_graph and self._graph is None:
                 self._graph = _capture(self)
@@ -163,6 +177,16 @@ class Inversion:
                 self._body(self.done)
                 self.opt.zero_grad()
         self.done += 1
+
+    def _switch_precision(self, prec: _precision.Precision) -> None:
+        """Run the remaining steps at ``prec``: the losses' targets prepared again at it, and (with ``cuda_graph``)
+        the step captured again on its next call."""
+        self.prec, self._polish = prec, None
+        with prec.mode(), prec.autocast():
+            for t in self.terms:
+                t.prepare(self.target, self.mask)
+        if self._graph is not None:
+            self._graph, self._want_graph = None, True
 
     def run(self, k: int) -> None:
         """``k`` steps (fewer if the run ends first)."""
@@ -200,7 +224,7 @@ class Inversion:
                       w=lat.ws().detach().cpu().contiguous(),
                       noise={k: v.detach().cpu() for k, v in lat.noise.items()},
                       history=history, metrics=metrics, latent_space=self.latent_space, steps=self.done,
-                      seed=self.seed, precision=self.prec.name, wall_time=wall, steps_per_second=rate,
+                      seed=self.seed, precision=self.precision_label, wall_time=wall, steps_per_second=rate,
                       mask=None if self.mask is None else self.mask.cpu())
 
     def state(self) -> list[torch.Tensor]:

@@ -24,7 +24,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            seed: int = 303, precision: str = 'fp32', callbacks: Sequence[Callable[[Progress], None]] = (),
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
            report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, device=None,
-           modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False) -> Result:
+           modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False,
+           polish: float = 0.0) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
     Args:
@@ -50,6 +51,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         device: default: G's device.
         modconv, cuda_graph, compile, channels_last: speed options, see ``Inversion`` (equal results within float
             tolerance).
+        polish: with ``bf16`` / ``fp16``, the fraction of the steps, at the end, run in full precision (see
+            ``Inversion``).
 
     Returns:
         A ``Result``.
@@ -60,7 +63,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     inv = Inversion(G, targets, degradations=degradations, losses=losses, steps=steps, latent_space=latent_space,
                     optimize_noise=optimize_noise, lr=lr, init=init, seed=seed, precision=precision, clean=clean,
                     indices=indices, w_stats=w_stats, device=device, modconv=modconv, cuda_graph=cuda_graph,
-                    compile=compile, channels_last=channels_last)
+                    compile=compile, channels_last=channels_last, polish=polish)
     report = set(int(s) for s in report_steps) | {steps}
     names = inv.names + ['total']
 

@@ -156,7 +156,9 @@ class Loss(_Configurable, nn.Module):
         self._configure(kwargs)
 
     def prepare(self, target: torch.Tensor, mask: torch.Tensor | None) -> None:
-        """Called once per batch with the degraded targets [N,C,h,w] and mask, before the first step."""
+        """Called with the degraded targets [N,C,h,w] and mask before the first step, under the run's autocast; and
+        again, at full precision, where a reduced-precision run switches precision for its last steps (``polish``),
+        so that what it computes from the targets is recomputed at the precision the remaining steps use."""
 
     def forward(self, ctx: LossContext) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,12 +1,13 @@
 """The compiled ops: loading, fake kernels, and the two entry points the public ops call.
 
-`torch.ops.ganinv.{bias_act, bias_act_grad, upfirdn2d, modconv_epilogue[_backward], lpips_distance[_backward],
-noise_autocorr[_backward]}` come
+`torch.ops.ganinv.{bias_act, bias_act_grad, bias_act_backward, upfirdn2d, modconv_epilogue[_backward],
+lpips_distance[_backward], noise_autocorr[_backward]}` come
 from `ganinv_core._C` (built by setup.py) or, for a device whose kernels it lacks, from a just-in-time build
 (`_jit`). The autograd of the first three lives in C++ next to the schemas (csrc/autograd.cpp: no Python on
 the forward or backward path): bias_act's backward is `bias_act_grad(order=1)`, whose own backward uses
-`order=2` (second derivatives; third order is not supported); upfirdn2d's backward is upfirdn2d with up/down
-swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`; the
+`order=2` (second derivatives; third order is not supported), or, when the bias needs a gradient and no graph of
+the backward is built, `bias_act_backward` (dx and the bias gradient in one pass); upfirdn2d's backward is upfirdn2d
+with up/down swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`; the
 lpips pair's autograd is `ops.lpips._LpipsFn`, the noise pair's `ops.noise._AutocorrFn`.
 """
 import os
@@ -17,7 +18,7 @@ import torch
 
 from . import _jit
 
-OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d', 'modconv_epilogue', 'modconv_epilogue_backward', 'lpips_distance',
+OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d', 'bias_act_backward', 'modconv_epilogue', 'modconv_epilogue_backward', 'lpips_distance',
        'lpips_distance_backward', 'noise_autocorr', 'noise_autocorr_backward')
 AUTOGRAD_OPS = OPS[:3]  # with C++ autograd kernels
 ACT_CODES = {'linear': 0, 'relu': 1, 'lrelu': 2, 'tanh': 3, 'sigmoid': 4, 'elu': 5, 'selu': 6, 'softplus': 7,
@@ -256,6 +257,10 @@ def _fake_bias_act_grad(g, x, b, order, dim, act, alpha, gain, clamp):
     return _out_like(x)
 
 
+def _fake_bias_act_backward(g, x, b, dim, act, alpha, gain, clamp):
+    return _out_like(x), b.new_empty(b.shape)
+
+
 def _fake_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain):
     fw, fh = f.shape[-1], f.shape[0]
     oh = (x.shape[2] * upy + pady0 + pady1 - fh) // downy + 1
@@ -299,6 +304,7 @@ def _register_python_parts():
     lib = 'ganinv::'
     torch.library.register_fake(lib + 'bias_act')(_fake_bias_act)
     torch.library.register_fake(lib + 'bias_act_grad')(_fake_bias_act_grad)
+    torch.library.register_fake(lib + 'bias_act_backward')(_fake_bias_act_backward)
     torch.library.register_fake(lib + 'upfirdn2d')(_fake_upfirdn2d)
     torch.library.register_fake(lib + 'modconv_epilogue')(_fake_epilogue)
     torch.library.register_fake(lib + 'modconv_epilogue_backward')(_fake_epilogue_backward)

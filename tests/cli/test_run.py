@@ -230,6 +230,17 @@ def test_device_and_precision_flags(tmp_path, capsys):
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert m['precision'] == 'bf16' and rj['config']['precision'] == 'bf16' and rj['versions']['device'] == 'cpu'
     assert rj['config']['channels-last'] is True
+    code, out = run(['--target', 'seed:1', '--device', 'cpu', '--precision', 'bf16', '--polish', '0.34',
+                     '--outdir', tmp_path / 'p'], capsys)
+    assert code == 0, out.err
+    m = json.loads((tmp_path / 'p' / 'seed1' / 'metrics.json').read_text())
+    assert m['precision'] == 'bf16 (last 1 step fp32)'
+    assert json.loads((tmp_path / 'p' / 'run.json').read_text())['config']['polish'] == 0.34
+    with pytest.raises(SystemExit) as exit_:  # argparse: usage, then the one-line error
+        run(['--target', 'seed:1', '--polish', '2', '--outdir', tmp_path / 'q'])
+    assert exit_.value.code == 2
+    assert "argument --polish: must be a fraction in [0, 1], got '2'" in capsys.readouterr().err
+    assert not (tmp_path / 'q').exists()
 
 
 def _toml(cfg: dict) -> str:

@@ -96,6 +96,50 @@ def test_bf16_runs_the_generator_fp16_blocks_in_bf16_on_cpu(G):
     np.testing.assert_allclose(cl.history['total'], h_bf, rtol=0.05)
 
 
+def _with_fp16_blocks(G, n=2):
+    """G with its top `n` blocks marked reduced-precision (what bf16 runs in bfloat16), same weights."""
+    from ganinv_core.nets import Generator
+    kwargs = dict(G.init_kwargs, synthesis_kwargs=dict(G.init_kwargs['synthesis_kwargs'], num_fp16_res=n))
+    G2 = Generator(**kwargs).eval().requires_grad_(False)
+    G2.load_state_dict(G.state_dict())
+    return G2
+
+
+def test_polish_runs_the_last_steps_in_full_precision(G):
+    """polish=f: a bf16 run whose last round(f * steps) steps run in fp32 (the CPU's full precision), the loss
+    targets prepared again at it: polish 1 is the fp32 run exactly, polish 0 the bf16 run, and polish 0.5 follows
+    the bf16 run for its first half, then computes in float32."""
+    G2 = _with_fp16_blocks(G)
+    seen = []
+    x_of = lambda out: out[0] if isinstance(out, tuple) else out   # noqa: E731
+    G2.synthesis.b32.conv1.register_forward_hook(lambda m, a, out: seen.append(x_of(out).dtype))
+    t = _target(G, 6)
+    kw = dict(KW, losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'], steps=6, w_stats=(G.mapping.w_avg, 1.0))
+    bf, fp = invert(G2, t, precision='bf16', **kw), invert(G2, t, precision='fp32', **kw)
+    seen.clear()
+    half = invert(G2, t, precision='bf16', polish=0.5, **kw)
+    assert seen[:6] == [torch.bfloat16] * 3 + [torch.float32] * 3, seen
+    assert half.precision == 'bf16 (last 3 steps fp32)'
+    h_half, h_bf = half.history['total'], bf.history['total']
+    np.testing.assert_array_equal(h_half[:3], h_bf[:3])
+    assert not np.array_equal(h_half[3:], h_bf[3:])
+    whole = invert(G2, t, precision='bf16', polish=1.0, **kw)
+    _same(whole, fp, 0)
+    np.testing.assert_array_equal(whole.history['total'], fp.history['total'])
+    _same(invert(G2, t, precision='bf16', polish=0.0, **kw), bf, 0)
+    f32 = invert(G2, t, precision='fp32', polish=0.5, **kw)         # nothing to polish in a full-precision run
+    _same(f32, fp, 0)
+    assert f32.precision == 'fp32'
+    # the static step (what a CUDA graph replays) switches at the same step
+    _same(invert(G2, t, precision='bf16', polish=0.5, cuda_graph=True, **kw), half, 1e-6)
+
+
+@pytest.mark.parametrize('bad', [-0.1, 1.5, float('nan'), '0.5', True])
+def test_bad_polish(G, bad):
+    with pytest.raises(InversionError, match=r'polish: must be a fraction of the steps in \[0, 1\]'):
+        Inversion(G, _target(G, 1), polish=bad, **KW)
+
+
 def test_bad_modconv(G):
     with pytest.raises(InversionError, match="modconv: 'fast' is not one of auto, fused, nonfused"):
         invert(G, _target(G, 1), modconv='fast', **KW)

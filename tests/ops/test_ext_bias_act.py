@@ -57,8 +57,11 @@ def grads(y, inputs, gy, create_graph=False):
     return [torch.zeros_like(i) if d is None else d for i, d in zip(inputs, g)]
 
 
-def close(a, b, dtype, what, gen):
+def close(a, b, dtype, what, gen, terms=1):
+    """a ~ b at the dtype's tolerance; `terms`: a is a sum of that many rounded values, whose rounding errors add
+    up like a random walk (atol scaled by sqrt(terms))."""
     rtol, atol = TOL[dtype]
+    atol *= max(1, terms) ** 0.5
     torch.testing.assert_close(a.to(torch.float64), b.to(torch.float64), rtol=rtol, atol=atol,
                                msg=lambda m: f'{what} (seed {gen.initial_seed()}): {m}')
 
@@ -209,3 +212,95 @@ def test_poisoning_exposes_unwritten_outputs(monkeypatch):
     # so check the op still runs rather than its values).
     monkeypatch.setenv('GANINV_DEBUG_POISON', '0')
     assert torch.ops.ganinv._unwritten_like(x).shape == x.shape
+
+
+# bias_act_backward: NCHW planes (fused: runs of one bias value, a multiple of the 16-byte pack and not, several
+# chunks per run on CUDA above 8192 elements, the CPU's 4096-element flush), a non-channel axis whose runs
+# alternate within a plane, and the short-run layouts that take dx + a reduction (channels_last, [N, C]).
+BWD_CASES = [((2, 4, 8, 8), 1, 'contiguous'), ((1, 3, 9, 13), 1, 'contiguous'), ((2, 3, 100, 101), 1, 'contiguous'),
+             ((2, 3, 5, 40), 2, 'contiguous'), ((2, 5, 7, 3), 1, 'channels_last'), ((7, 9), 1, 'contiguous'),
+             ((3, 4, 5, 6), 1, 'strided'), ((0, 4, 8, 8), 1, 'contiguous')]
+
+
+def bias_backward_ref(x, b, gy, dim, act, alpha, gain, clamp):
+    """(dx, db) of the float64 reference, by autograd."""
+    xd, bd = x.double().requires_grad_(), b.double().requires_grad_()
+    y = _bias_act_ref(xd, bd, dim, act, alpha, gain, clamp)
+    return torch.autograd.grad(y, (xd, bd), gy.double())
+
+
+@pytest.mark.parametrize('device,dtype', [('cpu', d) for d in (torch.float64, torch.float32, torch.bfloat16)] + [
+    pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)])
+@pytest.mark.parametrize('act', list(ACTIVATIONS))
+def test_backward_with_bias_gradient(act, dtype, device, gen):
+    """`bias_act_backward` (dx and db in one pass) against the float64 reference, called directly and as the
+    autograd of bias_act when the bias needs a gradient and no graph is built."""
+    for shape, dim, layout in BWD_CASES:
+        for clamp in (None, 0.8):
+            x = draw(shape, layout, dtype, device, gen)
+            b = draw((shape[dim],), 'contiguous', dtype, device, gen)
+            gy = draw(shape, 'contiguous', dtype, device, gen)
+            alpha, gain, clmp = params(act, clamp)
+            what = f'{act} {dtype} clamp={clamp} {shape} dim={dim} {layout}'
+            dr, dbr = bias_backward_ref(x, b, gy, dim, act, alpha, gain, clmp)
+            dx, db = torch.ops.ganinv.bias_act_backward(gy, x, b, dim, _ext.ACT_CODES[act], alpha, gain,
+                                                        -1.0 if clmp is None else clmp)
+            assert dx.dtype == dtype and db.dtype == dtype and db.shape == b.shape
+            assert not dx.isnan().any() and not db.isnan().any(), f'{what}: unwritten (NaN) outputs'
+            close(dx, dr, dtype, what + ' dx', gen)
+            close(db, dbr, dtype, what + ' db', gen, terms=x.numel() // b.numel())
+            xg, bg = x.clone().requires_grad_(), b.clone().requires_grad_()
+            ga, gb = torch.autograd.grad(_ext.bias_act_ext(xg, bg, dim, act, alpha, gain, clmp), (xg, bg), gy)
+            close(ga, dr, dtype, what + ' autograd dx', gen)
+            close(gb, dbr, dtype, what + ' autograd db', gen, terms=x.numel() // b.numel())
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_backward_bias_gradient_is_deterministic(device, gen):
+    """The per-channel sums are added in a fixed order (no atomics): two runs agree bit for bit."""
+    x = draw((4, 3, 64, 129), 'contiguous', torch.float32, device, gen)
+    b = draw((3,), 'contiguous', torch.float32, device, gen)
+    gy = draw((4, 3, 64, 129), 'contiguous', torch.float32, device, gen)
+    first = torch.ops.ganinv.bias_act_backward(gy, x, b, 1, 2, 0.2, 2 ** 0.5, -1.0)
+    for _ in range(3):
+        again = torch.ops.ganinv.bias_act_backward(gy, x, b, 1, 2, 0.2, 2 ** 0.5, -1.0)
+        assert all(torch.equal(a, c) for a, c in zip(first, again))
+
+
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_autograd_takes_the_one_pass_backward_only_without_create_graph(device, gen):
+    """A bias that needs a gradient: one `bias_act_backward` call and no separate reduction; with create_graph the
+    differentiable `bias_act_grad` + sum (second derivatives need it); without a bias gradient, `bias_act_grad`."""
+    x = draw((2, 4, 8, 8), 'contiguous', torch.float32, device, gen).requires_grad_()
+    b = draw((4,), 'contiguous', torch.float32, device, gen).requires_grad_()
+    gy = torch.ones(2, 4, 8, 8, device=device)
+    for wrt, create_graph, expect, absent in (((x, b), False, 'ganinv.bias_act_backward', 'aten.sum'),
+                                               ((x, b), True, 'ganinv.bias_act_grad', 'ganinv.bias_act_backward'),
+                                               ((x,), False, 'ganinv.bias_act_grad', 'ganinv.bias_act_backward')):
+        y = _ext.bias_act_ext(x, b, 1, 'lrelu', 0.2, 2 ** 0.5, 0.5)
+        with _OpLog() as log:
+            torch.autograd.grad(y, wrt, gy, create_graph=create_graph)
+        assert expect in log.names and absent not in log.names, (create_graph, len(wrt), log.names)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_backward_opcheck_and_bad_bias(device, gen):
+    for shape, layout in (((2, 4, 8, 8), 'contiguous'), ((2, 4, 3, 3), 'channels_last')):
+        x = draw(shape, layout, torch.float32, device, gen)
+        b = draw((4,), 'contiguous', torch.float32, device, gen)
+        gy = draw(shape, 'contiguous', torch.float32, device, gen)
+        torch.library.opcheck(torch.ops.ganinv.bias_act_backward.default, (gy, x, b, 1, 2, 0.2, 1.4, 0.5))
+    with pytest.raises(ValueError, match='b must be a non-empty bias'):
+        torch.ops.ganinv.bias_act_backward(gy, x, x.new_empty([0]), 1, 2, 0.2, 1.4, -1.0)
+    with pytest.raises(ValueError, match='b must have shape'):
+        torch.ops.ganinv.bias_act_backward(gy, x, x.new_zeros([5]), 1, 2, 0.2, 1.4, -1.0)

@@ -212,3 +212,30 @@ def test_rank1_filters_cpu_float64(filt, mode, gen):
             gy = torch.randn(r.shape, generator=gen, dtype=torch.float64)
             close(torch.autograd.grad(y, x, gy)[0], torch.autograd.grad(r, x, gy)[0], torch.float64,
                   what + ' gradient', gen)
+
+
+# Planes whose output fills at most 1/8 of a tile (<= 256 outputs for up 1 / up 2, <= 128 for down 2) take the
+# simple kernel's 4x4 specialisations on CUDA, which flip and scale the raw filter themselves: an asymmetric
+# filter (so the flip matters) in each of the three modes, both flips, a gain that is not a power of two, output
+# sizes just inside and just outside the threshold, and the same in channels_last (always the simple kernel).
+SMALL_MODES = {'fir': ((1, 1), (1, 1), (1, 1, 1, 1)), 'up2': ((2, 2), (1, 1), (2, 1, 2, 1)),
+               'down2': ((1, 1), (2, 2), (1, 1, 1, 1))}
+SMALL_SHAPES = [(8, 4, 9, 9), (1, 2, 17, 17), (2, 3, 18, 17), (1, 1, 4, 4), (3, 2, 8, 8), (2, 2, 23, 21)]
+
+
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.float64)] + [
+    pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16)])
+@pytest.mark.parametrize('flip', [False, True])
+@pytest.mark.parametrize('name', list(SMALL_MODES))
+def test_small_planes_asymmetric_4x4(name, flip, dtype, device, gen):
+    up, down, pad = SMALL_MODES[name]
+    f = (torch.rand(4, 4, generator=gen) + 0.1).to(device)
+    for shape in SMALL_SHAPES:
+        for layout in ('contiguous', 'channels_last'):
+            x = draw(shape, layout, dtype, device, gen)
+            y = _ext.upfirdn2d_ext(x, f, up[0], up[1], down[0], down[1], *pad, flip, 1.7)
+            r = _upfirdn2d_ref(x.double(), f, up, down, pad, flip, 1.7)
+            what = f'{name} flip={flip} {dtype} {shape} {layout}'
+            assert y.shape == r.shape, what
+            assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
+            close(y, r, dtype, what, gen)
