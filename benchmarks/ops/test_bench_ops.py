@@ -69,6 +69,8 @@ def _op(kind, case, impl, f):
         return lpips
     if kind == 'noise':  # the regulariser's term for one level: sum of squared autocorrelations
         return lambda x, b: ops.noise_autocorr(x, impl=impl).square().sum()
+    if impl == 'floor':  # the least an op can cost: one trivial elementwise kernel forward and one backward
+        return lambda x, b: x.mul(1.0)
     if kind == 'bias_act':
         if case.startswith('conv'):
             return lambda x, b: ops.bias_act(x, b, act='lrelu', clamp=256, impl=impl)
@@ -86,9 +88,18 @@ def _op(kind, case, impl, f):
 MODES = ['fwd', 'fwd+bwd'] + (['fwd+bwd-graph', 'fwd+bwd-graphx10'] if DEVICE.type == 'cuda' else [])
 
 
+# 'floor' (bias_act and the conv0 FIR, NCHW): `x.mul(1.0)` through the same harness, i.e. the host's and the
+# autograd engine's fixed cost per op with kernels that do almost nothing. ref / floor bounds the ratio any
+# implementation can reach at a shape: below 3 (2 for upfirdn2d), the issue-3 target is out of reach there in eager.
+def _with_impls():
+    for kind, case, shape in list(_cases()) + list(_lpips_cases()):
+        floor = kind == 'bias_act' and case.startswith('conv') or kind == 'upfirdn2d' and case.startswith('conv0_fir-')
+        for impl in ('ref', 'ext', 'floor') if floor else ('ref', 'ext'):
+            yield kind, case, shape, impl
+
+
 @pytest.mark.parametrize('mode', MODES)
-@pytest.mark.parametrize('impl', ['ref', 'ext'])
-@pytest.mark.parametrize('kind,case,shape', list(_cases()) + list(_lpips_cases()),
+@pytest.mark.parametrize('kind,case,shape,impl', list(_with_impls()),
                          ids=lambda v: v if isinstance(v, str) else None)
 def test_op(benchmark, kind, case, shape, impl, mode):
     torch.manual_seed(0)
@@ -103,7 +114,7 @@ def test_op(benchmark, kind, case, shape, impl, mode):
     op = _op(kind, case, impl, f)
     gy = torch.randn_like(op(x, b)).detach()
     # Gradients returned, not accumulated into .grad (which would time an extra add per input).
-    wrt = (x, b) if kind == 'bias_act' else (x,)   # lpips / noise: the input's gradient only
+    wrt = (x, b) if kind == 'bias_act' and impl != 'floor' else (x,)   # lpips / noise: the input's gradient only
 
     def work():
         if kind == 'epilogue':  # an explicit backward, as nets.layers._DemodBiasAct calls it
