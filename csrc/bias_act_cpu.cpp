@@ -119,9 +119,9 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
   TORCH_CHECK_VALUE(x_in.device().is_cpu(), op, ": x must be a CPU tensor, got one on ", x_in.device());
   const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
   const BiasActParams p = bias_act_params(x, b, dim, act, order, alpha, gain, clamp, op);
+  TORCH_CHECK_VALUE(order == 0 || g_in.scalar_type() == x.scalar_type(), op, ": the gradient must match x in dtype (",
+                    x.scalar_type(), "), got ", g_in.scalar_type());
   const at::Tensor g = order > 0 ? like_x(g_in, x) : x;
-  TORCH_CHECK_VALUE(g.scalar_type() == x.scalar_type(), op, ": the gradient must match x in dtype (",
-                    x.scalar_type(), "), got ", g.scalar_type());
   at::Tensor y = maybe_poison(at::empty_like(x));
   if (p.numel == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ganinv_bias_act_cpu", [&] {
@@ -155,11 +155,9 @@ at::Tensor bias_act_grad_cpu(const at::Tensor& g, const at::Tensor& x, const at:
 
 // ---------------------------------------------------------------------------------------------------------
 // bias_act_backward: dx as bias_act_grad(order 1) and db in the same pass. Where a bias value covers runs of
-// at least kMinRun consecutive elements (NCHW planes, dim 1), each task computes whole runs and sums each one
+// at least kBiasMinRun consecutive elements (NCHW planes, dim 1), each task computes whole runs and sums each one
 // while it is in cache (partial[r] for run r), added per channel afterwards in a fixed order (deterministic).
 // Shorter runs (channels_last, [N, C]): dx, then a reduction of it.
-
-constexpr int64_t kMinRun = 16;
 
 // Sum of v[0, n) in double: 32 lanes of T (8 independent vector chains, so the adds overlap), flushed into the
 // double total every 4096 elements.
@@ -227,7 +225,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cpu(const at::Tensor& g_in,
   TORCH_CHECK_VALUE(g_in.scalar_type() == x.scalar_type(), op, ": the gradient must match x in dtype (",
                     x.scalar_type(), "), got ", g_in.scalar_type());
   const at::Tensor g = like_x(g_in, x);
-  if (p.step_b < kMinRun) {
+  if (p.step_b < kBiasMinRun) {
     const at::Tensor dx = run_any(g, x, b, 1, dim, act, alpha, gain, clamp, op);
     return {dx, bias_grad_by_sum(dx, b, dim)};
   }

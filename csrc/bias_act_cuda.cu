@@ -135,16 +135,16 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
   const BiasActParams p = bias_act_params(x, b, dim, act, order, alpha, gain, clamp, op);
-  const at::Tensor g = order > 0 ? like_x(g_in, x) : x;
-  TORCH_CHECK_VALUE(g.scalar_type() == x.scalar_type() && g.device() == x.device(), op,
+  TORCH_CHECK_VALUE(order == 0 || (g_in.scalar_type() == x.scalar_type() && g_in.device() == x.device()), op,
                     ": the gradient must match x in dtype and device");
+  const at::Tensor g = order > 0 ? like_x(g_in, x) : x;
   at::Tensor y = maybe_poison(at::empty_like(x));
   if (p.numel == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_bias_act_cuda", [&] {
     const bool packed = !cuda_simple() && p.numel <= INT32_MAX - 64 && p.step_b <= INT32_MAX &&
                         aligned16(x.const_data_ptr()) && aligned16(g.const_data_ptr()) && aligned16(y.const_data_ptr());
     if (packed) launch_packed<scalar_t>(x, b, g, y, p);
-    else if (p.numel <= INT32_MAX) launch<scalar_t, int32_t>(x, b, g, y, p);
+    else if (p.numel <= INT32_MAX - (int64_t(1) << 28)) launch<scalar_t, int32_t>(x, b, g, y, p);  // i + stride fits
     else launch<scalar_t, int64_t>(x, b, g, y, p);
   });
   return y;
@@ -152,13 +152,14 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
 
 // ---------------------------------------------------------------------------------------------------------
 // bias_act_backward: dx and the bias gradient in one pass. Where each bias value covers runs of at least
-// kMinRun consecutive elements (NCHW planes, dim 1) a block takes a chunk of one run, writes dx and sums its
-// unrounded values (warp shuffles, then one value per warp in shared memory) into partial[run][chunk]; the
-// per-channel sum of the partials is a small reduction afterwards, in a fixed order (deterministic, no atomics).
-// VN elements per load (16 bytes when x, g, dx are aligned and a run is a whole number of packs, else 1).
-// Shorter runs (channels_last, [N, C]): dx by `run`, then a reduction of it.
+// kBiasMinRun consecutive elements (NCHW planes, dim 1), block (k, c) takes chunk k of channel c's run in every image
+// (the images' runs flattened into one index space, so small planes still fill the block), writes dx and sums its
+// unrounded values (warp shuffles, then one value per warp in shared memory). With one chunk per run that sum is
+// db[c], written in b's dtype: no second kernel; with several, partial[c][k], added per channel afterwards. Fixed
+// order either way (deterministic, no atomics). VN elements per load (16 bytes when x, g, dx are aligned and a run
+// is a whole number of packs, else 1). Shorter runs (channels_last, [N, C]): dx by `run`, then a reduction of it.
 
-constexpr int64_t kMinRun = 32;
+constexpr int kPacksPerBlock = 2048;  // work per block: 256 threads x 8 packs
 
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* warp_sums) {  // the total, in thread 0
@@ -174,25 +175,28 @@ __device__ __forceinline__ T block_sum(T v, T* warp_sums) {  // the total, in th
   return total;
 }
 
+// Runs of channel c: r = o size + c for o < outer (flat elements [r step, (r + 1) step)). chunk: packs per chunk.
 template <typename scalar_t, int A, int VN>
 __global__ void __launch_bounds__(256)
     bias_act_backward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
-                             const scalar_t* __restrict__ g, scalar_t* __restrict__ dx,
-                             at::opmath_type<scalar_t>* __restrict__ partial, BiasActParams p, int chunk, int runs) {
+                             const scalar_t* __restrict__ g, scalar_t* __restrict__ dx, scalar_t* __restrict__ db,
+                             at::opmath_type<scalar_t>* __restrict__ partial, BiasActParams p, int chunk, int outer) {
   using acc_t = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, VN>;
   __shared__ acc_t warp_sums[8];
   const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), clamp = acc_t(p.clamp);
   const bool clamped = p.clamp >= 0;
-  const int step = int(p.step_b), size = int(p.size_b);
-  const int begin = int(blockIdx.x) * chunk, end = min(begin + chunk, step);  // this block's part of each run
-  for (int r = int(blockIdx.y); r < runs; r += int(gridDim.y)) {
-    const int64_t base = int64_t(r) * step;
-    const acc_t bias = acc_t(b[r % size]);
+  const int step = int(p.step_b), size = int(p.size_b), units = step / VN;
+  const int first = int(blockIdx.x) * chunk, len = min(chunk, units - first);  // this block's packs of each run
+  const int64_t items = int64_t(outer) * len;
+  for (int c = int(blockIdx.y); c < size; c += int(gridDim.y)) {
+    const acc_t bias = acc_t(b[c]);
     acc_t sum = acc_t(0);
-    for (int j = begin + int(threadIdx.x) * VN; j < end; j += int(blockDim.x) * VN) {
-      const P xv = *reinterpret_cast<const P*>(x + base + j);
-      const P gv = *reinterpret_cast<const P*>(g + base + j);
+    for (int64_t t = threadIdx.x; t < items; t += blockDim.x) {
+      const int64_t o = t / len, q = first + t % len;  // image (outer index), pack within the run
+      const int64_t i = (o * size + c) * step + q * VN;
+      const P xv = *reinterpret_cast<const P*>(x + i);
+      const P gv = *reinterpret_cast<const P*>(g + i);
       P out;
 #pragma unroll
       for (int k = 0; k < VN; ++k) {
@@ -200,43 +204,39 @@ __global__ void __launch_bounds__(256)
         out.v[k] = scalar_t(v);
         sum += v;
       }
-      *reinterpret_cast<P*>(dx + base + j) = out;
+      *reinterpret_cast<P*>(dx + i) = out;
     }
     sum = block_sum(sum, warp_sums);
-    if (threadIdx.x == 0) partial[int64_t(r) * gridDim.x + blockIdx.x] = sum;
+    if (threadIdx.x == 0) {
+      if (gridDim.x == 1) db[c] = scalar_t(sum);
+      else partial[int64_t(c) * gridDim.x + blockIdx.x] = sum;
+    }
   }
 }
 
+// Launches the kernel; returns db (in b's dtype).
 template <typename scalar_t, int VN>
 at::Tensor launch_backward(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g, at::Tensor& dx,
                            const BiasActParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t step = p.step_b, runs = p.numel / step, units = step / VN;  // packs per run
-  // Up to 256 threads (fewer for short runs), up to 8 packs each per chunk of a run.
-  const int threads = int(std::min<int64_t>(256, (units + 31) / 32 * 32));
-  const int64_t chunks0 = (units + threads * 8 - 1) / (threads * 8);
-  const int chunk = int((units + chunks0 - 1) / chunks0) * VN;
-  const int64_t chunks = (step + chunk - 1) / chunk;
-  at::Tensor partial = maybe_poison(at::empty({runs, chunks}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value)));
-  if (runs == 0) return partial;
-  const dim3 grid(unsigned(chunks), unsigned(std::min<int64_t>(runs, 65535)));
+  const int64_t step = p.step_b, size = p.size_b, outer = p.numel / step / size, units = step / VN;
+  // Chunks of each run so that a block has about kPacksPerBlock packs over all images (at least one pack).
+  const int64_t want = std::min<int64_t>(units, std::max<int64_t>(1, (outer * units + kPacksPerBlock - 1) / kPacksPerBlock));
+  const int64_t chunk = (units + want - 1) / want, chunks = (units + chunk - 1) / chunk;
+  const int threads = int(std::min<int64_t>(256, std::max<int64_t>(32, (outer * chunk + 31) / 32 * 32)));
+  at::Tensor db = maybe_poison(at::empty_like(b));
+  at::Tensor partial;
+  if (chunks > 1) partial = maybe_poison(at::empty({size, chunks}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value)));
+  const dim3 grid(unsigned(chunks), unsigned(std::min<int64_t>(size, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   with_act(p.act, [&](auto a) {
     bias_act_backward_kernel<scalar_t, decltype(a)::value, VN><<<grid, threads, 0, stream>>>(
         x.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
-        dx.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(), p, chunk, int(runs));
+        dx.mutable_data_ptr<scalar_t>(), db.mutable_data_ptr<scalar_t>(),
+        chunks > 1 ? partial.mutable_data_ptr<acc_t>() : nullptr, p, int(chunk), int(outer));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return partial;
-}
-
-// db from the partial sums [runs, chunks] (run r: channel r % size): their sum per channel, in b's dtype (a view,
-// no kernel, when there is one term per channel and b is in the compute type).
-at::Tensor bias_grad_from_partials(const at::Tensor& partial, const at::Tensor& b) {
-  const int64_t size = b.size(0), runs = partial.size(0), chunks = partial.size(1);
-  const at::Tensor per = partial.view({runs / size, size, chunks});
-  const at::Tensor db = runs == size && chunks == 1 ? per.view({size}) : per.sum({0, 2});
-  return db.to(b.scalar_type());
+  return chunks > 1 ? partial.sum(1).to(b.scalar_type()) : db;
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in, const at::Tensor& x_in,
@@ -248,23 +248,23 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
   const BiasActParams p = bias_act_params(x, b, dim, act, 1, alpha, gain, clamp, op);
-  const bool fused = p.step_b >= kMinRun && p.step_b <= INT32_MAX / 2 && p.numel / p.step_b <= INT32_MAX;
+  const bool fused = p.step_b >= kBiasMinRun && p.step_b <= INT32_MAX / 2 && p.numel / p.step_b <= INT32_MAX;
   if (!fused) {
     const at::Tensor dx = run(g_in, x, b, 1, dim, act, alpha, gain, clamp, op);
     return {dx, bias_grad_by_sum(dx, b, dim)};
   }
-  const at::Tensor g = like_x(g_in, x);
-  TORCH_CHECK_VALUE(g.scalar_type() == x.scalar_type() && g.device() == x.device(), op,
+  TORCH_CHECK_VALUE(g_in.scalar_type() == x.scalar_type() && g_in.device() == x.device(), op,
                     ": the gradient must match x in dtype and device");
+  const at::Tensor g = like_x(g_in, x);
   at::Tensor dx = maybe_poison(at::empty_like(x));
-  at::Tensor partial;
+  at::Tensor db;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_bias_act_backward_cuda", [&] {
     constexpr int N = 16 / int(sizeof(scalar_t));
     const bool packed = !cuda_simple() && p.step_b % N == 0 && aligned16(x.const_data_ptr()) &&
                         aligned16(g.const_data_ptr()) && aligned16(dx.const_data_ptr());
-    partial = packed ? launch_backward<scalar_t, N>(x, b, g, dx, p) : launch_backward<scalar_t, 1>(x, b, g, dx, p);
+    db = packed ? launch_backward<scalar_t, N>(x, b, g, dx, p) : launch_backward<scalar_t, 1>(x, b, g, dx, p);
   });
-  return {dx, bias_grad_from_partials(partial, b)};
+  return {dx, db};
 }
 
 at::Tensor bias_act_cuda(const at::Tensor& x, const at::Tensor& b, int64_t dim, int64_t act, double alpha,

@@ -121,6 +121,10 @@ inline void with_act(int act, F&& f) {
   }
 }
 
+// bias_act_backward sums dx per run of one bias value in the same pass where the runs are at least this long
+// (NCHW planes of 4x4 and up); shorter runs (channels_last, [N, C]) reduce dx afterwards. CPU and CUDA alike.
+constexpr int64_t kBiasMinRun = 16;
+
 // bfloat16 or float16: the CPU kernels compute these in float32.
 inline bool is_16bit(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf; }
 

@@ -192,9 +192,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  // Each sum in a tensor of its own (a float32 `.to` would return a view of `sums`: outputs must not alias).
+  // Each sum in a tensor of its own (copy=true: a float32 `.to`, or `.contiguous()` of a [1, 1] column, would
+  // return a view of `sums`, and outputs must not alias).
   const auto column = [&](int64_t k, at::IntArrayRef sizes) {
-    return sums.select(2, k).to(c.scalar_type()).contiguous().reshape(sizes);
+    return sums.select(2, k).to(c.scalar_type(), false, true, at::MemoryFormat::Contiguous).reshape(sizes);
   };
   const at::Tensor gd = column(1, d.sizes());
   const at::Tensor gn = p.noise_n ? gnoise.reshape(noise.sizes()).to(c.scalar_type()) : at::empty({0}, c.options());

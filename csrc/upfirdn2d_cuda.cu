@@ -92,6 +92,7 @@ void launch(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const Upfi
 }
 
 bool simple_fixed(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams& p);
+bool int32_ok(const at::Tensor& x, const at::Tensor& y);
 
 // fk: the raw filter when simple_fixed(x, y, p), else the prepared one.
 template <typename scalar_t, bool CL>
@@ -101,13 +102,19 @@ void choose(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const Upfi
     if (p.downx == 2) return launch<scalar_t, int32_t, CL, 1, 2, 4, 4>(x, fk, y, p);
     return launch<scalar_t, int32_t, CL, 1, 1, 4, 4>(x, fk, y, p);
   }
-  if (y.numel() <= INT32_MAX && x.numel() <= INT32_MAX) return launch<scalar_t, int32_t, CL, 0, 0, 0, 0>(x, fk, y, p);
+  if (int32_ok(x, y)) return launch<scalar_t, int32_t, CL, 0, 0, 0, 0>(x, fk, y, p);
   return launch<scalar_t, int64_t, CL, 0, 0, 0, 0>(x, fk, y, p);
 }
 
 // The 4x4 modes that `choose` specialises (their kernels flip and scale the raw filter themselves).
+// int32 indexing: the grid-stride index reaches total + stride (stride <= 2^30, see `launch`) without overflow.
+bool int32_ok(const at::Tensor& x, const at::Tensor& y) {
+  const int64_t lim = INT32_MAX - (int64_t(1) << 30);
+  return y.numel() <= lim && x.numel() <= INT32_MAX;
+}
+
 bool simple_fixed(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams& p) {
-  const bool small = y.numel() <= INT32_MAX && x.numel() <= INT32_MAX;
+  const bool small = int32_ok(x, y);
   const bool mode = (p.upx == 2 && p.downx == 1) || (p.upx == 1 && p.downx == 1) || (p.upx == 1 && p.downx == 2);
   return small && p.fw == 4 && p.fh == 4 && p.upx == p.upy && p.downx == p.downy && mode;
 }
@@ -158,7 +165,7 @@ __global__ void __launch_bounds__(kThreadsX * kThreadsY)
   const int H = int(p.in_h), W = int(p.in_w), OH = int(p.out_h), OW = int(p.out_w);
   if (tid < kTaps * kTaps) {  // tap (ky, kx) = f[ky][kx] (flip) or f[3 - ky][3 - kx] (convolution)
     const int k = p.flip ? tid : kTaps * kTaps - 1 - tid;
-    sf[tid / kTaps][tid % kTaps] = acc_t(f[k]) * acc_t(p.gain);
+    sf[tid / kTaps][tid % kTaps] = acc_t(double(f[k]) * p.gain);  // rounded as prepare_filter rounds
   }
   const int oy0 = int(blockIdx.x) / tiles_x * T::OH, ox0 = int(blockIdx.x) % tiles_x * T::OW;
   // Upsampled, padded position of tap 0 for the tile's first output; the first input row / column.

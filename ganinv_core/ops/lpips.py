@@ -42,7 +42,7 @@ def _lpips_ref(f, t, g, eps):
 def _image_dense(t):
     """True when each image of t is a contiguous [C, H, W] block (t may be a view into a [N, F] matrix)."""
     _, c, h, w = t.shape
-    return (h * w <= 1 or c <= 1 or t.stride(1) == h * w) and (h <= 1 or t.stride(2) == w) and \
+    return (c <= 1 or t.stride(1) == h * w) and (h <= 1 or t.stride(2) == w) and \
         (w <= 1 or t.stride(3) == 1)
 
 

@@ -300,6 +300,12 @@ def test_backward_opcheck_and_bad_bias(device, gen):
         b = draw((4,), 'contiguous', torch.float32, device, gen)
         gy = draw(shape, 'contiguous', torch.float32, device, gen)
         torch.library.opcheck(torch.ops.ganinv.bias_act_backward.default, (gy, x, b, 1, 2, 0.2, 1.4, 0.5))
+    # a gradient of another dtype is refused, also where its layout differs from x's (no silent conversion)
+    xh = x.half().contiguous(memory_format=torch.channels_last)
+    for fn in (lambda: torch.ops.ganinv.bias_act_backward(gy, xh, b.half(), 1, 2, 0.2, 1.4, -1.0),
+               lambda: torch.ops.ganinv.bias_act_grad(gy, xh, b.half(), 1, 1, 2, 0.2, 1.4, -1.0)):
+        with pytest.raises(ValueError, match="(the gradient must match|every input must have) x's dtype|the gradient must match x in dtype"):
+            fn()
     with pytest.raises(ValueError, match='b must be a non-empty bias'):
         torch.ops.ganinv.bias_act_backward(gy, x, x.new_empty([0]), 1, 2, 0.2, 1.4, -1.0)
     with pytest.raises(ValueError, match='b must have shape'):

@@ -166,6 +166,14 @@ def test_opcheck(device, gen):
                                                                                1.4, 0.7))
     torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (E, c, d, n, b, E, gr, wr, code, 0.2,
                                                                                1.4, -1.0))
+    # one image, one channel: the per-(image, channel) sums are [1, 1] columns of one buffer, which must not come
+    # back as views of it (outputs may not alias each other)
+    c, d, n, b, e = inputs((1, 1, 3, 2), 'per-image', True, torch.float32, device, gen, scale=True)
+    gy = draw(c.shape, torch.float32, device, gen)
+    out = torch.ops.ganinv.modconv_epilogue_backward(gy, c, d, n, b, e, E, E, code, 0.2, 1.4, -1.0)
+    assert len({t.untyped_storage().data_ptr() for t in out if t.numel()}) == sum(t.numel() > 0 for t in out)
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n, b, e, E, E, code, 0.2,
+                                                                               1.4, -1.0))
 
 
 def test_bad_arguments_name_the_input():

@@ -138,6 +138,11 @@ def test_bad_arguments_name_the_input():
         torch.ops.ganinv.lpips_distance(f, t.double(), g, 1e-10)
     with pytest.raises(ValueError, match=r'lpips_distance: each image of t must be contiguous \[C, H, W\]'):
         torch.ops.ganinv.lpips_distance(f, t.transpose(2, 3), g, 1e-10)
+    # 1x1 planes: a channel slice (stride 2 between channels) is not a dense image either
+    f1, t1 = torch.rand(2, 3, 1, 1), torch.rand(2, 6, 1, 1)[:, ::2]
+    with pytest.raises(ValueError, match=r'lpips_distance: each image of t must be contiguous \[C, H, W\]'):
+        torch.ops.ganinv.lpips_distance(f1, t1, g, 1e-10)
+    torch.testing.assert_close(ops.lpips_distance(f1, t1, g, impl='ext'), _lpips_ref(f1, t1, g, 1e-10))
     with pytest.raises(ValueError, match='lpips_distance_backward: norm must be'):
         torch.ops.ganinv.lpips_distance_backward(torch.ones(2, 4, 4), f, t, g, torch.ones(2, 4), torch.ones(2, 4, 4),
                                                  1e-10)
