@@ -6,11 +6,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <tuple>
 
@@ -152,14 +154,14 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
 
 // ---------------------------------------------------------------------------------------------------------
 // bias_act_backward: dx and the bias gradient in one pass. Where each bias value covers runs of at least
-// kBiasMinRun consecutive elements (NCHW planes, dim 1), block (k, c) takes chunk k of channel c's run in every image
-// (the images' runs flattened into one index space, so small planes still fill the block), writes dx and sums its
-// unrounded values (warp shuffles, then one value per warp in shared memory). With one chunk per run that sum is
-// db[c], written in b's dtype: no second kernel; with several, partial[c][k], added per channel afterwards. Fixed
-// order either way (deterministic, no atomics). VN elements per load (16 bytes when x, g, dx are aligned and a run
-// is a whole number of packs, else 1). Shorter runs (channels_last, [N, C]): dx by `run`, then a reduction of it.
+// kBiasMinRun consecutive elements (NCHW planes, dim 1), channel c's runs in every image form one index space of
+// 16-byte packs (t = image * packs-per-run + pack); block (k, c) takes chunk k of it, writes dx and sums its unrounded
+// values (warp shuffles, then one value per warp in shared memory). With one chunk per channel that sum is db[c],
+// written in b's dtype: no second kernel; with several, partial[c][k], added per channel afterwards. Fixed order
+// either way (deterministic, no atomics). VN elements per pack (16 bytes when x, g, dx are aligned and a run is a
+// whole number of packs, else 1). Shorter runs (channels_last, [N, C]): dx by `run`, then a reduction of it.
 
-constexpr int kPacksPerBlock = 2048;  // work per block: 256 threads x 8 packs
+constexpr int kPacksPerBlock = 2048;  // at most: 256 threads x 8 packs
 
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* warp_sums) {  // the total, in thread 0
@@ -175,26 +177,27 @@ __device__ __forceinline__ T block_sum(T v, T* warp_sums) {  // the total, in th
   return total;
 }
 
-// Runs of channel c: r = o size + c for o < outer (flat elements [r step, (r + 1) step)). chunk: packs per chunk.
+// Channel c's run in image o: flat elements [(o size + c) step, + step). total = images * units packs per channel
+// (< INT32_MAX - 256, checked by the host), chunk = packs per block.
 template <typename scalar_t, int A, int VN>
 __global__ void __launch_bounds__(256)
     bias_act_backward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
                              const scalar_t* __restrict__ g, scalar_t* __restrict__ dx, scalar_t* __restrict__ db,
-                             at::opmath_type<scalar_t>* __restrict__ partial, BiasActParams p, int chunk, int outer) {
+                             at::opmath_type<scalar_t>* __restrict__ partial, BiasActParams p, int chunk, int total) {
   using acc_t = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, VN>;
   __shared__ acc_t warp_sums[8];
   const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), clamp = acc_t(p.clamp);
   const bool clamped = p.clamp >= 0;
-  const int step = int(p.step_b), size = int(p.size_b), units = step / VN;
-  const int first = int(blockIdx.x) * chunk, len = min(chunk, units - first);  // this block's packs of each run
-  const int64_t items = int64_t(outer) * len;
-  for (int c = int(blockIdx.y); c < size; c += int(gridDim.y)) {
+  const int64_t step = p.step_b, size = p.size_b;
+  const int units = int(step / VN);
+  const int begin = int(blockIdx.x) * chunk, end = min(begin + chunk, total);
+  for (int64_t c = blockIdx.y; c < size; c += gridDim.y) {
     const acc_t bias = acc_t(b[c]);
     acc_t sum = acc_t(0);
-    for (int64_t t = threadIdx.x; t < items; t += blockDim.x) {
-      const int64_t o = t / len, q = first + t % len;  // image (outer index), pack within the run
-      const int64_t i = (o * size + c) * step + q * VN;
+    for (int t = begin + int(threadIdx.x); t < end; t += int(blockDim.x)) {
+      const int o = t / units, q = t - o * units;  // image, pack within its run
+      const int64_t i = (int64_t(o) * size + c) * step + int64_t(q) * VN;
       const P xv = *reinterpret_cast<const P*>(x + i);
       const P gv = *reinterpret_cast<const P*>(g + i);
       P out;
@@ -209,9 +212,21 @@ __global__ void __launch_bounds__(256)
     sum = block_sum(sum, warp_sums);
     if (threadIdx.x == 0) {
       if (gridDim.x == 1) db[c] = scalar_t(sum);
-      else partial[int64_t(c) * gridDim.x + blockIdx.x] = sum;
+      else partial[c * gridDim.x + blockIdx.x] = sum;
     }
   }
+}
+
+// Streaming multiprocessors of the current device (queried once per device).
+int sm_count() {
+  static std::atomic<int> cache[64];
+  const int dev = c10::cuda::current_device();
+  int n = dev >= 0 && dev < 64 ? cache[dev].load(std::memory_order_relaxed) : 0;
+  if (n == 0) {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    if (dev >= 0 && dev < 64) cache[dev].store(n, std::memory_order_relaxed);
+  }
+  return n;
 }
 
 // Launches the kernel; returns db (in b's dtype).
@@ -219,24 +234,28 @@ template <typename scalar_t, int VN>
 at::Tensor launch_backward(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g, at::Tensor& dx,
                            const BiasActParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t step = p.step_b, size = p.size_b, outer = p.numel / step / size, units = step / VN;
-  // Chunks of each run so that a block has about kPacksPerBlock packs over all images (at least one pack).
-  const int64_t want = std::min<int64_t>(units, std::max<int64_t>(1, (outer * units + kPacksPerBlock - 1) / kPacksPerBlock));
-  const int64_t chunk = (units + want - 1) / want, chunks = (units + chunk - 1) / chunk;
-  const int threads = int(std::min<int64_t>(256, std::max<int64_t>(32, (outer * chunk + 31) / 32 * 32)));
-  at::Tensor db = maybe_poison(at::empty_like(b));
-  at::Tensor partial;
-  if (chunks > 1) partial = maybe_poison(at::empty({size, chunks}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value)));
+  const int64_t size = p.size_b, total = p.numel / size / VN;  // packs per channel
+  // Chunks: at most kPacksPerBlock packs per block, at least one pack per thread, and, where the work allows,
+  // about two blocks per SM over all channels.
+  const int64_t sms = sm_count();
+  const int64_t fewest = (total + kPacksPerBlock - 1) / kPacksPerBlock, most = std::max<int64_t>(1, (total + 255) / 256);
+  const int64_t want = std::max(fewest, std::min(most, (2 * sms + size - 1) / size));
+  const int64_t chunk = std::max<int64_t>(1, (total + want - 1) / want);
+  const int64_t chunks = std::max<int64_t>(1, (total + chunk - 1) / chunk);
+  const int threads = int(std::min<int64_t>(256, std::max<int64_t>(32, (std::min(total, chunk) + 31) / 32 * 32)));
+  at::Tensor db, partial;
+  if (chunks == 1) db = maybe_poison(at::empty_like(b));
+  else partial = maybe_poison(at::empty({size, chunks}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value)));
   const dim3 grid(unsigned(chunks), unsigned(std::min<int64_t>(size, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   with_act(p.act, [&](auto a) {
     bias_act_backward_kernel<scalar_t, decltype(a)::value, VN><<<grid, threads, 0, stream>>>(
         x.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
-        dx.mutable_data_ptr<scalar_t>(), db.mutable_data_ptr<scalar_t>(),
-        chunks > 1 ? partial.mutable_data_ptr<acc_t>() : nullptr, p, int(chunk), int(outer));
+        dx.mutable_data_ptr<scalar_t>(), chunks == 1 ? db.mutable_data_ptr<scalar_t>() : nullptr,
+        chunks == 1 ? nullptr : partial.mutable_data_ptr<acc_t>(), p, int(chunk), int(total));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return chunks > 1 ? partial.sum(1).to(b.scalar_type()) : db;
+  return chunks == 1 ? db : partial.sum(1).to(b.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in, const at::Tensor& x_in,
@@ -248,7 +267,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
   const BiasActParams p = bias_act_params(x, b, dim, act, 1, alpha, gain, clamp, op);
-  const bool fused = p.step_b >= kBiasMinRun && p.step_b <= INT32_MAX / 2 && p.numel / p.step_b <= INT32_MAX;
+  const bool fused = p.step_b >= kBiasMinRun && p.numel / p.size_b <= INT32_MAX - 256;  // int32 packs per channel
   if (!fused) {
     const at::Tensor dx = run(g_in, x, b, 1, dim, act, alpha, gain, clamp, op);
     return {dx, bias_grad_by_sum(dx, b, dim)};

@@ -13,6 +13,8 @@ import warnings
 
 import torch
 
+from . import _ext
+
 _CHOICES = ('auto', 'ref', 'ext')
 _warned = set()
 
@@ -50,7 +52,6 @@ def ext_status(dev: str, dtype):
     Returns:
         (ok, reason): `reason` is '' when ok, else one phrase saying why not.
     """
-    from . import _ext
     ok, reason = _ext.available(dev)
     if ok and dtype not in _ext.DTYPES.get(dev, ()):
         names = ', '.join(str(d).replace('torch.', '') for d in _ext.DTYPES[dev])
@@ -66,8 +67,7 @@ def _choose(op: str, choice: str, dev: str, dtype) -> str:
     if ok:
         return 'ext'
     if choice == 'ext':
-        from ._ext import ExtUnavailableError
-        raise ExtUnavailableError(f'{op}: the compiled kernels were requested (GANINV_OPS=ext / impl=ext) '
+        raise _ext.ExtUnavailableError(f'{op}: the compiled kernels were requested (GANINV_OPS=ext / impl=ext) '
                                   f'but cannot run on {dev}: {reason}')
     if (dev, reason) not in _warned:
         _warned.add((dev, reason))

@@ -164,7 +164,10 @@ def bias_act_grad_ext(g, x, b, dim, act, alpha, gain, clamp):
 def _bias_act_args(x, b, dim, act, alpha, gain, clamp):
     """The kernels' (b, dim, act code, alpha, gain, clamp) for x's device (loading the kernels if needed)."""
     _ensure(x.device.type)
-    b = x.new_empty([0]) if b is None else b.to(device=x.device, dtype=x.dtype)
+    if b is None:
+        b = x.new_empty([0])
+    elif b.dtype != x.dtype or b.device != x.device:
+        b = b.to(device=x.device, dtype=x.dtype)
     return b, dim, ACT_CODES[act], float(alpha), float(gain), -1.0 if clamp is None else float(clamp)
 
 
@@ -186,7 +189,8 @@ def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip
         ExtUnavailableError: no compiled kernels for x's device.
     """
     _ensure(x.device.type)
-    f = f.to(device=x.device, dtype=torch.float32)
+    if f.dtype != torch.float32 or f.device != x.device:
+        f = f.to(device=x.device, dtype=torch.float32)
     return torch.ops.ganinv.upfirdn2d.default(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
                                               bool(flip_filter), float(gain))
 

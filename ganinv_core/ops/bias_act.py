@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import _backend
+from . import _backend, _ext
 
 
 class OpArgumentError(ValueError):
@@ -130,7 +130,6 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     alpha, gain, clamp = _normalize_args(x, b, dim, act, alpha, gain, clamp)
     dim = dim % x.ndim
     if _backend.resolve('bias_act', x, impl) == 'ext':
-        from . import _ext
         return _ext.bias_act_ext(x, b, dim, act, alpha, gain, clamp)
     return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
 
@@ -151,7 +150,6 @@ def bias_act_vjp(gy, x, b=None, dim=1, act='linear', alpha=None, gain=None, clam
     alpha, gain, clamp = _normalize_args(x, b, dim, act, alpha, gain, clamp)
     dim = dim % x.ndim
     if _backend.resolve('bias_act', x, impl) == 'ext':
-        from . import _ext
         return _ext.bias_act_grad_ext(gy, x, b, dim, act, alpha, gain, clamp)
     with torch.enable_grad():
         x_ = x.detach().requires_grad_(True)

@@ -12,7 +12,7 @@ backward, from c alone (nothing else activation-sized needs to be kept).
 """
 import torch
 
-from . import _backend
+from . import _backend, _ext
 from .bias_act import OpArgumentError, _normalize_args, bias_act, bias_act_vjp
 
 
@@ -77,7 +77,6 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
     """
     d4, n4, e4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
     if ops is not None:
-        from . import _ext
         return _ext.modconv_epilogue_ext(c, *ops, act, alpha, gain, clamp)
     cw = c.to(_wide(c, d4, n4, e4))   # float32 coefficients with a 16-bit c: computed in float32, rounded once
     s = cw * d4 if n4 is None else torch.addcmul(n4, cw, d4)
@@ -123,7 +122,6 @@ def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None,
         if ops is not None and (wr.shape[1] > 4 or gr.dtype != c.dtype or wr.dtype != c.dtype):
             ops = None
     if ops is not None:
-        from . import _ext
         gc, gd, gn, gb, ge, gw = _ext.modconv_epilogue_backward_ext(
             None if gy is None else gy.to(c.dtype).contiguous(), c, *ops, act, alpha, gain, clamp,
             None if gr is None else gr.contiguous(), None if wr is None else wr.contiguous())

@@ -12,7 +12,7 @@ f and t twice forward (keeping |f| and s = sum_c g_c r_c f_c per pixel, 1/C of t
 """
 import torch
 
-from . import _backend
+from . import _backend, _ext
 from .bias_act import OpArgumentError
 
 
@@ -51,7 +51,6 @@ class _LpipsFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f, t, g, eps):
-        from . import _ext
         dist, norm, s = _ext.lpips_distance_ext(f, t, g, eps)
         ctx.save_for_backward(f, t, g, norm, s)
         ctx.eps = eps
@@ -62,7 +61,6 @@ class _LpipsFn(torch.autograd.Function):
         f, t, g, norm, s = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a gradient that is itself differentiable
             return _grad_ref(gd, f, t, g, ctx.eps), None, None, None
-        from . import _ext
         return _ext.lpips_distance_backward_ext(gd.to(t.dtype), f, t, g, norm, s, ctx.eps), None, None, None
 
 

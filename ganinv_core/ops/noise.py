@@ -9,7 +9,7 @@ forward and once backward, where  d a_0 / d x = (x[w - 1] + x[w + 1]) / (H W)  (
 """
 import torch
 
-from . import _backend
+from . import _backend, _ext
 from .bias_act import OpArgumentError
 
 
@@ -31,7 +31,6 @@ class _AutocorrFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        from . import _ext
         ctx.save_for_backward(x)
         return _ext.noise_autocorr_ext(x)
 
@@ -40,7 +39,6 @@ class _AutocorrFn(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _grad_ref(ga, x)
-        from . import _ext
         return _ext.noise_autocorr_backward_ext(ga.contiguous(), x)
 
 

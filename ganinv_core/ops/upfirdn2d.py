@@ -10,12 +10,14 @@ Output width = (W*upx + padx0 + padx1 - fw + downx) // downx, likewise the heigh
 import torch
 import torch.nn.functional as F
 
-from . import _backend
+from . import _backend, _ext
 from .bias_act import OpArgumentError
 
 
 def _parse_scaling(name, s):
     """(sx, sy) from an int or a pair of positive ints; `name` is the argument, for the error."""
+    if type(s) is int and s >= 1:  # the common case, first (this runs on every call of every resampling layer)
+        return s, s
     if isinstance(s, int):
         s = [s, s]
     if not (isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) and v >= 1 for v in s)):
@@ -25,6 +27,8 @@ def _parse_scaling(name, s):
 
 def _parse_padding(p):
     """(padx0, padx1, pady0, pady1) from an int, (px, py) or four ints."""
+    if type(p) is int:
+        return p, p, p, p
     if isinstance(p, int):
         p = [p, p]
     if not (isinstance(p, (list, tuple)) and len(p) in (2, 4) and all(isinstance(v, int) for v in p)):
@@ -145,7 +149,6 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
         raise OpArgumentError(f'upfirdn2d: the padded input ({x.shape[2] * upy + py0 + py1}x'
                               f'{x.shape[3] * upx + px0 + px1}) is smaller than the filter ({fh}x{fw})')
     if _backend.resolve('upfirdn2d', x, impl) == 'ext':
-        from . import _ext
         if f is None:
             f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
         return _ext.upfirdn2d_ext(x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain))
