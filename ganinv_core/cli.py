@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
       help='with bf16/fp16: run this fraction of the steps, at the end, in full precision (default 0)')
     a('--device', help='torch device (default cuda if available, else cpu)')
     a('--modconv', choices=('auto', 'fused', 'nonfused'), help='modulated conv form (default auto: non-fused)')
-    a('--cuda-graph', action='store_true', help='capture each step as a CUDA graph (CUDA only; static shapes)')
+    a('--cuda-graph', action=argparse.BooleanOptionalAction,
+      help='capture the step as a CUDA graph and replay it (default: on CUDA devices when every degradation and '
+           'loss of the run is marked graph-safe, as the built-ins are; --no-cuda-graph: never)')
     a('--compile', action='store_true', help='torch.compile the step (slow first step)')
     a('--channels-last', action='store_true', help='channels-last activations in the bf16/fp16 blocks')
     a('--seed', type=int, help='random seed (default 303)')
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, precision='auto', polish=0.0,
-                device=None, modconv='auto', cuda_graph=False, compile=False, channels_last=False, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
+                device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
                 align=False, face='largest', detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False,
                 convert=None)
 
@@ -139,6 +141,10 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
 
 def _typed(act: argparse.Action, value):
     """Check and convert one config value the way its flag would be."""
+    if isinstance(act, argparse.BooleanOptionalAction):  # true, false or "auto"
+        if not isinstance(value, bool) and value != 'auto':
+            raise TypeError(f'expected true, false or "auto", got {value!r}')
+        return value
     if isinstance(act, argparse._StoreTrueAction):
         if not isinstance(value, bool):
             raise TypeError(f'expected true or false, got {value!r}')

@@ -1,6 +1,8 @@
 """Image quality metrics on NCHW images in [-1, 1], one value per image: PSNR, SSIM, LPIPS."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,12 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return (g / g.sum()).float()
 
 
+@functools.lru_cache(maxsize=32)
+def _window_on(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`gaussian_window` on ``device``, made once: no host-to-device copy per call (CUDA-graph capture forbids it)."""
+    return gaussian_window(size, sigma).to(device, dtype)
+
+
 def ssim_map(a: torch.Tensor, b: torch.Tensor, win: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """[N,C,H',W'] SSIM map (Wang et al. 2004), Gaussian window, valid positions only (H' = H - win + 1).
 
@@ -42,7 +50,7 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, win: int = 11, sigma: float = 1.5
     use the largest odd window that fits.
     """
     win = min(win, *(s - (s + 1) % 2 for s in a.shape[-2:]))
-    g = gaussian_window(win, sigma).to(a.device, a.dtype)
+    g = _window_on(win, float(sigma), a.device, a.dtype)
     c = a.shape[1]
 
     def blur(x):  # separable Gaussian, valid, per channel

@@ -24,6 +24,34 @@ from ._report import image_metrics
 MODCONV = ('auto', 'fused', 'nonfused')
 
 
+GRAPH_NOISE_LIMIT = 512 * 2 ** 20  # bytes of w-noise a graphed run draws up front, at most, under 'auto'
+
+
+def resolve_cuda_graph(choice, device: torch.device, modules, noise_bytes: int) -> tuple[bool, str]:
+    """``False | True | 'auto'`` -> (capture the step as a CUDA graph?, why).
+
+    ``auto`` captures on CUDA devices when every degradation stage and loss of the step declares
+    ``cuda_graph_safe`` (a third party's plugin that does not runs eagerly: a graph would replay, not redo, any
+    host-side work of its), and the w-noise of every step, drawn up front, fits in ``GRAPH_NOISE_LIMIT``.
+
+    Args:
+        modules: the degradation stages applied to the generated image and the loss terms.
+        noise_bytes: size of the up-front w-noise, steps x the latent's size.
+    """
+    if isinstance(choice, bool):
+        return choice, 'requested' if choice else 'off'
+    if choice != 'auto':
+        raise ValueError(f"cuda_graph: must be True, False or 'auto', got {choice!r}")
+    if device.type != 'cuda':
+        return False, f'auto: {device.type} is not a CUDA device'
+    unsafe = [f'{m.kind} {m.name!r}' for m in modules if not getattr(m, 'cuda_graph_safe', False)]
+    if unsafe:
+        return False, f'auto: {", ".join(unsafe)} not marked cuda_graph_safe'
+    if noise_bytes > GRAPH_NOISE_LIMIT:
+        return False, f'auto: the up-front w-noise would take {noise_bytes / 2 ** 20:.0f} MiB'
+    return True, 'auto'
+
+
 def resolve_modconv(modconv: str, device: torch.device, n: int) -> bool:
     """``'auto' | 'fused' | 'nonfused'`` -> ``fused_modconv`` for the synthesis network.
 
@@ -44,7 +72,9 @@ class Inversion:
         modconv: ``'auto'``, ``'fused'`` or ``'nonfused'`` modulated convolution.
         cuda_graph: capture the whole step (forward, backward, Adam, renormalisation) once as a CUDA graph and
             replay it; the w-noise of every step is drawn up front. Off the GPU the same static step runs
-            eagerly. A capture failure warns once and falls back to eager steps (same numbers).
+            eagerly. A capture failure warns once and falls back to eager steps (same numbers). ``'auto'``: on
+            CUDA devices when every stage and loss is ``cuda_graph_safe`` (see ``resolve_cuda_graph``; the
+            command line's default). ``graph_reason`` says what was decided and why.
         compile: ``torch.compile`` the synthesis network (True = inductor, or a backend name); a failure
             warns once and falls back to eager.
         channels_last: lay out the reduced-precision (bf16 / fp16) blocks' activations channels-last (what
@@ -62,7 +92,7 @@ class Inversion:
     def __init__(self, G, targets, *, degradations=(), losses=None, steps: int = 1000, latent_space: str = 'w',
                  optimize_noise: bool = True, lr: float = 0.1, init: dict | None = None, seed: int = 303,
                  precision: str = 'fp32', clean=None, indices=None, w_stats: tuple | None = None, device=None,
-                 modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False,
+                 modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
                  polish: float = 0.0):
         if not isinstance(steps, int) or steps < 1:
             raise InversionError(f'steps: must be a positive integer, got {steps!r}')
@@ -118,6 +148,12 @@ class Inversion:
         if compile:
             self._synth = _compiled(G.synthesis, 'inductor' if compile is True else str(compile))
         # static step: device step counter and all w-noise drawn up front (what a CUDA graph needs)
+        steps_modules = [d for d in self.pipe.stages if not d.simulate_only] + self.terms
+        try:
+            cuda_graph, self.graph_reason = resolve_cuda_graph(cuda_graph, device, steps_modules,
+                                                               steps * self.lat.w.numel() * 4)
+        except ValueError as e:
+            raise InversionError(str(e)) from e
         self.static = bool(cuda_graph)
         self._graph = None
         self._want_graph = bool(cuda_graph) and device.type == 'cuda'

@@ -24,7 +24,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            seed: int = 303, precision: str = 'fp32', callbacks: Sequence[Callable[[Progress], None]] = (),
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
            report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, device=None,
-           modconv: str = 'auto', cuda_graph: bool = False, compile=False, channels_last: bool = False,
+           modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
            polish: float = 0.0) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
@@ -50,7 +50,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         lpips_vgg: VGG16Features for the LPIPS metric (default: the vgg16 loss's network, if any).
         device: default: G's device.
         modconv, cuda_graph, compile, channels_last: speed options, see ``Inversion`` (equal results within float
-            tolerance).
+            tolerance); ``cuda_graph='auto'`` captures the step on CUDA devices when every plugin of the run is
+            ``cuda_graph_safe``.
         polish: with ``bf16`` / ``fp16``, the fraction of the steps, at the end, run in full precision (see
             ``Inversion``).
 

@@ -48,6 +48,11 @@ class Degradation(_Configurable, nn.Module):
     kind: ClassVar[str] = 'degradation'
     #: True: applied to a clean input in simulation only (e.g. noise), never to the generated image.
     simulate_only: ClassVar[bool] = False
+    #: True: ``forward`` is safe to capture in a CUDA graph and replay: device work only, on tensors it already
+    #: holds on the input's device after its first call (no host data copied in, no host-side randomness or
+    #: state that changes between steps, no host sync). ``--cuda-graph auto`` (the default) replays the step
+    #: as a graph only when every stage and loss of the run says so.
+    cuda_graph_safe: ClassVar[bool] = False
 
     def __init__(self, **kwargs):
         nn.Module.__init__(self)
@@ -143,6 +148,8 @@ class Loss(_Configurable, nn.Module):
     ``default_weight``. Images of one batch must never influence each other's values.
     """
     kind: ClassVar[str] = 'loss'
+    #: As ``Degradation.cuda_graph_safe``, for ``forward``.
+    cuda_graph_safe: ClassVar[bool] = False
     default_weight: ClassVar[float] = 1.0
 
     def __init_subclass__(cls, **kw):

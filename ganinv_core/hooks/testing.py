@@ -3,13 +3,54 @@
     from ganinv_core.hooks.testing import check_degradation, check_loss
     def test_conforms(): check_degradation(MyBlur)
 
-Each check builds the class with its ``test_params`` and raises AssertionError naming what failed.
+Each check builds the class with its ``test_params`` and raises AssertionError naming what failed. A class marked
+``cuda_graph_safe`` is also run twice, forward and backward, on the ``meta`` device and on the CPU, the second time
+with every dispatched op watched: on ``meta`` no host tensor may enter (a host-to-device copy cannot be captured in
+a CUDA graph), and on either no tensor may be made from Python data (``torch.tensor``, ``new_tensor``) nor read
+back to the host (``.item()``): a graph replays what was captured and never re-reads the host.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
+from torch.utils import _pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._base import Degradation, Loss, LossContext
+
+
+_HOST_OPS = ('aten.lift_fresh', 'aten._local_scalar_dense')  # a tensor from Python data; a read to the host
+
+
+class _HostDataSpy(TorchDispatchMode):
+    """Records the ops of a step that make tensors from Python data, read tensors back to the host, or (on the
+    ``meta`` device) receive a tensor from another device."""
+
+    def __init__(self, device: str):
+        super().__init__()
+        self.device, self.seen = device, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func.overloadpacket) in _HOST_OPS:
+            self.seen.append(f'{func} (a tensor made from, or read back to, the host)')
+        for a in _pytree.tree_leaves((args, kwargs or {})):
+            if self.device == 'meta' and isinstance(a, torch.Tensor) and a.device.type != 'meta':
+                self.seen.append(f'{func} received a {a.device.type} tensor of shape {tuple(a.shape)}')
+        return func(*args, **(kwargs or {}))
+
+
+def _check_graph_safe(name: str, build) -> None:
+    """``build(device)() `` is one step (forward and backward) on ``device``; run twice per device, the second call
+    watched."""
+    for device in ('meta', 'cpu'):
+        step = build(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the ops' one-time notice that meta has no compiled kernels
+            step()  # the first call may build per-device caches
+            with _HostDataSpy(device) as spy:
+                step()
+        assert not spy.seen, f'{name}: marked cuda_graph_safe, but each step uses the host: {spy.seen[0]} ({device})'
 
 
 def _rand(*shape, seed):
@@ -35,6 +76,12 @@ def check_degradation(cls: type[Degradation], size: int = 16, n: int = 2) -> Non
     assert torch.allclose(d(x2)[0], y[0].detach(), atol=1e-6), f'{cls.name}: images influence each other'
     rebuilt = cls(**{k: v for k, v in d.config.items() if v is not None})
     assert rebuilt.config == d.config, f'{cls.name}: config does not round-trip'
+    if cls.cuda_graph_safe:
+        def build(device):
+            dm = cls(**cls.test_params).to(device)
+            xm = _rand(n, 3, size, size, seed=1).to(device).requires_grad_()
+            return lambda: dm(xm).sum().backward()
+        _check_graph_safe(cls.name, build)
 
 
 def check_loss(cls: type[Loss], size: int = 16, n: int = 2, num_ws: int = 4, w_dim: int = 8) -> None:
@@ -67,3 +114,14 @@ def check_loss(cls: type[Loss], size: int = 16, n: int = 2, num_ws: int = 4, w_d
         z[1:] = z[1:].flip(-1) + 0.5
     v2 = loss(ctx(pred2, w2, noise2))
     assert torch.allclose(v2[0], v[0].detach(), rtol=1e-5, atol=1e-7), f'{cls.name}: images influence each other'
+    if cls.cuda_graph_safe:
+        def build(device):
+            lm = cls(**cls.test_params).to(device)
+            tm = t.to(device)
+            lm.prepare(tm, None)
+            leaf = lambda x: x.detach().to(device).requires_grad_()  # noqa: E731
+            cm = LossContext(pred=leaf(pred), target=tm, mask=None, image=None, w=leaf(w), w_avg=w_avg.to(device),
+                             w_std=1.0, noise=[leaf(z) for z in noise])
+            cm.image = cm.pred
+            return lambda: lm(cm).sum().backward()
+        _check_graph_safe(cls.name, build)

@@ -40,6 +40,7 @@ class Blur(Degradation):
     """Depthwise 2-D convolution with a normalised kernel; edges replicated, so a convex mix stays in [-1, 1]."""
     name = 'blur'
     help = 'Gaussian blur, or a kernel from an image / .npy file (deblurring)'
+    cuda_graph_safe = True
     params = (Param('sigma', float, 2.0, 'Gaussian standard deviation in pixels'),
               Param('size', int, 0, 'kernel side (odd); 0 = 2*ceil(3*sigma)+1'),
               Param('kernel', str, None, 'path of a kernel image or .npy file (overrides sigma and size)'))

@@ -8,6 +8,7 @@ class Downsample(Degradation):
     """Area (box mean of f x f blocks) or antialiased bicubic downsampling by an integer factor."""
     name = 'downsample'
     help = 'downsample by an integer factor 2-32 (super-resolution); the target may be the small image'
+    cuda_graph_safe = True
     params = (Param('factor', int, 4, 'downsampling factor, 2-32'),
               Param('method', str, 'area', 'area (box mean) or bicubic (antialiased)', ('area', 'bicubic')))
 

@@ -63,6 +63,7 @@ class Inpaint(Degradation):
     """
     name = 'inpaint'
     help = 'remove a region (mask file, box, centred square or random strokes); holes are black and carry no loss'
+    cuda_graph_safe = True
     params = (Param('mode', str, 'center', 'kind of mask', ('file', 'box', 'center', 'strokes')),
               Param('path', str, None, 'mode=file: mask image, white = known'),
               Param('box', str, '0.25:0.25:0.75:0.75', 'mode=box: x0:y0:x1:y1 as fractions of the side'),
@@ -92,22 +93,25 @@ class Inpaint(Degradation):
             raise self.fail('width', 'must be in (0, 1]')
         self._cache = {}
 
-    def _mask2d(self, size: int) -> torch.Tensor:
-        """[size, size] mask of the configured mode, cached per side."""
-        if size not in self._cache:
+    def _mask2d(self, x: torch.Tensor) -> torch.Tensor:
+        """[size, size] mask of the configured mode for x's side, on x's device in x's dtype, cached (no host copy
+        per step: CUDA-graph safe)."""
+        size = x.shape[-1]
+        key = (size, x.device, x.dtype)
+        if key not in self._cache:
             h = (1 - self.size) / 2
-            self._cache[size] = {'file': lambda: file_mask(self._image, size),
-                                 'box': lambda: box_mask(size, *self._box),
-                                 'center': lambda: box_mask(size, h, h, 1 - h, 1 - h),
-                                 'strokes': lambda: stroke_mask(size, self.seed, self.strokes, self.width)}[self.mode]()
-        return self._cache[size]
+            m = {'file': lambda: file_mask(self._image, size),
+                 'box': lambda: box_mask(size, *self._box),
+                 'center': lambda: box_mask(size, h, h, 1 - h, 1 - h),
+                 'strokes': lambda: stroke_mask(size, self.seed, self.strokes, self.width)}[self.mode]()
+            self._cache[key] = m.to(x.device, x.dtype)
+        return self._cache[key]
 
     def mask(self, x):
         """[N,1,H,W], 1 = known."""
-        m = self._mask2d(x.shape[-1]).to(x.device, x.dtype)
+        m = self._mask2d(x)
         return m.expand(x.shape[0], 1, *m.shape)
 
     def forward(self, x):
         """x where known, -1 (black) in the holes: m * (x + 1) - 1."""
-        m = self._mask2d(x.shape[-1]).to(x.device, x.dtype)
-        return m * (x + 1) - 1
+        return self._mask2d(x) * (x + 1) - 1

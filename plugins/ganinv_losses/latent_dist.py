@@ -10,6 +10,7 @@ class LatentDist(Loss):
     """
     name = 'latent-dist'
     help = '||w - w_avg||^2 (mean over the rows of a W+ latent); 0.5 suits colourisation, 0.7 inpainting'
+    cuda_graph_safe = True
     default_weight = 0.001
 
     def forward(self, ctx):

@@ -9,6 +9,7 @@ from ganinv_core.ops import noise_autocorr
 class NoiseReg(Loss):
     name = 'noise-reg'
     help = "NVIDIA projector's multi-scale noise autocorrelation penalty"
+    cuda_graph_safe = True
     default_weight = 1e5
 
     def forward(self, ctx):

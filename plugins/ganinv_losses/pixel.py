@@ -7,6 +7,7 @@ class MSE(Loss):
     """Mean squared error over known pixels and channels, per image."""
     name = 'mse'
     help = 'mean squared error over known pixels'
+    cuda_graph_safe = True
 
     def forward(self, ctx):
         """[N] mean_(known c,h,w) (pred - target)^2."""
@@ -17,6 +18,7 @@ class L1(Loss):
     """Mean absolute error over known pixels and channels, per image."""
     name = 'l1'
     help = 'mean absolute error over known pixels'
+    cuda_graph_safe = True
 
     def forward(self, ctx):
         """[N] mean_(known c,h,w) |pred - target|."""

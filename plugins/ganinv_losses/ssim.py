@@ -7,6 +7,7 @@ class SSIM(Loss):
     """Structural dissimilarity, 1 - SSIM per image (0 for identical images)."""
     name = 'ssim'
     help = '1 - SSIM (Gaussian window, over windows made of known pixels only)'
+    cuda_graph_safe = True
     params = (Param('window', int, 11, 'side of the Gaussian window (odd, >= 3)'),)
 
     def __init__(self, **kwargs):

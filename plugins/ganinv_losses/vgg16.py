@@ -16,6 +16,7 @@ def _net(source, device):
 class VGG16(Loss):
     name = 'vgg16'
     help = "LPIPS(VGG16) distance as in NVIDIA's projector (images to [0,255], area-resized to 256)"
+    cuda_graph_safe = True
     params = (Param('weights', str, None, "NVIDIA's vgg16.pt (default: downloaded), a path, "
                                           "'torchvision.pth+lpips_heads.pth', or 'random'"),)
     test_params = {'weights': 'random'}

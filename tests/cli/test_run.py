@@ -230,6 +230,9 @@ def test_device_and_precision_flags(tmp_path, capsys):
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert m['precision'] == 'bf16' and rj['config']['precision'] == 'bf16' and rj['versions']['device'] == 'cpu'
     assert rj['config']['channels-last'] is True
+    assert rj['config']['cuda-graph'] == 'auto'   # the default: graphs on CUDA devices when every plugin allows
+    assert cli.parse(['--no-cuda-graph']).cuda_graph is False and cli.parse(['--cuda-graph']).cuda_graph is True
+    assert cli.parse([]).cuda_graph == 'auto'
     code, out = run(['--target', 'seed:1', '--device', 'cpu', '--precision', 'bf16', '--polish', '0.34',
                      '--outdir', tmp_path / 'p'], capsys)
     assert code == 0, out.err
@@ -289,6 +292,12 @@ def test_config_file(tmp_path, capsys):
     cfg.write_text('steps = "many"\n')
     assert cli.main(['--config', str(cfg)]) == 2
     assert f"{cfg}: key 'steps'" in capsys.readouterr().err
+    for value, want in (('false', False), ('true', True), ('"auto"', 'auto')):
+        cfg.write_text(f'cuda-graph = {value}\n')
+        assert cli.parse(['--config', str(cfg)]).cuda_graph == want
+    cfg.write_text('cuda-graph = "sometimes"\n')
+    assert cli.main(['--config', str(cfg)]) == 2
+    assert f"{cfg}: key 'cuda-graph': expected true, false or " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('args, message', [

@@ -140,6 +140,36 @@ def test_bad_polish(G, bad):
         Inversion(G, _target(G, 1), polish=bad, **KW)
 
 
+def test_cuda_graph_auto_needs_cuda_graph_safe_plugins_and_bounded_noise(G):
+    """'auto' captures on CUDA devices when every stage and loss of the step is marked cuda_graph_safe (the
+    built-ins are: their conformance check proves it) and the up-front w-noise is bounded; True / False are kept."""
+    from ganinv_core.engine._inversion import GRAPH_NOISE_LIMIT, resolve_cuda_graph
+    from ganinv_core.hooks import Loss, get_registry
+
+    class ThirdParty(Loss):
+        name, help = 'third-party', 'a loss that did not declare itself graph-safe'
+
+        def forward(self, ctx):
+            return (ctx.pred - ctx.target).square().flatten(1).mean(1)
+
+    reg = get_registry()
+    mods = [reg.degradations['grayscale'](), reg.degradations['inpaint'](), reg.losses['mse'](),
+            reg.losses['latent-dist'](), reg.losses['noise-reg']()]
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    assert resolve_cuda_graph('auto', cuda, mods, 1000) == (True, 'auto')
+    assert resolve_cuda_graph('auto', cpu, mods, 1000) == (False, 'auto: cpu is not a CUDA device')
+    assert resolve_cuda_graph('auto', cuda, mods + [ThirdParty()], 1000) == (
+        False, "auto: loss 'third-party' not marked cuda_graph_safe")
+    ok, why = resolve_cuda_graph('auto', cuda, mods, GRAPH_NOISE_LIMIT + 1)
+    assert not ok and 'w-noise would take 512 MiB' in why
+    assert resolve_cuda_graph(True, cpu, [ThirdParty()], 10 ** 12) == (True, 'requested')
+    assert resolve_cuda_graph(False, cuda, mods, 1000) == (False, 'off')
+    inv = Inversion(G, _target(G, 1), cuda_graph='auto', **KW)   # on the CPU: the eager step, as by default
+    assert not inv.static and inv.graph_reason == 'auto: cpu is not a CUDA device'
+    with pytest.raises(InversionError, match="cuda_graph: must be True, False or 'auto', got 'yes'"):
+        Inversion(G, _target(G, 1), cuda_graph='yes', **KW)
+
+
 def test_bad_modconv(G):
     with pytest.raises(InversionError, match="modconv: 'fast' is not one of auto, fused, nonfused"):
         invert(G, _target(G, 1), modconv='fast', **KW)
@@ -182,6 +212,25 @@ def test_cuda_graph_equals_eager_on_gpu():
     # Captured and eager steps may run different cuDNN algorithms (rounding ~1e-6), which Adam's sign-like first
     # steps amplify: on an H200 the images differed by at most 3.2e-3 after 30 steps. A logic error (stale step
     # counter, lr or w-noise not advancing, noise not renormalised) moves them by O(lr) = 2e-2 and more.
+    torch.testing.assert_close(graph.images, eager.images, rtol=0, atol=1e-2)
+    np.testing.assert_allclose(graph.history['total'], eager.history['total'], rtol=1e-2)
+
+
+@pytest.mark.gpu
+@cuda
+def test_auto_graph_captures_the_restoration_plugins_on_gpu():
+    """cuda_graph='auto' (the command line's default) with colourisation + inpainting and every built-in loss: the
+    step is captured (no fallback warning) and gives the eager numbers (tolerance as above)."""
+    from ganinv_core.weights import load_generator
+    G = load_generator('random-64', device='cuda')
+    t = _target(G, 1, 2).cuda()
+    kw = dict(degradations=['grayscale', 'inpaint:mode=strokes'], steps=20, seed=3, precision='fp32', lr=0.02,
+              losses=['vgg16:weights=random', 'mse', 'l1', 'ssim', 'latent-dist', 'noise-reg'])
+    inv = Inversion(G, t, cuda_graph='auto', **kw)
+    assert inv.static and inv.graph_reason == 'auto'
+    with _no_warning():
+        graph = invert(G, t, cuda_graph='auto', **kw)
+    eager = invert(G, t, cuda_graph=False, **kw)
     torch.testing.assert_close(graph.images, eager.images, rtol=0, atol=1e-2)
     np.testing.assert_allclose(graph.history['total'], eager.history['total'], rtol=1e-2)
 
