@@ -132,7 +132,7 @@ has profile-vgg && stage "profile vgg b8 bf16" 40 bash -c "'$PY' benchmarks/prof
 has ops && bench_ops bench-ops-lpips-noise 60 ops_new.json -k "lpips or noise"
 # (includes bias_act's backward with the bias gradient in one pass beside the two-pass form, test_bias_act_backward,
 # and the 'floor' cases: a trivial op through the same harness, the host's fixed cost that bounds the eager ratios)
-has ops && bench_ops bench-ops 135 ops.json -k "not lpips and not noise and not graphx10"
+has ops && bench_ops bench-ops 160 ops.json -k "not lpips and not noise and not graphx10"
 # the small shapes' device time with the per-replay launch shared by ten repetitions (as in the step's one graph)
 has ops && bench_ops bench-ops-graphx10 45 ops_x10.json -k "graphx10 and (bias_act or upfirdn2d) and (x8- or x9- or x64- or x65-)"
 # the simple kernels at the small shapes, where the tiled upfirdn2d spends a whole tile on each 8x8 plane

@@ -102,6 +102,8 @@ def _with_impls():
 @pytest.mark.parametrize('kind,case,shape,impl', list(_with_impls()),
                          ids=lambda v: v if isinstance(v, str) else None)
 def test_op(benchmark, kind, case, shape, impl, mode):
+    if impl == 'floor' and mode == 'fwd':
+        pytest.skip('the floor bounds forward+backward only')
     torch.manual_seed(0)
     x = torch.randn(shape, device=DEVICE)
     if kind == 'lpips':
