@@ -114,13 +114,16 @@ if [ "$PART" = t ]; then
 # step without the fifth session's fusions beside bf16 + graph; VGG16's loss with and without lpips_distance), final-PSNR accuracy of bf16/fp16 against fp32 (1024² x 12 targets; 256² over 1000 steps),
 # profiles of the step and of VGG16, the ops (and the simple kernels at small shapes), torch.compile at batch 8.
 # GANINV_GPU_STAGES picks a subset (e.g. two shorter calls).
-STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,psnr,psnr-long,profile,profile-vgg,ops,ops-simple,compile},
+STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,cli,psnr,psnr-long,profile,profile-vgg,ops,ops-simple,compile},
 has() { [[ $STAGES == *,$1,* ]]; }
 has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
 has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
 has engine && bench_engine bench-engine-targets 150 bench.json \
   -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or fp16-graph or cudnnbench or nofold or s4-graph)) or (test_vgg16_loss and 256-b8 and bf16)}"
+# the command line at its defaults (precision auto = tf32, and --cuda-graph auto: the step captured) against
+# --no-cuda-graph: colourisation + inpainting, 4 photos, 200 steps
+has cli && stage cli-default 120 "$PY" benchmarks/cli_default.py --network $NET --steps 200
 has psnr && stage psnr 150 bash -c "'$PY' benchmarks/precision_check.py --network $NET --steps $PSNR_STEPS --targets ${GANINV_GPU_PSNR_TARGETS:-12} --configs ${GANINV_GPU_PSNR_CONFIGS:-fp32,bf16,bf16-polish,bf16-polish25,bf16-hp,fp16,fp16-polish} > '$OUT/psnr.txt' 2>&1; cat '$OUT/psnr.txt'"
 # the trajectory noise shrinks as the runs converge: the same comparison over a whole 1000-step run at 256²
 has psnr-long && stage psnr-long 120 bash -c "'$PY' benchmarks/precision_check.py --network ${GANINV_GPU_PSNR_LONG_NET:-random-256} --steps $((PSNR_STEPS * 10)) --targets 8 --configs fp32,bf16,bf16-polish,bf16-hp,fp16 >> '$OUT/psnr.txt' 2>&1; tail -4 '$OUT/psnr.txt'"

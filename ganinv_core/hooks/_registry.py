@@ -213,6 +213,8 @@ class Registry:
                 for cname in names:
                     cls = self.components[kind][cname][0]
                     flag = '  [simulation only]' if getattr(cls, 'simulate_only', False) else ''
+                    if kind in ('degradation', 'loss') and not flag and not getattr(cls, 'cuda_graph_safe', False):
+                        flag = '  [not cuda_graph_safe: a run using it steps eagerly]'
                     lines.append(f'  {kind} {cname}: {cls.help}{flag}')
                     lines += [f'      {p.name}={p.default!r}  ({p.type.__name__}'
                               + (f', {"|".join(map(str, p.choices))}' if p.choices else '') + f')  {p.help}'

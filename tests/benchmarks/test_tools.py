@@ -1,4 +1,5 @@
-"""benchmarks/precision_check.py and profile_step.py: what they print follows from what they measure."""
+"""benchmarks/precision_check.py, profile_step.py and cli_default.py: what they print follows from what they
+measure."""
 import os
 import re
 import sys
@@ -6,6 +7,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
+import cli_default  # noqa: E402
 import precision_check  # noqa: E402
 import profile_step  # noqa: E402
 
@@ -82,3 +84,17 @@ def test_precision_check_bf16_hp_keeps_coefficients_in_float32_for_its_run_only(
     precision_check.main(['--network', 'random-64', '--steps', '2', '--targets', '1', '--configs', 'fp32,bf16-hp,bf16'])
     assert seen == [False, True, False] and SynthesisLayer.coef_fp32 is False
     assert 'bf16-hp' in capsys.readouterr().out
+
+
+def test_cli_default_runs_both_configurations(tmp_path, capsys):
+    """On the CPU `--cuda-graph auto` is the eager step, so the default and --no-cuda-graph restore identically;
+    the script prints both runs' precision and rate and their ratio."""
+    import numpy as np
+    from PIL import Image
+    cli_default.main(['--network', 'random-32', '--steps', '2', '--outdir', str(tmp_path)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(('random-32', 'default /'))]
+    assert [line.split()[5] for line in lines[:2]] == ['default', '--no-cuda-graph']
+    assert all('precision fp32' in line for line in lines[:2]) and lines[2].startswith('default / --no-cuda-graph: ')
+    for seed in range(1, 5):
+        a, b = (np.asarray(Image.open(tmp_path / d / f'seed{seed}' / 'restored.png')) for d in ('default', 'no-cuda-graph'))
+        np.testing.assert_array_equal(a, b)

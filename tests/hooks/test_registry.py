@@ -203,6 +203,10 @@ def test_builtins_listing_shows_distribution_version_params_and_flags():
     assert any(line.startswith('  degradation noise: ') and line.endswith('[simulation only]') for line in lines)
     assert not any(line.startswith('  degradation blur: ') and 'simulation' in line for line in lines)
     assert '      weight=0.001  (float)  multiplier of this term in the total loss' in lines   # latent-dist
+    assert not any('cuda_graph_safe' in line for line in lines)   # every built-in that runs in the step is
+    third = Registry([_plugin_module('p1', ganinv_degradations=lambda: [_degradation('d1')])], entry_points=False)
+    assert '  degradation d1: h  [not cuda_graph_safe: a run using it steps eagerly]' in \
+        third.format_plugin_list().splitlines()
 
 
 def test_instance_with_overrides_is_an_error():
