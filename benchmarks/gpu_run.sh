@@ -120,7 +120,7 @@ has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
 has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
 has engine && bench_engine bench-engine-targets 150 bench.json \
-  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or fp16-graph or cudnnbench or nofold or s4-graph)) or (test_vgg16_loss and 256-b8 and bf16)}"
+  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or fp16-graph or cudnnbench or nofold or s4-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16)}"
 # the command line at its defaults (precision auto = tf32, and --cuda-graph auto: the step captured) against
 # --no-cuda-graph: colourisation + inpainting, 4 photos, 200 steps
 has cli && stage cli-default 120 "$PY" benchmarks/cli_default.py --network $NET --steps 200

@@ -60,6 +60,8 @@ def _step_cases():
             yield net, 'ours-bf16-nofold-graph', BIG, dict(precision='bf16', cuda_graph=True, fold=False)
             # without the fifth session's fusions (lpips_distance, noise_autocorr, ToRGB in conv1's backward)
             yield net, 'ours-bf16-s4-graph', BIG, dict(precision='bf16', cuda_graph=True, s4=True)
+            # the experimental register-blocked FIR kernel for upfirdn2d (GANINV_UPFIRDN_RB=1), sixth session
+            yield net, 'ours-bf16-rb-graph', BIG, dict(precision='bf16', cuda_graph=True, rb=True)
             yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
         elif _small(net):
             yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')
@@ -80,9 +82,11 @@ def test_nvidia_equivalent_step(benchmark, net):
 
 
 @pytest.mark.parametrize('net,case,n,opts', list(_step_cases()), ids=[f'{c[0]}-{c[1]}-b{c[2]}' for c in _step_cases()])
-def test_step(benchmark, net, case, n, opts):
+def test_step(benchmark, net, case, n, opts, monkeypatch):
     G = generator(net)
     opts = dict(opts)
+    if opts.pop('rb', False):
+        monkeypatch.setenv('GANINV_UPFIRDN_RB', '1')
     tf32, f32_losses, vgg_nhwc = opts.pop('tf32', None), opts.pop('f32_losses', False), opts.pop('vgg_nhwc', False)
     autotune, fold, s4 = opts.pop('cudnn_benchmark', False), opts.pop('fold', True), opts.pop('s4', False)
     inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)

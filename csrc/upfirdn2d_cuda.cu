@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "ganinv_ops.h"
 
@@ -212,6 +213,84 @@ void launch_tiled(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// The register-blocked FIR (experimental, GANINV_UPFIRDN_RB=1, read per call; up = down = 1, 4x4, NCHW): the
+// tiled kernel reads 16 shared-memory values per output, which bounds it by shared-memory bandwidth (4x the FMA
+// rate's need) rather than by DRAM: its bfloat16 version moved 15 % of the bandwidth. Here a thread computes 8
+// consecutive rows of one column: it reads each of the 11 input rows' 4 taps once (44 reads for 8 outputs) and
+// adds them into the rows they reach, so the loop is fully unrolled and the accumulators stay in registers. A warp
+// spans 32 consecutive columns (conflict-free reads, coalesced writes); a 256-thread block a 32 x 64 output tile.
+
+constexpr int kRbW = 32, kRbRows = 8, kRbH = kRbRows * 8;  // 8 warps of 32 threads, 8 rows each
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(256)
+    upfirdn_fir_rb_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f, scalar_t* __restrict__ y,
+                          UpfirdnParams p, int tiles_x, int planes) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int IW = kRbW + kTaps - 1, IH = kRbH + kTaps - 1;
+  __shared__ acc_t sx[IH][IW];
+  __shared__ acc_t sf[kTaps][kTaps];
+  const int tid = int(threadIdx.x), tx = tid % kRbW, ty = tid / kRbW;
+  const int H = int(p.in_h), W = int(p.in_w), OH = int(p.out_h), OW = int(p.out_w);
+  if (tid < kTaps * kTaps) {  // tap (ky, kx) = f[ky][kx] (flip) or f[3 - ky][3 - kx] (convolution)
+    const int k = p.flip ? tid : kTaps * kTaps - 1 - tid;
+    sf[tid / kTaps][tid % kTaps] = acc_t(double(f[k]) * p.gain);  // rounded as prepare_filter rounds
+  }
+  const int oy0 = int(blockIdx.x) / tiles_x * kRbH, ox0 = int(blockIdx.x) % tiles_x * kRbW;
+  const int iy0 = oy0 - p.pady0, ix0 = ox0 - p.padx0;  // input row / column of tap (0, 0) of the first output
+  for (int plane = int(blockIdx.y); plane < planes; plane += int(gridDim.y)) {
+    const scalar_t* xp = x + int64_t(plane) * H * W;
+    scalar_t* yp = y + int64_t(plane) * OH * OW;
+    __syncthreads();  // the previous plane's reads of sx are done (and sf is written, first time)
+    for (int i = tid; i < IH * IW; i += 256) {
+      const int iy = iy0 + i / IW, ix = ix0 + i % IW;
+      sx[i / IW][i % IW] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? acc_t(xp[int64_t(iy) * W + ix]) : acc_t(0);
+    }
+    __syncthreads();
+    acc_t k[kTaps][kTaps];
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t)
+#pragma unroll
+      for (int s = 0; s < kTaps; ++s) k[t][s] = sf[t][s];
+    acc_t acc[kRbRows];
+#pragma unroll
+    for (int u = 0; u < kRbRows; ++u) acc[u] = acc_t(0);
+    // Output row u of this thread reads tile rows ty * 8 + u + t, t < 4: tile row r feeds rows u = r - t.
+#pragma unroll
+    for (int r = 0; r < kRbRows + kTaps - 1; ++r) {
+      const acc_t* row = &sx[ty * kRbRows + r][tx];
+      const acc_t w0 = row[0], w1 = row[1], w2 = row[2], w3 = row[3];
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) {
+        const int u = r - t;
+        if (u >= 0 && u < kRbRows) acc[u] += k[t][0] * w0 + k[t][1] * w1 + k[t][2] * w2 + k[t][3] * w3;
+      }
+    }
+    const int ox = ox0 + tx;
+#pragma unroll
+    for (int u = 0; u < kRbRows; ++u) {
+      const int oy = oy0 + ty * kRbRows + u;
+      if (oy < OH && ox < OW) yp[int64_t(oy) * OW + ox] = scalar_t(acc[u]);
+    }
+  }
+}
+
+template <typename scalar_t>
+void launch_fir_rb(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const UpfirdnParams& p) {
+  const int tiles_x = int((p.out_w + kRbW - 1) / kRbW), tiles_y = int((p.out_h + kRbH - 1) / kRbH);
+  const int planes = int(p.n * p.c);
+  const dim3 grid(unsigned(tiles_x * tiles_y), unsigned(std::min(planes, 65535)));
+  upfirdn_fir_rb_kernel<scalar_t><<<grid, 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      x.const_data_ptr<scalar_t>(), f.const_data_ptr<float>(), y.mutable_data_ptr<scalar_t>(), p, tiles_x, planes);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+bool fir_rb_requested() {
+  const char* v = std::getenv("GANINV_UPFIRDN_RB");  // per call: the tests and benchmarks switch it
+  return v != nullptr && v[0] == '1';
+}
+
 // Whether the tiled kernel takes this pass: NCHW-contiguous x and y, a 4x4 filter, (up, down) in
 // {(1, 1), (2, 1), (1, 2)} on both axes, and int32 sizes (planes, tiles, positions).
 bool tiled_applies(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams& p) {
@@ -233,8 +312,10 @@ bool tiny_planes(const UpfirdnParams& p) {
 void upfirdn_pass_cuda(const at::Tensor& x, const at::Tensor& f_in, at::Tensor& y, const UpfirdnParams& p) {
   if (cuda_simple() || !tiled_applies(x, y, p) || tiny_planes(p)) return simple_pass(x, f_in, y, p);
   const at::Tensor f = f_in.contiguous();  // raw float32 [4, 4]: flip and gain are applied in the kernel
+  const bool rb = p.upx == 1 && p.downx == 1 && fir_rb_requested();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_upfirdn2d_tiled", [&] {
-    if (p.upx == 2) launch_tiled<scalar_t, 2, 1>(x, f, y, p);
+    if (rb) launch_fir_rb<scalar_t>(x, f, y, p);
+    else if (p.upx == 2) launch_tiled<scalar_t, 2, 1>(x, f, y, p);
     else if (p.downx == 2) launch_tiled<scalar_t, 1, 2>(x, f, y, p);
     else launch_tiled<scalar_t, 1, 1>(x, f, y, p);
   });

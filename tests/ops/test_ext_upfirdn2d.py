@@ -239,3 +239,29 @@ def test_small_planes_asymmetric_4x4(name, flip, dtype, device, gen):
             assert y.shape == r.shape, what
             assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
             close(y, r, dtype, what, gen)
+
+
+# The experimental register-blocked FIR kernel (GANINV_UPFIRDN_RB=1; up = down = 1, 4x4, NCHW, planes larger than
+# 16x16): 32 x 64 output tiles, 8 rows per thread. Sizes that end mid-tile, on a tile, one past it, odd; batch 8;
+# cropping and padding; an asymmetric filter, both flips; against the reference and against the default kernel.
+RB_SHAPES = [(1, 3, 65, 129), (2, 2, 64, 32), (1, 2, 66, 34), (8, 1, 33, 17), (1, 1, 130, 70)]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('device', [CUDA])
+def test_fir_register_blocked_kernel(device, dtype, gen, monkeypatch):
+    for pad in ((1, 1, 1, 1), (-1, 2, 3, -2), (2, 0, 0, 2)):
+        for flip in (False, True):
+            f = (torch.rand(4, 4, generator=gen) + 0.1).to(device)
+            for shape in RB_SHAPES:
+                x = draw(shape, 'contiguous', dtype, device, gen)
+                monkeypatch.setenv('GANINV_UPFIRDN_RB', '1')
+                y = _ext.upfirdn2d_ext(x, f, 1, 1, 1, 1, *pad, flip, 1.7)
+                monkeypatch.setenv('GANINV_UPFIRDN_RB', '0')
+                y_tiled = _ext.upfirdn2d_ext(x, f, 1, 1, 1, 1, *pad, flip, 1.7)
+                r = _upfirdn2d_ref(x.double(), f, 1, 1, pad, flip, 1.7)
+                what = f'rb {dtype} {shape} pad={pad} flip={flip}'
+                assert y.shape == r.shape, what
+                assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
+                close(y, r, dtype, what, gen)
+                close(y, y_tiled.double(), dtype, what + ' vs the tiled kernel', gen)
