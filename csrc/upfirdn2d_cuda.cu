@@ -237,22 +237,23 @@ __global__ void __launch_bounds__(256)
     const int k = p.flip ? tid : kTaps * kTaps - 1 - tid;
     sf[tid / kTaps][tid % kTaps] = acc_t(double(f[k]) * p.gain);  // rounded as prepare_filter rounds
   }
+  __syncthreads();
+  acc_t k[kTaps][kTaps];  // the taps in registers, once per block
+#pragma unroll
+  for (int t = 0; t < kTaps; ++t)
+#pragma unroll
+    for (int s = 0; s < kTaps; ++s) k[t][s] = sf[t][s];
   const int oy0 = int(blockIdx.x) / tiles_x * kRbH, ox0 = int(blockIdx.x) % tiles_x * kRbW;
   const int iy0 = oy0 - p.pady0, ix0 = ox0 - p.padx0;  // input row / column of tap (0, 0) of the first output
   for (int plane = int(blockIdx.y); plane < planes; plane += int(gridDim.y)) {
     const scalar_t* xp = x + int64_t(plane) * H * W;
     scalar_t* yp = y + int64_t(plane) * OH * OW;
-    __syncthreads();  // the previous plane's reads of sx are done (and sf is written, first time)
+    __syncthreads();  // the previous plane's reads of sx are done
     for (int i = tid; i < IH * IW; i += 256) {
       const int iy = iy0 + i / IW, ix = ix0 + i % IW;
       sx[i / IW][i % IW] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? acc_t(xp[int64_t(iy) * W + ix]) : acc_t(0);
     }
     __syncthreads();
-    acc_t k[kTaps][kTaps];
-#pragma unroll
-    for (int t = 0; t < kTaps; ++t)
-#pragma unroll
-      for (int s = 0; s < kTaps; ++s) k[t][s] = sf[t][s];
     acc_t acc[kRbRows];
 #pragma unroll
     for (int u = 0; u < kRbRows; ++u) acc[u] = acc_t(0);
