@@ -328,7 +328,7 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite:
     restored = images.to_uint8(res.images[i:i + 1])[0]
     observed = job.target
     metrics = dict(res.metrics[i], target=job.name, mode='simulate' if args.simulate else 'restore',
-                   precision=res.precision)
+                   precision=res.precision, step=res.step_mode)
     with outputs.target_folder(outdir, job.name) as d:
         outputs.write_png(d / 'target.png', job.shown)
         outputs.write_png(d / 'degraded.png', observed)

@@ -261,7 +261,16 @@ class Inversion:
                       noise={k: v.detach().cpu() for k, v in lat.noise.items()},
                       history=history, metrics=metrics, latent_space=self.latent_space, steps=self.done,
                       seed=self.seed, precision=self.precision_label, wall_time=wall, steps_per_second=rate,
-                      mask=None if self.mask is None else self.mask.cpu())
+                      mask=None if self.mask is None else self.mask.cpu(), step_mode=self.step_mode())
+
+    def step_mode(self) -> str:
+        """How the steps ran so far: ``'cuda graph'``, else ``'eager'`` or ``'static, eager'`` and why."""
+        if self._graph is not None:
+            return 'cuda graph'
+        if self.static:
+            why = 'the capture failed' if self.device.type == 'cuda' else f'{self.device.type} is not a CUDA device'
+            return f'static, eager ({why})'
+        return f'eager ({self.graph_reason})'
 
     def state(self) -> list[torch.Tensor]:
         """Every tensor a step changes (latents, Adam moments and counter, loss scale, step counter, history)."""

@@ -43,6 +43,8 @@ class Result:
         metrics: one dict per image (losses, psnr/ssim/lpips, speed).
         latent_space, steps, seed, precision: how it ran.
         wall_time: seconds in the loop; steps_per_second: steps / wall_time.
+        step_mode: how the steps ran: ``'cuda graph'``, or ``'eager'`` / ``'static, eager'`` with the reason
+            (e.g. ``"eager (auto: loss 'x' not marked cuda_graph_safe)"``).
     """
     images: torch.Tensor
     degraded: torch.Tensor
@@ -60,6 +62,7 @@ class Result:
     steps_per_second: float
     mask: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
+    step_mode: str = ''
 
     def latent(self, i: int) -> dict:
         """Image ``i``'s latent as arrays: ``w`` [1,num_ws,w_dim] and ``noise.<layer>`` [1,1,R,R]."""

@@ -229,6 +229,7 @@ def test_device_and_precision_flags(tmp_path, capsys):
     m = json.loads((tmp_path / 'seed1' / 'metrics.json').read_text())
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert m['precision'] == 'bf16' and rj['config']['precision'] == 'bf16' and rj['versions']['device'] == 'cpu'
+    assert m['step'] == 'eager (auto: cpu is not a CUDA device)'
     assert rj['config']['channels-last'] is True
     assert rj['config']['cuda-graph'] == 'auto'   # the default: graphs on CUDA devices when every plugin allows
     assert cli.parse(['--no-cuda-graph']).cuda_graph is False and cli.parse(['--cuda-graph']).cuda_graph is True

@@ -166,6 +166,9 @@ def test_cuda_graph_auto_needs_cuda_graph_safe_plugins_and_bounded_noise(G):
     assert resolve_cuda_graph(False, cuda, mods, 1000) == (False, 'off')
     inv = Inversion(G, _target(G, 1), cuda_graph='auto', **KW)   # on the CPU: the eager step, as by default
     assert not inv.static and inv.graph_reason == 'auto: cpu is not a CUDA device'
+    assert inv.step_mode() == 'eager (auto: cpu is not a CUDA device)'
+    assert Inversion(G, _target(G, 1), cuda_graph=True, **KW).step_mode() == 'static, eager (cpu is not a CUDA device)'
+    assert Inversion(G, _target(G, 1), **KW).step_mode() == 'eager (off)'
     with pytest.raises(InversionError, match="cuda_graph: must be True, False or 'auto', got 'yes'"):
         Inversion(G, _target(G, 1), cuda_graph='yes', **KW)
 
@@ -230,6 +233,7 @@ def test_auto_graph_captures_the_restoration_plugins_on_gpu():
     assert inv.static and inv.graph_reason == 'auto'
     with _no_warning():
         graph = invert(G, t, cuda_graph='auto', **kw)
+    assert graph.step_mode == 'cuda graph'
     eager = invert(G, t, cuda_graph=False, **kw)
     torch.testing.assert_close(graph.images, eager.images, rtol=0, atol=1e-2)
     np.testing.assert_allclose(graph.history['total'], eager.history['total'], rtol=1e-2)
