@@ -26,6 +26,26 @@ __device__ __forceinline__ index_t floor_mod(index_t a, index_t m) {
   return r < 0 ? r + m : r;
 }
 
+// Threads t < n of the block write tap t of the flipped (unless p.flip), gain-scaled n-tap filter f into taps:
+// tap (ky, kx) = f[ky][kx] (flip) or f[fh-1-ky][fw-1-kx] (convolution), i.e. index n - 1 - t; the product is taken
+// in double, as prepare_filter rounds it. The caller synchronises before reading taps.
+template <typename acc_t, typename f_t>
+__device__ __forceinline__ void stage_taps(acc_t* taps, const f_t* __restrict__ f, int n, const UpfirdnParams& p) {
+  const int t = int(threadIdx.x);
+  if (t < n) taps[t] = acc_t(double(f[p.flip ? t : n - 1 - t]) * p.gain);
+}
+
+// The IH x IW input tile whose corner is input row iy0, column ix0 of the H x W plane xp, into sx (row-major),
+// zero outside the plane (so pads and crops need no tests later); by the block's `threads` threads.
+template <typename acc_t, typename scalar_t>
+__device__ __forceinline__ void stage_tile(acc_t* sx, int IH, int IW, const scalar_t* __restrict__ xp, int iy0,
+                                           int ix0, int H, int W, int threads) {
+  for (int i = int(threadIdx.x); i < IH * IW; i += threads) {
+    const int iy = iy0 + i / IW, ix = ix0 + i % IW;
+    sx[i] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? acc_t(xp[int64_t(iy) * W + ix]) : acc_t(0);
+  }
+}
+
 // UP, DOWN, FH, FW: compile-time factors / filter size (both axes), 0 = read from p. With FH and FW
 // given, f is the raw [FH, FW] filter (in acc_t) and the block stages its flipped, gain-scaled taps in
 // shared memory (rounded as prepare_filter rounds them: the product in double); else f is prepared.
@@ -36,11 +56,7 @@ __global__ void upfirdn_kernel(const scalar_t* __restrict__ x, const at::opmath_
   constexpr bool kStage = FH > 0 && FW > 0;
   __shared__ acc_t staged[kStage ? FH * FW : 1];
   if constexpr (kStage) {
-    const int t = int(threadIdx.x);
-    if (t < FH * FW) {  // tap (ky, kx) = f[ky][kx] (flip) or f[FH-1-ky][FW-1-kx] (convolution)
-      const int src = p.flip ? t : FH * FW - 1 - t;
-      staged[t] = acc_t(double(f_in[src]) * p.gain);
-    }
+    stage_taps(staged, f_in, FH * FW, p);
     __syncthreads();
   }
   const acc_t* __restrict__ f = kStage ? staged : f_in;
@@ -164,10 +180,7 @@ __global__ void __launch_bounds__(kThreadsX * kThreadsY)
   __shared__ acc_t sf[kTaps][kTaps];
   const int tid = int(threadIdx.x), tx = tid % kThreadsX, ty = tid / kThreadsX;
   const int H = int(p.in_h), W = int(p.in_w), OH = int(p.out_h), OW = int(p.out_w);
-  if (tid < kTaps * kTaps) {  // tap (ky, kx) = f[ky][kx] (flip) or f[3 - ky][3 - kx] (convolution)
-    const int k = p.flip ? tid : kTaps * kTaps - 1 - tid;
-    sf[tid / kTaps][tid % kTaps] = acc_t(double(f[k]) * p.gain);  // rounded as prepare_filter rounds
-  }
+  stage_taps(&sf[0][0], f, kTaps * kTaps, p);
   const int oy0 = int(blockIdx.x) / tiles_x * T::OH, ox0 = int(blockIdx.x) % tiles_x * T::OW;
   // Upsampled, padded position of tap 0 for the tile's first output; the first input row / column.
   const int ay = oy0 * DOWN - p.pady0, ax = ox0 * DOWN - p.padx0;
@@ -176,11 +189,7 @@ __global__ void __launch_bounds__(kThreadsX * kThreadsY)
     const scalar_t* xp = x + int64_t(plane) * H * W;
     scalar_t* yp = y + int64_t(plane) * OH * OW;
     __syncthreads();  // the previous plane's reads of sx are done (and sf is written, first time)
-    for (int i = tid; i < T::IH * T::IW; i += kThreadsX * kThreadsY) {
-      const int iy = iy0 + i / T::IW, ix = ix0 + i % T::IW;
-      sx[i / T::IW][i % T::IW] =
-          (iy >= 0 && iy < H && ix >= 0 && ix < W) ? acc_t(xp[int64_t(iy) * W + ix]) : acc_t(0);
-    }
+    stage_tile(&sx[0][0], T::IH, T::IW, xp, iy0, ix0, H, W, kThreadsX * kThreadsY);
     __syncthreads();
 #pragma unroll
     for (int u = 0; u < T::RY; ++u) {
@@ -233,10 +242,7 @@ __global__ void __launch_bounds__(256)
   __shared__ acc_t sf[kTaps][kTaps];
   const int tid = int(threadIdx.x), tx = tid % kRbW, ty = tid / kRbW;
   const int H = int(p.in_h), W = int(p.in_w), OH = int(p.out_h), OW = int(p.out_w);
-  if (tid < kTaps * kTaps) {  // tap (ky, kx) = f[ky][kx] (flip) or f[3 - ky][3 - kx] (convolution)
-    const int k = p.flip ? tid : kTaps * kTaps - 1 - tid;
-    sf[tid / kTaps][tid % kTaps] = acc_t(double(f[k]) * p.gain);  // rounded as prepare_filter rounds
-  }
+  stage_taps(&sf[0][0], f, kTaps * kTaps, p);
   __syncthreads();
   acc_t k[kTaps][kTaps];  // the taps in registers, once per block
 #pragma unroll
@@ -249,10 +255,7 @@ __global__ void __launch_bounds__(256)
     const scalar_t* xp = x + int64_t(plane) * H * W;
     scalar_t* yp = y + int64_t(plane) * OH * OW;
     __syncthreads();  // the previous plane's reads of sx are done
-    for (int i = tid; i < IH * IW; i += 256) {
-      const int iy = iy0 + i / IW, ix = ix0 + i % IW;
-      sx[i / IW][i % IW] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? acc_t(xp[int64_t(iy) * W + ix]) : acc_t(0);
-    }
+    stage_tile(&sx[0][0], IH, IW, xp, iy0, ix0, H, W, 256);
     __syncthreads();
     acc_t acc[kRbRows];
 #pragma unroll
