@@ -121,3 +121,17 @@ def session4_step(on=True):
     finally:
         VGG16Features.distance, noise_reg.noise_autocorr, SynthesisBlock.fuse_torgb = saved
 
+
+
+@contextlib.contextmanager
+def session6_update(inv, on=True):
+    """The update as the sixth session ran it (for side-by-side ratios): Adam as nine ``torch._foreach_*`` passes
+    instead of the fused kernel."""
+    if not on:
+        yield
+        return
+    fused, inv.opt.fused = inv.opt.fused, False
+    try:
+        yield
+    finally:
+        inv.opt.fused = fused

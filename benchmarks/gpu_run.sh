@@ -119,8 +119,8 @@ has() { [[ $STAGES == *,$1,* ]]; }
 has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
 has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
-has engine && bench_engine bench-engine-targets 150 bench.json \
-  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or fp16-graph or cudnnbench or nofold or s4-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16)}"
+has engine && bench_engine bench-engine-targets 180 bench.json \
+  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or fp16-graph or cudnnbench or nofold or s4-graph or s6-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16) or (test_update and random-1024)}"
 # the command line at its defaults (precision auto = tf32, and --cuda-graph auto: the step captured) against
 # --no-cuda-graph: colourisation + inpainting, 4 photos, 200 steps
 has cli && stage cli-default 120 "$PY" benchmarks/cli_default.py --network $NET --steps 200
@@ -131,16 +131,19 @@ has profile && stage "profile $NET b8 bf16" 60 bash -c "'$PY' benchmarks/profile
 # VGG16 alone: 9.4-10.6 ms of the 47.8 ms bf16 b8 step, at 60-69 TFLOP/s in bf16 and fp32 alike (why?); now with the
 # LPIPS head as one lpips_distance op per level
 has profile-vgg && stage "profile vgg b8 bf16" 40 bash -c "'$PY' benchmarks/profile_step.py --network $NET --batch 8 --precision bf16 --steps 3 --part vgg >> '$OUT/profile.txt' 2>&1; tail -30 '$OUT/profile.txt'"
-# the fifth session's ops (written without a GPU): the LPIPS head and the noise regulariser, compiled vs reference
-has ops && bench_ops bench-ops-lpips-noise 60 ops_new.json -k "lpips or noise"
+# the fifth session's ops (written without a GPU): the LPIPS head and the noise regulariser, compiled vs reference;
+# and modconv_epilogue (16-byte packs since the seventh session)
+has ops && bench_ops bench-ops-lpips-noise-epilogue 80 ops_new.json -k "lpips or autocorr or epilogue"
 # (includes bias_act's backward with the bias gradient in one pass beside the two-pass form, test_bias_act_backward,
 # and the 'floor' cases: a trivial op through the same harness, the host's fixed cost that bounds the eager ratios)
-has ops && bench_ops bench-ops 160 ops.json -k "not lpips and not noise and not graphx10"
+has ops && bench_ops bench-ops 160 ops.json -k "not lpips and not autocorr and not epilogue and not graphx10"
 # the small shapes' device time with the per-replay launch shared by ten repetitions (as in the step's one graph)
 has ops && bench_ops bench-ops-graphx10 45 ops_x10.json -k "graphx10 and (bias_act or upfirdn2d) and (x8- or x9- or x64- or x65-)"
 # the simple kernels at the small shapes, where the tiled upfirdn2d spends a whole tile on each 8x8 plane
 has ops-simple && GANINV_CUDA_SIMPLE=1 bench_ops bench-ops-simple-small 40 ops_simple.json \
   -k "ext and not epilogue and (x8- or x9- or x4- or x65-)"
+# modconv_epilogue one element per thread (the kernel before the seventh session's 16-byte packs), beside ops_new.md
+has ops-simple && GANINV_CUDA_SIMPLE=1 bench_ops bench-ops-simple-epilogue 40 ops_simple_ep.json -k "ext and epilogue"
 # torch.compile (Triton fuses the elementwise chains between the convolutions) against the CUDA graph alone, at the
 # batch of the throughput target; compiling a 1024² synthesis takes minutes, so it runs last
 has compile && stage "compile $NET b8 bf16" 170 bash -c "'$PY' benchmarks/compile_check.py --network $NET --batch 8 --precision bf16 --steps ${GANINV_GPU_COMPILE_STEPS:-10} --configs graph,compile+graph >> '$OUT/profile.txt' 2>&1; tail -6 '$OUT/profile.txt'"
@@ -149,7 +152,7 @@ fi
 echo "=== done $(date -u +%T): record the card, versions, ratios ($OUT/bench.md), psnr.txt and profile.txt in benchmarks/RESULTS.md"
 keep_json $(cd "$OUT" && ls -- *.json 2>/dev/null)
 # at most 8 files come back: the extra ops tables are appended to ops.md
-for f in ops_new.md ops_x10.md; do
+for f in ops_new.md ops_x10.md ops_simple_ep.md; do
   [ -f "$OUT/$f" ] && { printf '\n\n# %s\n' "$f" >> "$OUT/ops.md"; cat "$OUT/$f" >> "$OUT/ops.md"; rm -f "$OUT/$f"; }
 done
 ls -la "$OUT"

@@ -10,8 +10,8 @@ gradients), so the report's ratio is images·steps/s relative to it.
 import pytest
 import torch
 
-from _common import (DEVICE, SIZE, F32Losses, NoTF32, gen_flops_for, generator, record, session4_step, step_flops_for,
-                     sync, targets, timed, vgg_flops_for)
+from _common import (DEVICE, SIZE, F32Losses, NoTF32, gen_flops_for, generator, record, session4_step,
+                     session6_update, step_flops_for, sync, targets, timed, vgg_flops_for)
 from _nvidia_equiv import NvidiaProjectorStep
 
 from ganinv_core.engine import Inversion, invert
@@ -62,10 +62,13 @@ def _step_cases():
             yield net, 'ours-bf16-s4-graph', BIG, dict(precision='bf16', cuda_graph=True, s4=True)
             # the experimental register-blocked FIR kernel for upfirdn2d (GANINV_UPFIRDN_RB=1), sixth session
             yield net, 'ours-bf16-rb-graph', BIG, dict(precision='bf16', cuda_graph=True, rb=True)
+            # the update without the seventh session's fused Adam
+            yield net, 'ours-bf16-s6-graph', BIG, dict(precision='bf16', cuda_graph=True, s6=True)
             yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
         elif _small(net):
             yield net, 'ours-nonfused', BIG, dict(modconv='nonfused')
             yield net, 'ours-nonfused-s4', BIG, dict(modconv='nonfused', s4=True)   # without the fifth session's fusions
+            yield net, 'ours-nonfused-s6', BIG, dict(modconv='nonfused', s6=True)   # foreach Adam (sixth session)
             yield net, 'ours-static', 1, dict(cuda_graph=True)      # the graph-ready static step, run eagerly
             yield net, 'ours-bf16', 1, dict(precision='bf16')
 
@@ -89,6 +92,7 @@ def test_step(benchmark, net, case, n, opts, monkeypatch):
         monkeypatch.setenv('GANINV_UPFIRDN_RB', '1')
     tf32, f32_losses, vgg_nhwc = opts.pop('tf32', None), opts.pop('f32_losses', False), opts.pop('vgg_nhwc', False)
     autotune, fold, s4 = opts.pop('cudnn_benchmark', False), opts.pop('fold', True), opts.pop('s4', False)
+    s6 = opts.pop('s6', False)
     inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, **opts)
     if tf32 is False:
         inv.prec = NoTF32(inv.prec.name, inv.prec.device)
@@ -102,7 +106,7 @@ def test_step(benchmark, net, case, n, opts, monkeypatch):
     for v in vggs:
         v.channels_last = True
     try:
-        with session4_step(s4):
+        with session4_step(s4), session6_update(inv, s6):
             mem = timed(benchmark, lambda: (inv.step(), sync()), **ROUNDS)
     finally:
         torch.backends.cudnn.benchmark, type(G.synthesis).fold_modulation = saved[:2]
@@ -111,6 +115,24 @@ def test_step(benchmark, net, case, n, opts, monkeypatch):
     record(benchmark, compare=f'step-{net}', images=n, flops=step_flops_for(G, inv.fused) * n, peak_mem=mem)
     benchmark.extra_info.update(case=f'{case}-b{n}', modconv='fused' if inv.fused else 'nonfused',
                                 graph=inv._graph is not None)
+
+
+@pytest.mark.parametrize('form', ['fused', 'foreach-s6'])
+@pytest.mark.parametrize('n', [1, BIG])
+@pytest.mark.parametrize('net', NETS)
+def test_update(benchmark, net, n, form):
+    """The step's update alone (Adam over w and every noise buffer, then the renormalisation): the fused Adam
+    kernel against the sixth session's nine foreach passes."""
+    G = generator(net)
+    inv = Inversion(G, targets(G, n), losses=LOSSES, steps=1000, cuda_graph=False)
+    inv.step()
+    for p in inv.opt.params:                    # gradients to apply (the step clears its own; the update keeps them)
+        p.grad = torch.randn_like(p) * 1e-3
+    lr = torch.tensor(1e-3, device=DEVICE)
+    with session6_update(inv, form != 'fused'):
+        timed(benchmark, lambda: (inv.opt.step(lr), inv.lat.renormalise(), sync()), rounds=ROUNDS['rounds'] * 10,
+              warmup=ROUNDS['warmup'])
+    record(benchmark, compare=f'update-{net}-b{n}', images=n, baseline=form != 'fused')
 
 
 def _gen_cases():

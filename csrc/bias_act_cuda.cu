@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <tuple>
 
+#include "cuda_common.h"
 #include "ganinv_ops.h"
 
 namespace ganinv {
@@ -60,12 +61,7 @@ void launch(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g, at::T
 // The packed path: each thread handles 16-byte packs (4 float, 8 half/bfloat16, 2 double) with one
 // vector load per operand; when a pack cannot straddle two bias runs (no bias, or step_b a multiple of
 // the pack: NCHW planes of H*W % N == 0) the bias index is computed once per pack. Needs 16-byte
-// aligned x, g, y and int32 sizes; the last numel % N elements are done one per thread.
-
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
+// aligned x, g, y and int32 sizes; the last numel % N elements are done one per thread. (Pack: cuda_common.h.)
 
 template <int A, typename acc_t>
 __device__ __forceinline__ acc_t ba_element(acc_t s, acc_t gv, int order, acc_t alpha, acc_t gain, acc_t clamp,
@@ -163,19 +159,6 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
 
 constexpr int kPacksPerBlock = 2048;  // at most: 256 threads x 8 packs
 
-template <typename T>
-__device__ __forceinline__ T block_sum(T v, T* warp_sums) {  // the total, in thread 0
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  __syncthreads();  // the previous call's reads of warp_sums are done
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  T total = T(0);
-  if (threadIdx.x == 0)
-    for (int w = 0; w < int(blockDim.x) / 32; ++w) total += warp_sums[w];
-  return total;
-}
 
 // Channel c's run in image o: flat elements [(o size + c) step, + step). total = images * units packs per channel
 // (< INT32_MAX - 256, checked by the host), chunk = packs per block.

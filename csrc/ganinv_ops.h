@@ -191,7 +191,8 @@ void check_upfirdn_args(const at::Tensor& x, const at::Tensor& f, int64_t upx, i
 int64_t upfirdn_out_size(int64_t in, int64_t up, int64_t pad0, int64_t pad1, int64_t taps, int64_t down);
 
 // GANINV_CUDA_SIMPLE=1 (read once per process): the CUDA ops use their simple one-element-per-thread
-// kernels instead of the tiled upfirdn2d and packed bias_act kernels (to compare, or to rule them out).
+// kernels instead of the tiled upfirdn2d and packed bias_act / modconv_epilogue kernels (to compare, or to rule
+// them out).
 inline bool cuda_simple() {
   static const bool on = [] {
     const char* v = std::getenv("GANINV_CUDA_SIMPLE");

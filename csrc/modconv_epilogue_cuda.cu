@@ -1,9 +1,11 @@
 // modconv_epilogue on CUDA (see csrc/ganinv_ops.h for the maths). Grid: blockIdx.x = one (image, channel)
-// plane, blockIdx.y strides over its positions, so d, b, e and the plane's sums are per block. Forward: one
-// element per thread per step. Backward: each thread sums gs, gs c and gy z over its positions; the block
-// reduces them (warp shuffles, then shared memory) and adds them to float (double for double) per-plane
-// accumulators with one atomicAdd per block; the noise gradient (a sum over channels) is accumulated with one
-// atomicAdd per element.
+// plane, blockIdx.y strides over its positions, so d, b, e and the plane's sums are per block. Each thread moves
+// VN elements per step: 16-byte packs (8 bfloat16/half, 4 float, 2 double) when the plane is a whole number of
+// packs and every operand is 16-byte aligned, else one (also under GANINV_CUDA_SIMPLE=1). Blocks have 32-256
+// threads, fewer for small planes (a 4x4 bfloat16 plane is 2 packs). Backward: each thread sums gs, gs c and
+// gy z over its positions; the block reduces them and adds them to float (double for double) per-plane
+// accumulators with one atomicAdd per block; the noise gradient (a sum over channels) is accumulated with
+// atomicAdds per element (on sm_90, one 4-float vector atomic per 4 elements).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -14,8 +16,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <tuple>
+#include <utility>
 
+#include "cuda_common.h"
 #include "ganinv_ops.h"
 
 namespace ganinv {
@@ -23,43 +28,40 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename scalar_t, int A>
+template <typename scalar_t, int A, int VN>
 __global__ void __launch_bounds__(kThreads)
     epilogue_forward_kernel(const scalar_t* __restrict__ c, const scalar_t* __restrict__ d,
                             const scalar_t* __restrict__ nz, const scalar_t* __restrict__ b,
                             const scalar_t* __restrict__ e, scalar_t* __restrict__ y, EpilogueParams p) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t q = blockIdx.x, hw = p.hw;  // q = image * C + channel
+  using P = Pack<scalar_t, VN>;
+  const int64_t q = blockIdx.x, hw = p.hw, packs = hw / VN;  // q = image * C + channel
   const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), cl = acc_t(p.clamp);
   const bool clamped = p.clamp >= 0;
   const acc_t dv = acc_t(d[q]), bv = p.bias ? acc_t(b[q % p.c]) : acc_t(0), ev = p.scale ? acc_t(e[q]) : acc_t(1);
-  const scalar_t* nq = p.noise_n ? nz + (p.noise_n == 1 ? 0 : q / p.c) * hw : nullptr;
-  const scalar_t* cq = c + q * hw;
-  scalar_t* yq = y + q * hw;
-  for (int64_t i = int64_t(blockIdx.y) * kThreads + threadIdx.x; i < hw; i += int64_t(gridDim.y) * kThreads) {
-    const acc_t s = acc_t(cq[i]) * dv + (nq ? acc_t(nq[i]) : acc_t(0)) + bv;
-    const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-    yq[i] = scalar_t((clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v) * ev);
+  const P* nq = p.noise_n ? reinterpret_cast<const P*>(nz + (p.noise_n == 1 ? 0 : q / p.c) * hw) : nullptr;
+  const P* cq = reinterpret_cast<const P*>(c + q * hw);
+  P* yq = reinterpret_cast<P*>(y + q * hw);
+  const int64_t stride = int64_t(gridDim.y) * blockDim.x;
+  for (int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; j < packs; j += stride) {
+    const P cv = cq[j];
+    P nv = cv;
+    if (nq) nv = nq[j];
+    P out;
+#pragma unroll
+    for (int k = 0; k < VN; ++k) {
+      const acc_t s = acc_t(cv.v[k]) * dv + (nq ? acc_t(nv.v[k]) : acc_t(0)) + bv;
+      const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
+      out.v[k] = scalar_t((clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v) * ev);
+    }
+    yq[j] = out;
   }
-}
-
-// Sum of v over the block; the result is valid in thread 0. `smem` holds kThreads / 32 values.
-template <typename T>
-__device__ __forceinline__ T block_sum(T v, T* smem) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) smem[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < kThreads / 32 ? smem[threadIdx.x] : T(0);
-  if (warp == 0)
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
 }
 
 // sums: [planes][3 + K] = (sum gs, sum gs c, sum gyt z, sum gr[k] y for k < K), gnoise: [noise_n * hw]; both zeroed
 // by the caller, in acc_t. gyt = gy (if any) + sum_k wr[n, k, c] gr[n, k]: the gradient reaching y, also through the
 // projection r = wr y when K > 0 (ToRGB, fused here: its own backward would write and re-read a y-sized gradient).
-template <typename scalar_t, int A>
+template <typename scalar_t, int A, int VN>
 __global__ void __launch_bounds__(kThreads)
     epilogue_backward_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ c,
                              const scalar_t* __restrict__ d, const scalar_t* __restrict__ nz,
@@ -69,53 +71,69 @@ __global__ void __launch_bounds__(kThreads)
                              at::opmath_type<scalar_t>* __restrict__ sums,
                              at::opmath_type<scalar_t>* __restrict__ gnoise, EpilogueParams p) {
   using acc_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VN>;
   constexpr int MK = GANINV_EPILOGUE_MAX_K;
-  __shared__ acc_t smem_g[kThreads / 32], smem_gc[kThreads / 32], smem_gz[kThreads / 32], smem_r[MK][kThreads / 32];
-  const int64_t q = blockIdx.x, hw = p.hw;
+  __shared__ acc_t warp_sums[kThreads / 32];
+  const int64_t q = blockIdx.x, hw = p.hw, packs = hw / VN;
   const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), cl = acc_t(p.clamp);
   const bool clamped = p.clamp >= 0;
   const acc_t dv = acc_t(d[q]), bv = p.bias ? acc_t(b[q % p.c]) : acc_t(0), ev = p.scale ? acc_t(e[q]) : acc_t(1);
-  const int64_t noff = p.noise_n ? (p.noise_n == 1 ? 0 : q / p.c) * hw : 0;
-  const int K = int(p.k);
   const int64_t img = q / p.c, ch = q - img * p.c;
+  const int64_t noff = p.noise_n ? (p.noise_n == 1 ? 0 : img) * hw : 0;
+  const int K = int(p.k);
   acc_t wk[MK];
-  const scalar_t* grk[MK];
+  const P* grk[MK];
 #pragma unroll
   for (int k = 0; k < MK; ++k) {
     wk[k] = k < K ? acc_t(wr[(img * K + k) * p.c + ch]) : acc_t(0);
-    grk[k] = k < K ? gr + (img * K + k) * hw : nullptr;
+    grk[k] = k < K ? reinterpret_cast<const P*>(gr + (img * K + k) * hw) : nullptr;
   }
-  const scalar_t* cq = c + q * hw;
-  const scalar_t* gq = p.grad ? gy + q * hw : nullptr;
-  scalar_t* oq = gc + q * hw;
+  const P* cq = reinterpret_cast<const P*>(c + q * hw);
+  const P* gq = p.grad ? reinterpret_cast<const P*>(gy + q * hw) : nullptr;
+  const P* nq = p.noise_n ? reinterpret_cast<const P*>(nz + noff) : nullptr;
+  P* oq = reinterpret_cast<P*>(gc + q * hw);
   acc_t sg = 0, sgc = 0, sgz = 0, sr[MK] = {};
-  for (int64_t i = int64_t(blockIdx.y) * kThreads + threadIdx.x; i < hw; i += int64_t(gridDim.y) * kThreads) {
-    const acc_t ci = acc_t(cq[i]);
-    acc_t gyi = gq ? acc_t(gq[i]) : acc_t(0), grv[MK];
+  const int64_t stride = int64_t(gridDim.y) * blockDim.x;
+  for (int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; j < packs; j += stride) {
+    const P cv = cq[j];
+    P gv = cv, nv = cv, rv[MK];
+    if (gq) gv = gq[j];
+    if (nq) nv = nq[j];
 #pragma unroll
-    for (int k = 0; k < MK; ++k) {
-      grv[k] = k < K ? acc_t(grk[k][i]) : acc_t(0);
-      gyi += wk[k] * grv[k];
+    for (int k = 0; k < MK; ++k) rv[k] = k < K ? grk[k][j] : cv;
+    P out;
+    acc_t gs[VN];
+#pragma unroll
+    for (int u = 0; u < VN; ++u) {
+      const acc_t ci = acc_t(cv.v[u]);
+      acc_t gyi = gq ? acc_t(gv.v[u]) : acc_t(0), grv[MK];
+#pragma unroll
+      for (int k = 0; k < MK; ++k) {
+        grv[k] = k < K ? acc_t(rv[k].v[u]) : acc_t(0);
+        gyi += wk[k] * grv[k];
+      }
+      const acc_t s = ci * dv + (nq ? acc_t(nv.v[u]) : acc_t(0)) + bv;
+      const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
+      const bool pass = !clamped || (v <= cl && v >= -cl);        // torch.clamp's gradient mask
+      const acc_t g = pass ? gyi * ev * act_eval<acc_t>(A, 1, s, alpha) * gain : acc_t(0);
+      const acc_t z = clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v;
+      out.v[u] = scalar_t(g * dv);
+      gs[u] = g;
+      sg += g;
+      sgc += g * ci;
+      sgz += gyi * z;  // e's gradient (unused without e)
+#pragma unroll
+      for (int k = 0; k < MK; ++k) sr[k] += grv[k] * z * ev;  // the projection's weight gradient: sum gr[k] y
     }
-    const acc_t s = ci * dv + (p.noise_n ? acc_t(nz[noff + i]) : acc_t(0)) + bv;
-    const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-    const bool pass = !clamped || (v <= cl && v >= -cl);        // torch.clamp's gradient mask
-    const acc_t g = pass ? gyi * ev * act_eval<acc_t>(A, 1, s, alpha) * gain : acc_t(0);
-    const acc_t z = clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v;
-    oq[i] = scalar_t(g * dv);
-    sg += g;
-    sgc += g * ci;
-    sgz += gyi * z;  // e's gradient (unused without e)
-#pragma unroll
-    for (int k = 0; k < MK; ++k) sr[k] += grv[k] * z * ev;  // the projection's weight gradient: sum gr[k] y
-    if (p.noise_n) atomicAdd(gnoise + noff + i, g);
+    oq[j] = out;
+    if (nq) atomic_add_n<VN>(gnoise + noff + j * VN, gs);
   }
-  sg = block_sum(sg, smem_g);
-  sgc = block_sum(sgc, smem_gc);
-  sgz = block_sum(sgz, smem_gz);
+  sg = block_sum(sg, warp_sums);
+  sgc = block_sum(sgc, warp_sums);
+  sgz = block_sum(sgz, warp_sums);
 #pragma unroll
   for (int k = 0; k < MK; ++k)
-    if (k < K) sr[k] = block_sum(sr[k], smem_r[k]);  // K is the same for the whole block: no divergent barrier
+    if (k < K) sr[k] = block_sum(sr[k], warp_sums);  // K is the same for the whole block: no divergent barrier
   if (threadIdx.x == 0) {
     acc_t* out = sums + (3 + K) * q;
     atomicAdd(out, sg);
@@ -125,11 +143,24 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-dim3 grid_for(const EpilogueParams& p) {
-  // Enough blocks per plane for ~4 elements per thread, at most 65535 (gridDim.y's limit).
-  const int64_t per_plane = std::min<int64_t>(std::max<int64_t>((p.hw + kThreads * 4 - 1) / (kThreads * 4), 1),
-                                              65535);
-  return dim3(unsigned(p.n * p.c), unsigned(per_plane));
+// Elements per thread step: 16 / sizeof(scalar_t) when every plane is a whole number of such packs and every
+// operand (null: absent) is 16-byte aligned, else 1.
+template <typename scalar_t>
+int pack_width(const EpilogueParams& p, std::initializer_list<const void*> operands) {
+  constexpr int N = 16 / int(sizeof(scalar_t));
+  if (cuda_simple() || p.hw % N != 0) return 1;
+  for (const void* ptr : operands)
+    if (ptr != nullptr && reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0) return 1;
+  return N;
+}
+
+// Threads per block: the plane's packs rounded up to a warp, 32 to 256. Blocks per plane: enough for ~4 elements
+// (1-wide) or ~2 packs per thread, at most 65535 (gridDim.y's limit).
+std::pair<dim3, dim3> launch_shape(const EpilogueParams& p, int vn) {
+  const int64_t packs = p.hw / vn, per_thread = vn == 1 ? 4 : 2;
+  const int64_t threads = std::clamp<int64_t>((packs + 31) / 32 * 32, 32, kThreads);
+  const int64_t per_plane = std::clamp<int64_t>((packs + threads * per_thread - 1) / (threads * per_thread), 1, 65535);
+  return {dim3(unsigned(p.n * p.c), unsigned(per_plane)), dim3(unsigned(threads))};
 }
 
 void check_cuda(const at::Tensor& c, const EpilogueParams& p, const char* op) {
@@ -150,9 +181,19 @@ at::Tensor forward_cuda(const at::Tensor& c, const at::Tensor& d, const at::Tens
     const scalar_t* nz = p.noise_n ? noise.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* bp = p.bias ? b.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* ep = p.scale ? e.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* cp = c.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const int vn = pack_width<scalar_t>(p, {cp, nz, yp});
+    const std::pair<dim3, dim3> shape = launch_shape(p, vn);
+    const dim3 grid = shape.first, block = shape.second;
     with_act(p.act, [&](auto a) {
-      epilogue_forward_kernel<scalar_t, decltype(a)::value><<<grid_for(p), kThreads, 0, stream>>>(
-          c.const_data_ptr<scalar_t>(), d.const_data_ptr<scalar_t>(), nz, bp, ep, y.mutable_data_ptr<scalar_t>(), p);
+      constexpr int A = decltype(a)::value, N = 16 / int(sizeof(scalar_t));
+      if (vn == 1)
+        epilogue_forward_kernel<scalar_t, A, 1><<<grid, block, 0, stream>>>(cp, d.const_data_ptr<scalar_t>(), nz, bp,
+                                                                            ep, yp, p);
+      else
+        epilogue_forward_kernel<scalar_t, A, N><<<grid, block, 0, stream>>>(cp, d.const_data_ptr<scalar_t>(), nz, bp,
+                                                                            ep, yp, p);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -183,11 +224,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const scalar_t* gyp = p.grad ? gy.const_data_ptr<scalar_t>() : nullptr;
       const scalar_t* grp = p.k ? gr.const_data_ptr<scalar_t>() : nullptr;
       const scalar_t* wrp = p.k ? wr.const_data_ptr<scalar_t>() : nullptr;
+      const scalar_t* cp = c.const_data_ptr<scalar_t>();
+      scalar_t* gcp = gc.mutable_data_ptr<scalar_t>();
+      acc_t* gnp = p.noise_n ? gnoise.mutable_data_ptr<acc_t>() : nullptr;
+      // gnoise too: its vector atomics need 16-byte aligned runs
+      const int vn = pack_width<scalar_t>(p, {cp, gyp, nz, grp, gcp, gnp});
+      const std::pair<dim3, dim3> shape = launch_shape(p, vn);
+    const dim3 grid = shape.first, block = shape.second;
       with_act(p.act, [&](auto a) {
-        epilogue_backward_kernel<scalar_t, decltype(a)::value><<<grid_for(p), kThreads, 0, stream>>>(
-            gyp, c.const_data_ptr<scalar_t>(), d.const_data_ptr<scalar_t>(), nz, bp, ep, grp, wrp,
-            gc.mutable_data_ptr<scalar_t>(), sums.mutable_data_ptr<acc_t>(),
-            p.noise_n ? gnoise.mutable_data_ptr<acc_t>() : nullptr, p);
+        constexpr int A = decltype(a)::value, N = 16 / int(sizeof(scalar_t));
+        const scalar_t* dp = d.const_data_ptr<scalar_t>();
+        acc_t* sp = sums.mutable_data_ptr<acc_t>();
+        if (vn == 1)
+          epilogue_backward_kernel<scalar_t, A, 1><<<grid, block, 0, stream>>>(gyp, cp, dp, nz, bp, ep, grp, wrp, gcp,
+                                                                               sp, gnp, p);
+        else
+          epilogue_backward_kernel<scalar_t, A, N><<<grid, block, 0, stream>>>(gyp, cp, dp, nz, bp, ep, grp, wrp, gcp,
+                                                                               sp, gnp, p);
       });
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda_common.h"
 #include "ganinv_ops.h"
 
 namespace ganinv {
@@ -20,22 +21,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ double block_sum(double v, double* smem) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) smem[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < kThreads / 32 ? smem[threadIdx.x] : 0.0;
-  if (warp == 0)
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     autocorr_forward_kernel(const scalar_t* __restrict__ x, double* __restrict__ sums, int64_t H, int64_t W) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ double smem_x[kThreads / 32], smem_y[kThreads / 32];
+  __shared__ double warp_sums[kThreads / 32];
   const int64_t q = blockIdx.x, hw = H * W;
   const scalar_t* xq = x + q * hw;
   acc_t ax = 0, ay = 0;
@@ -45,7 +36,7 @@ __global__ void __launch_bounds__(kThreads)
     ax += v * acc_t(xq[h * W + (w == 0 ? W - 1 : w - 1)]);
     ay += v * acc_t(xq[(h == 0 ? H - 1 : h - 1) * W + w]);
   }
-  const double sx = block_sum(double(ax), smem_x), sy = block_sum(double(ay), smem_y);
+  const double sx = block_sum(double(ax), warp_sums), sy = block_sum(double(ay), warp_sums);
   if (threadIdx.x == 0) {
     atomicAdd(sums + 2 * q, sx);
     atomicAdd(sums + 2 * q + 1, sy);

@@ -73,11 +73,14 @@ def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, win
 
 
 def to_vgg_input(x: torch.Tensor, size: int = 256) -> torch.Tensor:
-    """[-1, 1] -> [0, 255], area-resized to ``size`` when larger (NVIDIA's projector)."""
-    x = (x + 1) * (255 / 2)
+    """[-1, 1] -> [0, 255], area-resized to ``size`` when larger (NVIDIA's projector).
+
+    The area resize is an average, so it commutes with the affine map: resizing first maps 1/16 of the pixels of a
+    1024² image (and its gradient), not all of them.
+    """
     if x.shape[-1] > size or x.shape[-2] > size:
         x = F.interpolate(x, size=(size, size), mode='area')
-    return x
+    return (x + 1) * (255 / 2)
 
 
 def lpips(a: torch.Tensor, b: torch.Tensor, vgg: torch.nn.Module) -> torch.Tensor:

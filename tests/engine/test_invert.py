@@ -123,8 +123,13 @@ def test_noise_renormalised_per_image(G):
     with torch.no_grad():
         for v in lat.noise.values():
             v.mul_(3).add_(torch.tensor([1.0, -2.0]).view(2, 1, 1, 1))
+    want = {}
+    for k, v in lat.noise.items():   # the projector's two steps, in float64
+        c = v.detach().double() - v.detach().double().mean((1, 2, 3), keepdim=True)
+        want[k] = c * c.square().mean((1, 2, 3), keepdim=True).rsqrt()
     lat.renormalise()
-    for v in lat.noise.values():
+    for k, v in lat.noise.items():
+        torch.testing.assert_close(v.detach().double(), want[k], atol=2e-6, rtol=2e-6)
         torch.testing.assert_close(v.mean((1, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
         torch.testing.assert_close(v.square().mean((1, 2, 3)), torch.ones(2), atol=1e-5, rtol=0)
 

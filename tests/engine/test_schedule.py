@@ -26,16 +26,23 @@ def test_schedule_tensors():
         assert float(noise[s]) == pytest.approx(3.0 * 0.05 * max(0, 1 - s / 200 / 0.75) ** 2, rel=1e-6)
 
 
-def test_adam_equals_torch_adam():
+CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                      reason='no CUDA device')])
+
+
+@pytest.mark.parametrize('device', ['cpu', CUDA])
+@pytest.mark.parametrize('fused', [True, False])
+def test_adam_equals_torch_adam(fused, device):
     torch.manual_seed(0)
-    a = torch.randn(3, 4, requires_grad=True)
+    a = torch.randn(3, 4, device=device, requires_grad=True)
     b = a.detach().clone().requires_grad_(True)
-    ours, ref = Adam([a]), torch.optim.Adam([b], betas=(0.9, 0.999))
+    ours, ref = Adam([a], fused=fused), torch.optim.Adam([b], betas=(0.9, 0.999))
+    assert ours.fused is fused
     for step, lr in enumerate([0.0, 0.05, 0.1, 0.1, 0.02]):
-        target = torch.full((3, 4), float(step))
+        target = torch.full((3, 4), float(step), device=device)
         for p in (a, b):
             (p - target).square().sum().backward()
-        ours.step(torch.tensor(lr))
+        ours.step(torch.tensor(lr, device=device))
         ref.param_groups[0]['lr'] = lr
         ref.step()
         ours.zero_grad()
@@ -43,9 +50,35 @@ def test_adam_equals_torch_adam():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_adam_skips_on_flag():
+@pytest.mark.parametrize('fused', [True, False])
+def test_adam_skips_on_flag(fused):
     p = torch.ones(3, requires_grad=True)
-    opt = Adam([p])
+    opt = Adam([p], fused=fused)
     p.grad = torch.ones(3)
     opt.step(torch.tensor(0.1), ok=torch.tensor(False))
     assert torch.equal(p.detach(), torch.ones(3)) and torch.equal(opt.m[0], torch.zeros(3))
+
+
+def test_fused_adam_equals_the_foreach_form():
+    """Mixed dtypes (one fused call each), a tensor without a gradient, and a skipped step in between."""
+    torch.manual_seed(1)
+    init = [torch.randn(3, 4), torch.randn(5, dtype=torch.float64), torch.randn(2, 2)]
+    runs = {}
+    for fused in (True, False):
+        ps = [x.clone().requires_grad_(True) for x in init]
+        opt = Adam(ps, fused=fused)
+        for k in range(5):
+            for j, p in enumerate(ps):
+                p.grad = None if (j == 2 and k % 2) else torch.sin(p.detach() * (k + 1)) + 0.1 * j
+            opt.step(torch.tensor(0.05), ok=torch.tensor(k != 2))
+        runs[fused] = ps + opt.m + opt.v
+        assert float(opt.t) == 5
+    for a, b in zip(runs[True], runs[False]):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_fused_adam_needs_one_cpu_or_cuda_device():
+    with pytest.raises(ValueError, match='Adam: fused=True needs every tensor on one CPU or CUDA device, got meta'):
+        Adam([torch.zeros(2, device='meta', requires_grad=True)], fused=True)
+    assert Adam([torch.zeros(2, device='meta', requires_grad=True)]).fused is False

@@ -18,8 +18,10 @@ CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch
 DEVICES = ['cpu', CUDA]
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (4e-3, 4e-3),
        torch.bfloat16: (3e-2, 3e-2)}  # (rtol, atol relative to the reference's largest magnitude)
-# batch 1, odd sizes, one channel, 1x1 planes, and planes larger than one CPU task / CUDA block (2500 > 2048)
-SHAPES = [(1, 3, 4, 4), (2, 5, 7, 3), (3, 1, 1, 1), (2, 3, 50, 50)]
+# batch 1, odd sizes, one channel, 1x1 planes, planes larger than one CPU task / CUDA block (2500 > 2048); on CUDA
+# whole 16-byte packs per plane for every dtype (4x4, 8x8: one small block; 128x72: several blocks per plane) or
+# only for float32/float64 (50x50), and none (7x3, 1x1)
+SHAPES = [(1, 3, 4, 4), (2, 5, 7, 3), (3, 1, 1, 1), (2, 3, 50, 50), (2, 4, 8, 8), (1, 2, 128, 72)]
 NOISE = {'none': lambda n, h, w: None, 'shared': lambda n, h, w: (1, 1, h, w),
          'per-image': lambda n, h, w: (n, 1, h, w), 'hw': lambda n, h, w: (h, w)}
 
@@ -148,6 +150,32 @@ def test_reduced_precision_against_float64(dtype, device, gen):
             want = reference(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0)   # of the same rounded inputs
             for name, a, r in zip(NAMES, got, want):
                 close(a, r, dtype, f'{dtype} {shape} noise={noise} {name}', gen)
+
+
+def misaligned(t):
+    """t's values in a contiguous tensor that starts one element past an aligned address."""
+    out = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)[1:].view(t.shape)
+    return out.copy_(t)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('device', DEVICES)
+def test_any_operand_off_the_16_byte_grid(dtype, device, gen):
+    """CUDA moves 16-byte packs only when every operand is aligned to them: one misaligned operand (c, gy, the
+    noise or the projection's gradient) takes the one-element kernel, with the same numbers."""
+    shape = (2, 3, 16, 24)
+    c, d, noise, b, e = inputs(shape, 'per-image', True, dtype, device, gen, scale=True)
+    gy, gr = draw(shape, dtype, device, gen), draw((2, 3, 16, 24), dtype, device, gen)
+    wr = draw((2, 3, 3), dtype, device, gen)
+    want = reference(gy, c, d, noise, b, e, 'lrelu', 0.2, 2 ** 0.5, 1.0, gr, wr)
+    for which in ('none', 'c', 'gy', 'noise', 'gr'):
+        args = dict(c=c, gy=gy, noise=noise, gr=gr)
+        if which in args:
+            args[which] = misaligned(args[which])
+            assert args[which].data_ptr() % 16 != 0 and args[which].is_contiguous()
+        got = run_ext(args['gy'], args['c'], d, args['noise'], b, e, 'lrelu', 0.2, 2 ** 0.5, 1.0, args['gr'], wr)
+        for name, a, r in zip(NAMES, got, want):
+            close(a, r, dtype, f'{dtype} misaligned {which} {name}', gen)
 
 
 @pytest.mark.parametrize('device', DEVICES)
