@@ -130,7 +130,7 @@ has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
 has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
 has engine && bench_engine bench-engine-targets 180 bench.json \
-  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or fp16-graph or cudnnbench or nofold or s4-graph or s6-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16) or (test_update and random-1024)}"
+  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or bf16-cl-graph or fp16-graph or cudnnbench or nofold or s4-graph or s6-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16) or (test_update and random-1024)}"
 # (includes bias_act's backward with the bias gradient in one pass beside the two-pass form, test_bias_act_backward,
 # and the 'floor' cases: a trivial op through the same harness, the host's fixed cost that bounds the eager ratios)
 has ops && bench_ops bench-ops 160 ops.json -k "not lpips and not autocorr and not epilogue and not graphx10"

@@ -12,8 +12,9 @@ struct alignas(sizeof(T) * N) Pack {
   T v[N];
 };
 
-// The sum of v over the block (blockDim.x a multiple of 32, at most 32 warps), valid in thread 0. Every thread
-// must call it; `warp_sums` (blockDim.x / 32 values of shared memory) may be reused by the next call.
+// The sum of v over the block (blockDim.x a multiple of 32), valid in thread 0. Every thread must call it;
+// `warp_sums` (shared memory for blockDim.x / 32 values: callers size it for their largest block) may be reused by
+// the next call.
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* warp_sums) {
 #pragma unroll
@@ -33,15 +34,20 @@ __device__ __forceinline__ T block_sum(T v, T* warp_sums) {
 template <int N, typename T>
 __device__ __forceinline__ void atomic_add_n(T* dst, const T (&v)[N]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if constexpr (std::is_same_v<T, float> && N % 4 == 0) {
+  constexpr bool vec = std::is_same_v<T, float> && N % 4 == 0;
+#else
+  constexpr bool vec = false;
+#endif
+  if constexpr (vec) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #pragma unroll
     for (int k = 0; k < N; k += 4)
       atomicAdd(reinterpret_cast<float4*>(dst + k), make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]));
-    return;
-  }
 #endif
+  } else {
 #pragma unroll
-  for (int k = 0; k < N; ++k) atomicAdd(dst + k, v[k]);
+    for (int k = 0; k < N; ++k) atomicAdd(dst + k, v[k]);
+  }
 }
 
 }  // namespace ganinv

@@ -15,7 +15,8 @@
 //       decimate; f is [fh, fw] (2-D) or [k] (separable: a k-tap pass along x, then along y).
 //   ganinv::modconv_epilogue(c, d, noise, b, e, act, alpha, gain, clamp) -> y
 //       the non-fused modulated convolution's tail in one pass: y = clamp(gain * act(c d + noise + b)) e,
-//       c [N,C,H,W], d and e [N,C] (per image and channel; e: the next layer's modulation, or empty for none),
+//       c [N,C,H,W] (contiguous or channels_last; y in c's layout), d and e [N,C] (per image and channel; e: the
+//       next layer's modulation, or empty for none),
 //       noise [Nn,1,H,W] (Nn = 1 or N) or empty, b [C] or empty.
 //   ganinv::modconv_epilogue_backward(gy, c, d, noise, b, e, gr, wr, act, alpha, gain, clamp)
 //           -> (gc, gd, gnoise, gb, ge, gwr)
@@ -144,9 +145,11 @@ struct UpfirdnParams {
   double gain;  // scales every tap
 };
 
-// Plain-data view of one modconv_epilogue call (all tensors contiguous; checked by epilogue_params).
+// Plain-data view of one modconv_epilogue call (checked by epilogue_params): c and gy contiguous [n, c, hw], or
+// channels_last [n, hw, c] (nhwc); d, e [n, c], b [c], noise [noise_n, hw], gr [n, k, hw] and wr [n, k, c] contiguous.
 struct EpilogueParams {
-  int64_t n, c, hw;     // c: [n, c, hw]
+  int64_t n, c, hw;
+  bool nhwc;            // c (and gy, gc) channels_last
   int64_t noise_n;      // 0: no noise; 1: one noise map for the batch; n: one per image
   bool bias, scale;     // b given; e given
   bool grad;            // (backward) gy given; without it only gr reaches y
@@ -154,6 +157,11 @@ struct EpilogueParams {
   int act;
   double alpha, gain, clamp;  // clamp < 0: none
 };
+
+// The memory format of c, y, gy and gc.
+inline at::MemoryFormat epilogue_format(const EpilogueParams& p) {
+  return p.nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
 
 // Plain-data view of one lpips_distance call: f contiguous [n, c, hw], t [n, c, hw] with batch stride t_sn.
 struct LpipsParams {

@@ -62,6 +62,75 @@ void forward_loop(const T* c, const T* d, const T* nz, const T* b, const T* e, T
   });
 }
 
+// channels_last: one row of C channels per (image, position); d, b and e are rows of C too, so the channel loop
+// vectorises.
+template <typename T, int A, bool CLAMP, bool NOISE>
+void forward_loop_nhwc(const T* c, const T* d, const T* nz, const T* b, const T* e, T* y, const EpilogueParams& p) {
+  const T alpha = T(p.alpha), gain = T(p.gain), cl = T(p.clamp), ag = slope_neg<T>(A, alpha, gain);
+  const int64_t hw = p.hw, C = p.c;
+  at::parallel_for(0, p.n * hw, std::max<int64_t>(1, 32768 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {  // r = image * hw + position
+      const int64_t img = r / hw;
+      const T nv = NOISE ? nz[(p.noise_n == 1 ? 0 : img) * hw + r - img * hw] : T(0);
+      const T* dq = d + img * C;
+      const T* eq = p.scale ? e + img * C : nullptr;
+      const T* cr = c + r * C;
+      T* yr = y + r * C;
+#pragma omp simd
+      for (int64_t ch = 0; ch < C; ++ch)
+        yr[ch] = epi<T, A, 0, CLAMP>(cr[ch] * dq[ch] + nv + (b ? b[ch] : T(0)), T(0), alpha, gain, ag, cl) *
+                 (eq ? eq[ch] : T(1));
+    }
+  });
+}
+
+// The per-task partial sums of a backward pass (task = image * nblk + block of positions), reduced in a fixed
+// order into gd, ge, gb, gwr, and the noise gradient gnp [image][position] into gn.
+template <typename T>
+void finish_backward(const std::vector<double>& part, const std::vector<double>& partr, const std::vector<double>& gnp,
+                     int64_t nblk, T* gd, T* gn, T* gb, T* ge, T* gwr, const EpilogueParams& p) {
+  const int64_t C = p.c, K = p.k, hw = p.hw;
+  std::vector<double> bsum(size_t(C), 0.0);
+  for (int64_t img = 0; img < p.n; ++img) {
+    for (int64_t ch = 0; ch < C; ++ch) {
+      double sd = 0, se = 0, sr[GANINV_EPILOGUE_MAX_K] = {0};
+      for (int64_t k = 0; k < nblk; ++k) {
+        const int64_t task = img * nblk + k;
+        const double* pt = part.data() + (task * C + ch) * 3;
+        bsum[ch] += pt[0];
+        sd += pt[1];
+        se += pt[2];
+        for (int64_t j = 0; j < K; ++j) sr[j] += partr[(task * C + ch) * K + j];
+      }
+      gd[img * C + ch] = T(sd);
+      if (p.scale) ge[img * C + ch] = T(se);
+      for (int64_t j = 0; j < K; ++j) gwr[(img * K + j) * C + ch] = T(sr[j]);
+    }
+  }
+  if (p.bias)
+    for (int64_t ch = 0; ch < C; ++ch) gb[ch] = T(bsum[ch]);
+  if (p.noise_n) {
+    at::parallel_for(0, hw, 16384, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        if (p.noise_n == 1) {
+          double s = 0;
+          for (int64_t img = 0; img < p.n; ++img) s += gnp[img * hw + i];
+          gn[i] = T(s);
+        } else {
+          for (int64_t img = 0; img < p.n; ++img) gn[img * hw + i] = T(gnp[img * hw + i]);
+        }
+      }
+    });
+  }
+}
+
+// Positions per backward task: small enough for ~4 tasks per thread (a batch of one small plane still spreads
+// over the threads), at most kBlock.
+int64_t backward_block(const EpilogueParams& p) {
+  const int64_t want = (p.n * p.hw + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
+  return std::min<int64_t>(kBlock, std::max<int64_t>(64, (want + 15) / 16 * 16));
+}
+
 // One task = one image and a block of positions, looping over every channel, so that the noise
 // gradient (a sum over channels) needs no synchronisation; per-channel sums go to `part` per task. With a
 // projection (p.k > 0) the gradient reaching y is gy + sum_k wr[k] gr[k] (`gyt`, built per channel in a buffer),
@@ -70,10 +139,7 @@ template <typename T, int A, bool CLAMP, bool NOISE>
 void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b, const T* e, const T* gr, const T* wr,
                    T* gc, T* gd, T* gn, T* gb, T* ge, T* gwr, const EpilogueParams& p) {
   const T alpha = T(p.alpha), gain = T(p.gain), cl = T(p.clamp), ag = slope_neg<T>(A, alpha, gain);
-  // Blocks small enough for ~4 tasks per thread (a batch of one small plane still spreads over the threads).
-  const int64_t want = (p.n * p.hw + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
-  const int64_t blk = std::min<int64_t>(kBlock, std::max<int64_t>(64, (want + 15) / 16 * 16));
-  const int64_t hw = p.hw, C = p.c, K = p.k, nblk = (hw + blk - 1) / blk;
+  const int64_t blk = backward_block(p), hw = p.hw, C = p.c, K = p.k, nblk = (hw + blk - 1) / blk;
   const bool buffered = K > 0 || !p.grad;                           // gyt comes from the buffer
   std::vector<double> part(size_t(p.n * nblk * C * 3), 0.0);   // [task][channel][sum gs, sum gs c, sum gyt z]
   std::vector<double> partr(size_t(p.n * nblk * C * K), 0.0);  // [task][channel][k]: sum gr[k] y
@@ -128,38 +194,73 @@ void backward_loop(const T* gy, const T* c, const T* d, const T* nz, const T* b,
       if (NOISE) std::copy(acc_n, acc_n + len, gnp.begin() + img * hw + h0);
     }
   });
-  std::vector<double> bsum(size_t(C), 0.0);
-  for (int64_t img = 0; img < p.n; ++img) {
-    for (int64_t ch = 0; ch < C; ++ch) {
-      double sd = 0, se = 0, sr[GANINV_EPILOGUE_MAX_K] = {0};
-      for (int64_t k = 0; k < nblk; ++k) {
-        const int64_t task = img * nblk + k;
-        const double* pt = part.data() + (task * C + ch) * 3;
-        bsum[ch] += pt[0];
-        sd += pt[1];
-        se += pt[2];
-        for (int64_t j = 0; j < K; ++j) sr[j] += partr[(task * C + ch) * K + j];
-      }
-      gd[img * C + ch] = T(sd);
-      if (p.scale) ge[img * C + ch] = T(se);
-      for (int64_t j = 0; j < K; ++j) gwr[(img * K + j) * C + ch] = T(sr[j]);
-    }
-  }
-  if (p.bias)
-    for (int64_t ch = 0; ch < C; ++ch) gb[ch] = T(bsum[ch]);
-  if (NOISE) {
-    at::parallel_for(0, hw, 16384, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        if (p.noise_n == 1) {
-          double s = 0;
-          for (int64_t img = 0; img < p.n; ++img) s += gnp[img * hw + i];
-          gn[i] = T(s);
+  finish_backward(part, partr, gnp, nblk, gd, gn, gb, ge, gwr, p);
+}
+
+// channels_last: a task is one image and a block of positions; per position the channel loop runs over a row of C
+// (vectorised), keeping per-channel sums for the task in rows of C and summing the noise gradient over the row.
+template <typename T, int A, bool CLAMP, bool NOISE>
+void backward_loop_nhwc(const T* gy, const T* c, const T* d, const T* nz, const T* b, const T* e, const T* gr,
+                        const T* wr, T* gc, T* gd, T* gn, T* gb, T* ge, T* gwr, const EpilogueParams& p) {
+  const T alpha = T(p.alpha), gain = T(p.gain), cl = T(p.clamp), ag = slope_neg<T>(A, alpha, gain);
+  const int64_t blk = backward_block(p), hw = p.hw, C = p.c, K = p.k, nblk = (hw + blk - 1) / blk;
+  std::vector<double> part(size_t(p.n * nblk * C * 3), 0.0);   // as backward_loop's
+  std::vector<double> partr(size_t(p.n * nblk * C * K), 0.0);
+  std::vector<double> gnp(NOISE ? size_t(p.n * hw) : 0, 0.0);
+  const int64_t grain = std::max<int64_t>(1, 32768 / (blk * C));
+  at::parallel_for(0, p.n * nblk, grain, [&](int64_t t0, int64_t t1) {
+    std::vector<T> sums(size_t(C * (3 + K) + C)), zero(size_t(C), T(0));  // sg, sgc, sgy, sr[k] rows; gyt row
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t img = t / nblk, h0 = (t % nblk) * blk, len = std::min(hw, h0 + blk) - h0;
+      std::fill(sums.begin(), sums.end(), T(0));
+      T *sg = sums.data(), *sgc = sg + C, *sgy = sgc + C, *sr = sgy + C, *gyt = sr + C * K;
+      const T* dq = d + img * C;
+      const T* eq = p.scale ? e + img * C : nullptr;
+      const T* bq = b ? b : zero.data();
+      for (int64_t i = h0; i < h0 + len; ++i) {
+        const int64_t r = img * hw + i;
+        const T nv = NOISE ? nz[(p.noise_n == 1 ? 0 : img) * hw + i] : T(0);
+        const T* cr = c + r * C;
+        const T* gq = gyt;
+        if (K > 0 || !p.grad) {  // gyt = gy + sum_k wr[img, k, :] gr[img, k, i]
+          for (int64_t ch = 0; ch < C; ++ch) gyt[ch] = p.grad ? gy[r * C + ch] : T(0);
+          for (int64_t k = 0; k < K; ++k) {
+            const T g = gr[(img * K + k) * hw + i];
+            const T* w = wr + (img * K + k) * C;
+#pragma omp simd
+            for (int64_t ch = 0; ch < C; ++ch) gyt[ch] += w[ch] * g;
+          }
         } else {
-          for (int64_t img = 0; img < p.n; ++img) gn[img * hw + i] = T(gnp[img * hw + i]);
+          gq = gy + r * C;
         }
+        T* orow = gc + r * C;
+        T ns = 0;
+#pragma omp simd reduction(+ : ns)
+        for (int64_t ch = 0; ch < C; ++ch) {
+          const T s = cr[ch] * dq[ch] + nv + bq[ch];
+          const T ev = eq ? eq[ch] : T(1);
+          const T g = epi<T, A, 1, CLAMP>(s, gq[ch] * ev, alpha, gain, ag, cl);
+          const T z = epi<T, A, 0, CLAMP>(s, T(0), alpha, gain, ag, cl);
+          orow[ch] = g * dq[ch];
+          sg[ch] += g;
+          sgc[ch] += g * cr[ch];
+          sgy[ch] += gq[ch] * z;
+          ns += g;
+          for (int64_t k = 0; k < K; ++k) sr[k * C + ch] += gr[(img * K + k) * hw + i] * z * ev;
+        }
+        if (NOISE) gnp[img * hw + i] = double(ns);
       }
-    });
-  }
+      double* pt = part.data() + t * C * 3;
+      double* pr = partr.data() + t * C * K;
+      for (int64_t ch = 0; ch < C; ++ch) {
+        pt[3 * ch] = double(sg[ch]);
+        pt[3 * ch + 1] = double(sgc[ch]);
+        pt[3 * ch + 2] = double(sgy[ch]);
+        for (int64_t k = 0; k < K; ++k) pr[ch * K + k] = double(sr[k * C + ch]);
+      }
+    }
+  });
+  finish_backward(part, partr, gnp, nblk, gd, gn, gb, ge, gwr, p);
 }
 
 // Calls f(act, clamp, noise) with compile-time constants for the runtime (activation, clamp on, noise on) of p.
@@ -199,7 +300,10 @@ at::Tensor forward_cpu(const at::Tensor& c, const at::Tensor& d, const at::Tenso
     const scalar_t* dp = d.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     with_modes(p, [&](auto a, auto cl, auto nzc) {
-      forward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(cp, dp, nz, bp, ep, yp, p);
+      constexpr int A = decltype(a)::value;
+      constexpr bool CL = decltype(cl)::value, NZ = decltype(nzc)::value;
+      if (p.nhwc) forward_loop_nhwc<scalar_t, A, CL, NZ>(cp, dp, nz, bp, ep, yp, p);
+      else forward_loop<scalar_t, A, CL, NZ>(cp, dp, nz, bp, ep, yp, p);
     });
   });
   return y;
@@ -221,7 +325,7 @@ Grads backward_cpu(const at::Tensor& gy_in, const at::Tensor& c, const at::Tenso
     const auto t = c.scalar_type();
     return {gc.to(t), gd.to(t), gn.to(t), gb.to(t), ge.to(t), gw.to(t)};
   }
-  const at::Tensor gy = p.grad ? gy_in.contiguous() : gy_in;
+  const at::Tensor gy = p.grad ? gy_in.contiguous(epilogue_format(p)) : gy_in;
   at::Tensor gc = maybe_poison(at::empty_like(c)), gd = maybe_poison(at::empty_like(d));
   at::Tensor gn = empty_out(noise, c), gb = empty_out(b, c), ge = empty_out(e, c), gw = empty_out(wr, c);
   if (c.numel() == 0) {
@@ -244,8 +348,12 @@ Grads backward_cpu(const at::Tensor& gy_in, const at::Tensor& c, const at::Tenso
     scalar_t* gcp = gc.mutable_data_ptr<scalar_t>();
     scalar_t* gdp = gd.mutable_data_ptr<scalar_t>();
     with_modes(p, [&](auto a, auto cl, auto nzc) {
-      backward_loop<scalar_t, decltype(a)::value, decltype(cl)::value, decltype(nzc)::value>(
-          gyp, cp, dp, nz, bp, ep, grp, wrp, gcp, gdp, gnp, gbp, gep, gwp, p);
+      constexpr int A = decltype(a)::value;
+      constexpr bool CL = decltype(cl)::value, NZ = decltype(nzc)::value;
+      if (p.nhwc)
+        backward_loop_nhwc<scalar_t, A, CL, NZ>(gyp, cp, dp, nz, bp, ep, grp, wrp, gcp, gdp, gnp, gbp, gep, gwp, p);
+      else
+        backward_loop<scalar_t, A, CL, NZ>(gyp, cp, dp, nz, bp, ep, grp, wrp, gcp, gdp, gnp, gbp, gep, gwp, p);
     });
   });
   return {gc, gd, gn, gb, ge, gw};

@@ -68,8 +68,9 @@ EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const a
                                const at::Tensor& e, int64_t act, double alpha, double gain, double clamp,
                                const char* op) {
   TORCH_CHECK_VALUE(act >= 0 && act < kNumActs, op, ": unknown activation code ", act);
-  TORCH_CHECK_VALUE(c.dim() == 4 && c.is_contiguous(), op, ": c must be a contiguous [N, C, H, W] tensor, got ",
-                    c.sizes(), c.dim() == 4 ? " (not contiguous)" : "");
+  TORCH_CHECK_VALUE(c.dim() == 4 && dense_4d_or_contiguous(c), op,
+                    ": c must be a contiguous or channels_last [N, C, H, W] tensor, got ", c.sizes(),
+                    c.dim() == 4 ? " (neither layout)" : "");
   const int64_t n = c.size(0), ch = c.size(1), hw = c.size(2) * c.size(3);
   auto same = [&](const at::Tensor& t, const char* name) {
     TORCH_CHECK_VALUE(t.scalar_type() == c.scalar_type() && t.device() == c.device(), op, ": ", name,
@@ -82,6 +83,7 @@ EpilogueParams epilogue_params(const at::Tensor& c, const at::Tensor& d, const a
                     ch, "] values, got ", d.sizes());
   EpilogueParams p{};
   p.n = n; p.c = ch; p.hw = hw;
+  p.nhwc = is_channels_last(c);
   p.act = static_cast<int>(act);
   p.alpha = alpha; p.gain = gain; p.clamp = clamp;
   if (noise.numel() > 0) {
@@ -151,7 +153,7 @@ void epilogue_backward_params(EpilogueParams& p, const at::Tensor& c, const at::
   if (p.grad)
     TORCH_CHECK_VALUE(gy.sizes() == c.sizes() && gy.scalar_type() == c.scalar_type() && gy.device() == c.device(), op,
                       ": gy must match c in shape, dtype and device (", c.sizes(), ", ", c.scalar_type(), "), got ",
-                      gy.sizes(), ", ", gy.scalar_type());
+                      gy.sizes(), ", ", gy.scalar_type());  // any layout: the kernels read it in c's
   p.k = 0;
   if (gr.numel() == 0 && wr.numel() == 0) return;
   TORCH_CHECK_VALUE(gr.dim() == 4 && gr.size(0) == p.n && gr.size(2) == c.size(2) && gr.size(3) == c.size(3) &&

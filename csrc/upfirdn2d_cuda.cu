@@ -1,8 +1,10 @@
 // upfirdn2d on CUDA. Default for NCHW with a 4x4 filter and up 1/2 or down 2 (StyleGAN2's uses), on
 // output planes larger than 16x16: a tiled kernel (input tile and filter in shared memory, 8 outputs per
-// thread, flip and gain applied while staging the filter). Everything else, and all of it under
-// GANINV_CUDA_SIMPLE=1: the simple kernel, one thread per output element in y's memory order (NCHW and
-// channels_last both coalesced on writes), visiting only the taps whose upsampled position holds an input
+// thread, flip and gain applied while staging the filter). channels_last x and y with C a multiple of the
+// 16-byte pack (8 half/bfloat16, 4 float, 2 double), both 16-byte aligned: the packed kernel, one thread per
+// pack of channels of an output pixel (one 16-byte load per tap, one store). Everything else, and all of it
+// under GANINV_CUDA_SIMPLE=1: the simple kernel, one thread per output element in y's memory order (NCHW and
+// channels_last both coalesced on writes). Both visit only the taps whose upsampled position holds an input
 // sample, with compile-time specialisations for the same 4x4 modes.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "cuda_common.h"
 #include "ganinv_ops.h"
 
 namespace ganinv {
@@ -49,10 +52,15 @@ __device__ __forceinline__ void stage_tile(acc_t* sx, int IH, int IW, const scal
 // UP, DOWN, FH, FW: compile-time factors / filter size (both axes), 0 = read from p. With FH and FW
 // given, f is the raw [FH, FW] filter (in acc_t) and the block stages its flipped, gain-scaled taps in
 // shared memory (rounded as prepare_filter rounds them: the product in double); else f is prepared.
-template <typename scalar_t, typename index_t, bool CL, int UP, int DOWN, int FH, int FW>
+// V: channels per thread. V = 1 is the simple kernel; V > 1 (channels_last x and y, C a multiple of V, packs
+// 16-byte aligned) the packed one: thread i computes channels [c, c + V) of one output pixel, c = V (i mod C/V),
+// the pixels in y's order (so consecutive threads read and write consecutive packs, a warp's accesses contiguous).
+template <typename scalar_t, typename index_t, bool CL, int V, int UP, int DOWN, int FH, int FW>
 __global__ void upfirdn_kernel(const scalar_t* __restrict__ x, const at::opmath_type<scalar_t>* __restrict__ f_in,
                                scalar_t* __restrict__ y, UpfirdnParams p, index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, V>;
+  static_assert(CL || V == 1, "packs need channels_last");
   constexpr bool kStage = FH > 0 && FW > 0;
   __shared__ acc_t staged[kStage ? FH * FW : 1];
   if constexpr (kStage) {
@@ -63,22 +71,22 @@ __global__ void upfirdn_kernel(const scalar_t* __restrict__ x, const at::opmath_
   const index_t upx = UP ? UP : p.upx, upy = UP ? UP : p.upy;
   const index_t downx = DOWN ? DOWN : p.downx, downy = DOWN ? DOWN : p.downy;
   const int fh = FH ? FH : p.fh, fw = FW ? FW : p.fw;
-  const index_t C = index_t(p.c), H = index_t(p.in_h), W = index_t(p.in_w);
+  const index_t G = index_t(p.c) / V, H = index_t(p.in_h), W = index_t(p.in_w);  // G: channel groups
   const index_t OH = index_t(p.out_h), OW = index_t(p.out_w);
   const index_t stride = index_t(blockDim.x) * index_t(gridDim.x);
   for (index_t i = index_t(blockIdx.x) * index_t(blockDim.x) + index_t(threadIdx.x); i < total; i += stride) {
     index_t n, c, oy, ox, t = i;
     if (CL) {
-      c = t % C; t /= C; ox = t % OW; t /= OW; oy = t % OH; n = t / OH;
+      c = t % G * V; t /= G; ox = t % OW; t /= OW; oy = t % OH; n = t / OH;
     } else {
-      ox = t % OW; t /= OW; oy = t % OH; t /= OH; c = t % C; n = t / C;
+      ox = t % OW; t /= OW; oy = t % OH; t /= OH; c = t % G; n = t / G;
     }
     // Upsampled, padded position of tap 0; the first tap landing on an input sample and that sample.
     const index_t py = oy * downy - index_t(p.pady0), px = ox * downx - index_t(p.padx0);
     const int ky0 = int(floor_mod<index_t>(-py, upy)), kx0 = int(floor_mod<index_t>(-px, upx));
     const index_t iy0 = (py + ky0) / upy, ix0 = (px + kx0) / upx;
     const scalar_t* plane = x + n * index_t(p.sx[0]) + c * index_t(p.sx[1]);
-    acc_t acc = acc_t(0);
+    acc_t acc[V] = {};
 #pragma unroll
     for (int ky = ky0; ky < fh; ky += int(upy)) {
       const index_t iy = iy0 + (ky - ky0) / int(upy);
@@ -88,20 +96,26 @@ __global__ void upfirdn_kernel(const scalar_t* __restrict__ x, const at::opmath_
       for (int kx = kx0; kx < fw; kx += int(upx)) {
         const index_t ix = ix0 + (kx - kx0) / int(upx);
         if (ix < 0 || ix >= W) continue;
-        acc += f[ky * fw + kx] * acc_t(row[ix * index_t(p.sx[3])]);
+        const P v = *reinterpret_cast<const P*>(row + ix * index_t(p.sx[3]));
+        const acc_t w = f[ky * fw + kx];
+#pragma unroll
+        for (int k = 0; k < V; ++k) acc[k] += w * acc_t(v.v[k]);
       }
     }
-    y[i] = scalar_t(acc);
+    P out;
+#pragma unroll
+    for (int k = 0; k < V; ++k) out.v[k] = scalar_t(acc[k]);
+    *reinterpret_cast<P*>(y + i * V) = out;
   }
 }
 
-template <typename scalar_t, typename index_t, bool CL, int UP, int DOWN, int FH, int FW>
+template <typename scalar_t, typename index_t, bool CL, int V, int UP, int DOWN, int FH, int FW>
 void launch(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const int threads = 256;
-  const int64_t total = y.numel();
+  const int64_t total = y.numel() / V;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, int64_t(1) << 22);
-  upfirdn_kernel<scalar_t, index_t, CL, UP, DOWN, FH, FW>
+  upfirdn_kernel<scalar_t, index_t, CL, V, UP, DOWN, FH, FW>
       <<<unsigned(blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           x.const_data_ptr<scalar_t>(), fk.const_data_ptr<acc_t>(), y.mutable_data_ptr<scalar_t>(), p,
           index_t(total));
@@ -112,15 +126,15 @@ bool simple_fixed(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams&
 bool int32_ok(const at::Tensor& x, const at::Tensor& y);
 
 // fk: the raw filter when simple_fixed(x, y, p), else the prepared one.
-template <typename scalar_t, bool CL>
+template <typename scalar_t, bool CL, int V>
 void choose(const at::Tensor& x, const at::Tensor& fk, at::Tensor& y, const UpfirdnParams& p) {
   if (simple_fixed(x, y, p)) {
-    if (p.upx == 2) return launch<scalar_t, int32_t, CL, 2, 1, 4, 4>(x, fk, y, p);
-    if (p.downx == 2) return launch<scalar_t, int32_t, CL, 1, 2, 4, 4>(x, fk, y, p);
-    return launch<scalar_t, int32_t, CL, 1, 1, 4, 4>(x, fk, y, p);
+    if (p.upx == 2) return launch<scalar_t, int32_t, CL, V, 2, 1, 4, 4>(x, fk, y, p);
+    if (p.downx == 2) return launch<scalar_t, int32_t, CL, V, 1, 2, 4, 4>(x, fk, y, p);
+    return launch<scalar_t, int32_t, CL, V, 1, 1, 4, 4>(x, fk, y, p);
   }
-  if (int32_ok(x, y)) return launch<scalar_t, int32_t, CL, 0, 0, 0, 0>(x, fk, y, p);
-  return launch<scalar_t, int64_t, CL, 0, 0, 0, 0>(x, fk, y, p);
+  if (int32_ok(x, y)) return launch<scalar_t, int32_t, CL, V, 0, 0, 0, 0>(x, fk, y, p);
+  return launch<scalar_t, int64_t, CL, V, 0, 0, 0, 0>(x, fk, y, p);
 }
 
 // The 4x4 modes that `choose` specialises (their kernels flip and scale the raw filter themselves).
@@ -136,16 +150,27 @@ bool simple_fixed(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams&
   return small && p.fw == 4 && p.fh == 4 && p.upx == p.upy && p.downx == p.downy && mode;
 }
 
-// The simple path: one thread per output. The specialised 4x4 modes take the raw filter (no tensor op
-// in the float32 case: one launch); the generic one a flipped, scaled copy made by small tensor ops.
+// Whether the packed kernel takes a pass of `vn`-element packs: x and y channels_last (not also contiguous),
+// C a multiple of vn, both 16-byte aligned (then so is every pack), and not GANINV_CUDA_SIMPLE=1.
+bool packed_applies(const at::Tensor& x, const at::Tensor& y, int64_t vn) {
+  const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0; };
+  return !cuda_simple() && is_channels_last(x) && is_channels_last(y) && x.size(1) % vn == 0 && aligned(x) &&
+         aligned(y);
+}
+
+// The simple and packed paths: one thread per output, or per pack of channels. The specialised 4x4 modes take the
+// raw filter (no tensor op in the float32 case: one launch); the generic one a flipped, scaled copy made by small
+// tensor ops.
 void simple_pass(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const UpfirdnParams& p) {
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor fk = simple_fixed(x, y, p) ? f.to(acc).contiguous() : prepare_filter(f, p.flip, p.gain, acc);
   // y is channels_last-contiguous or contiguous; when it is both, the two index orders coincide.
   const bool cl = !y.is_contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_upfirdn2d_cuda", [&] {
-    if (cl) choose<scalar_t, true>(x, fk, y, p);
-    else choose<scalar_t, false>(x, fk, y, p);
+    constexpr int VN = 16 / int(sizeof(scalar_t));
+    if (packed_applies(x, y, VN)) choose<scalar_t, true, VN>(x, fk, y, p);
+    else if (cl) choose<scalar_t, true, 1>(x, fk, y, p);
+    else choose<scalar_t, false, 1>(x, fk, y, p);
   });
 }
 

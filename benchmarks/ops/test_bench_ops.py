@@ -32,6 +32,7 @@ def _cases():
             yield 'bias_act', f'conv_lrelu-b{n}-{c}x{r}', (n, c, r, r)
             yield 'bias_act', f'torgb_linear-b{n}-3x{r}', (n, 3, r, r)
             yield 'epilogue', f'conv1_lrelu_noise-b{n}-{c}x{r}', (n, c, r, r)
+            yield 'epilogue', f'conv1_lrelu_noise_cl-b{n}-{c}x{r}', (n, c, r, r)  # channels_last c (NHWC kernels)
             yield 'upfirdn2d', f'conv0_fir-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)
             yield 'upfirdn2d', f'conv0_fir_cl-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)  # channels_last x
             yield 'upfirdn2d', f'img_up2-b{n}-3x{r // 2}', (n, 3, r // 2, r // 2)

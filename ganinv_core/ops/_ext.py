@@ -275,13 +275,13 @@ def _fake_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fl
 
 
 def _fake_epilogue(c, d, noise, b, e, act, alpha, gain, clamp):
-    return torch.empty_like(c, memory_format=torch.contiguous_format)
+    return torch.empty_like(c)   # c's layout, contiguous or channels_last
 
 
 def _fake_epilogue_backward(gy, c, d, noise, b, e, gr, wr, act, alpha, gain, clamp):
     def like(t):
         return torch.empty_like(t, memory_format=torch.contiguous_format) if t.numel() else c.new_empty([0])
-    return like(c), like(d), like(noise), like(b), like(e), like(wr)
+    return torch.empty_like(c), like(d), like(noise), like(b), like(e), like(wr)
 
 
 def _fake_lpips(f, t, g, eps):

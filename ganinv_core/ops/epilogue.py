@@ -47,13 +47,18 @@ def _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl):
 
 
 def _ext_layout(c, d4, n4, b, e4):
-    """The compiled kernel's operands (contiguous, c's dtype, noise [1|N, 1, H, W]), or None if it does not apply."""
-    if not c.is_contiguous() or (n4 is not None and (n4.shape[1] != 1 or n4.shape[2:] != c.shape[2:])):
+    """The compiled kernel's operands (c contiguous or channels_last, c's dtype, noise [1|N, 1, H, W]), or None if
+    it does not apply."""
+    if not _dense(c) or (n4 is not None and (n4.shape[1] != 1 or n4.shape[2:] != c.shape[2:])):
         return None
     if any(t is not None and t.dtype != c.dtype for t in (d4, n4, b, e4)):
         return None
     flat = lambda t: None if t is None else t.reshape(c.shape[:2]).contiguous()  # noqa: E731
     return flat(d4), None if n4 is None else n4.contiguous(), None if b is None else b.contiguous(), flat(e4)
+
+
+def _dense(c):
+    return c.is_contiguous() or c.is_contiguous(memory_format=torch.channels_last)
 
 
 def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=None, clamp=None, e=None, impl=None):
@@ -66,11 +71,11 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
         b: bias [C] or None.
         act, alpha, gain, clamp: as in `bias_act`.
         e: None, or a per-image, per-channel output scale [N, C] or [N, C, 1, 1] (the next layer's modulation).
-        impl: None / 'auto' (follow GANINV_OPS), 'ref' or 'ext' (the kernel where it covers the layout: contiguous
-            c, noise shared over channels, one dtype; otherwise the reference).
+        impl: None / 'auto' (follow GANINV_OPS), 'ref' or 'ext' (the kernel where it covers the layout: c
+            contiguous or channels_last, noise shared over channels, one dtype; otherwise the reference).
 
     Returns:
-        Tensor shaped like c, in c's dtype.
+        Tensor shaped like c, in c's dtype (and, from the kernel, c's memory format).
 
     Raises:
         OpArgumentError: an invalid argument (one line naming it).
@@ -123,7 +128,7 @@ def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None,
             ops = None
     if ops is not None:
         gc, gd, gn, gb, ge, gw = _ext.modconv_epilogue_backward_ext(
-            None if gy is None else gy.to(c.dtype).contiguous(), c, *ops, act, alpha, gain, clamp,
+            None if gy is None else gy.to(c.dtype), c, *ops, act, alpha, gain, clamp,   # in c's layout: the op's
             None if gr is None else gr.contiguous(), None if wr is None else wr.contiguous())
         return (gc, gd.reshape(d.shape), None if gn is None else gn.reshape(noise.shape), gb,
                 None if ge is None else ge.reshape(e.shape), gw)

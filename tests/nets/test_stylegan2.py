@@ -403,6 +403,32 @@ def test_channels_last_lays_out_the_reduced_precision_blocks_only():
     assert layout == {4: False, 8: False, 16: False}  # fp32: no effect
 
 
+def test_channels_last_blocks_run_the_epilogue_kernel_in_nhwc(monkeypatch):
+    """The reduced-precision blocks laid out channels-last reach the compiled epilogue in that layout (forward and
+    backward, ToRGB's projection fused) and give the NCHW run's image and gradients within bf16 rounding."""
+    from ganinv_core.ops import _ext
+    if not _ext.available('cpu')[0]:
+        pytest.skip('compiled kernels not built')
+    seen = []
+    for name in ('modconv_epilogue_ext', 'modconv_epilogue_backward_ext'):
+        real = getattr(_ext, name)
+        monkeypatch.setattr(_ext, name, lambda *a, _r=real, _n=name: seen.append(
+            (_n, a[1 if 'backward' in _n else 0].is_contiguous(memory_format=torch.channels_last))) or _r(*a))
+    G = _small(num_fp16_res=2, conv_clamp=256).requires_grad_(False)   # frozen, as in an inversion
+    kw = dict(force_fp32=False, half_dtype=torch.bfloat16, fused_modconv=False)
+    out = {}
+    for cl in (False, True):
+        ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(2)), None).detach().requires_grad_()
+        seen.clear()
+        img = G.synthesis(ws, channels_last=cl, **kw)
+        img.square().sum().backward()
+        out[cl] = img.detach(), ws.grad
+        assert {n for n, _ in seen} == {'modconv_epilogue_ext', 'modconv_epilogue_backward_ext'}
+        assert any(layout for _, layout in seen) == cl
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=0, atol=2e-2 * out[False][0].abs().max().item())
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=0, atol=5e-2 * out[False][1].abs().max().item())
+
+
 def test_half_dtype_is_checked_and_fp16_ignored_on_cpu():
     G = _small(num_fp16_res=2)
     ws = G.mapping(torch.randn(2, 16), None)

@@ -22,6 +22,19 @@ TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16
 # whole 16-byte packs per plane for every dtype (4x4, 8x8: one small block; 128x72: several blocks per plane) or
 # only for float32/float64 (50x50), and none (7x3, 1x1)
 SHAPES = [(1, 3, 4, 4), (2, 5, 7, 3), (3, 1, 1, 1), (2, 3, 50, 50), (2, 4, 8, 8), (1, 2, 128, 72)]
+# channels_last: the CUDA NHWC kernels take C a multiple of the pack (16 channels: 2, 4, 8 packs for 16-bit, float,
+# double; 24: 3 and 6, not powers of two), the others run on an NCHW copy
+NHWC_SHAPES = [(2, 16, 6, 5), (1, 24, 3, 4), (2, 5, 7, 3), (2, 32, 40, 33)]
+LAYOUTS = ['nchw', 'nhwc']
+
+
+def laid_out(t, layout):
+    """t in the layout ('nhwc': channels_last), None kept."""
+    return t if t is None or layout == 'nchw' else t.contiguous(memory_format=torch.channels_last)
+
+
+def shapes_for(layout):
+    return SHAPES if layout == 'nchw' else NHWC_SHAPES
 NOISE = {'none': lambda n, h, w: None, 'shared': lambda n, h, w: (1, 1, h, w),
          'per-image': lambda n, h, w: (n, 1, h, w), 'hw': lambda n, h, w: (h, w)}
 
@@ -76,39 +89,49 @@ def run_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp, gr=None, wr=None):
                                                                                     **kw)]
 
 
+@pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('clamp', [None, 0.8])
 @pytest.mark.parametrize('act', list(ACTIVATIONS))
-def test_forward_and_backward_float64(act, clamp, device, gen):
+def test_forward_and_backward_float64(act, clamp, device, layout, gen):
+    """Every activation, clamp on and off, each noise layout, bias and e on and off; channels_last c with its output
+    and gradient in c's layout (gy given in the other layout)."""
     alpha, gain = (0.3 if act == 'lrelu' else ACTIVATIONS[act].def_alpha), 1.3
-    for shape in SHAPES:
+    for shape in shapes_for(layout):
         for noise in NOISE:
             for bias, scale in ((True, False), (False, False), (True, True)):
-                args = inputs(shape, noise, bias, torch.float64, device, gen, scale)
-                gy = draw(shape, torch.float64, device, gen)
-                got = run_ext(gy, *args, act, alpha, gain, clamp)
-                want = reference(gy, *args, act, alpha, gain, clamp)
+                c, *rest = inputs(shape, noise, bias, torch.float64, device, gen, scale)
+                c = laid_out(c, layout)
+                gy = laid_out(draw(shape, torch.float64, device, gen), 'nhwc' if layout == 'nchw' else 'nchw')
+                got = run_ext(gy, c, *rest, act, alpha, gain, clamp)
+                want = reference(gy, c, *rest, act, alpha, gain, clamp)
                 assert len(got) == len(want) == len(NAMES)
                 for name, a, r in zip(NAMES, got, want):
-                    close(a, r, torch.float64, f'{act} clamp={clamp} {shape} noise={noise} bias={bias} e={scale} '
-                                               f'{name}', gen)
+                    close(a, r, torch.float64, f'{act} clamp={clamp} {shape} {layout} noise={noise} bias={bias} '
+                                               f'e={scale} {name}', gen)
+                for a in got[:2]:
+                    assert a.is_contiguous(memory_format=torch.channels_last if layout == 'nhwc' else
+                                           torch.contiguous_format), f'{layout} {shape}: output layout {a.stride()}'
 
 
+
+@pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('device', DEVICES)
-def test_projection_gradient_in_the_same_pass(device, dtype, gen):
+def test_projection_gradient_in_the_same_pass(device, dtype, layout, gen):
     """gr / wr: y also feeds r = wr y (ToRGB, K = 1, 3 or 4 channels): y's gradient gains wr^T gr and wr's gradient
     is sum_hw gr y^T; with and without y's own gradient, with e (the fold) and without."""
-    for shape in SHAPES:
+    for shape in shapes_for(layout):
         n, ch, h, w = shape
         for k, own, scale in ((3, True, True), (1, False, True), (4, True, False), (3, False, False)):
-            args = inputs(shape, 'per-image', True, dtype, device, gen, scale)
-            gy = draw(shape, dtype, device, gen) if own else None
+            c, *rest = inputs(shape, 'per-image', True, dtype, device, gen, scale)
+            args = (laid_out(c, layout), *rest)
+            gy = laid_out(draw(shape, dtype, device, gen), layout) if own else None
             gr, wr = draw((n, k, h, w), dtype, device, gen), draw((n, k, ch), dtype, device, gen, scale=0.5)
             got = run_ext(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0 if dtype != torch.float64 else None, gr, wr)
             want = reference(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0 if dtype != torch.float64 else None, gr, wr)
             for name, a, r in zip(NAMES, got, want):
-                close(a, r, dtype, f'{dtype} {shape} K={k} gy={own} e={scale} {name}', gen)
+                close(a, r, dtype, f'{dtype} {shape} {layout} K={k} gy={own} e={scale} {name}', gen)
 
 
 @pytest.mark.parametrize('device', DEVICES)
@@ -124,8 +147,12 @@ def test_the_kernel_runs_where_it_applies(device, monkeypatch):
     run_ext(gy, c, d, n, b, e, 'lrelu', 0.2, 1.4, None)
     assert seen == ['modconv_epilogue_ext', 'modconv_epilogue_backward_ext']
     seen.clear()
+    run_ext(gy, c.contiguous(memory_format=torch.channels_last), d, n, b, e, 'lrelu', 0.2, 1.4, None)
+    assert seen == ['modconv_epilogue_ext', 'modconv_epilogue_backward_ext']   # channels_last: the kernel too
+    seen.clear()
     per_channel = draw((1, 3, 4, 5), torch.float64, device, g)
-    others = [(c.contiguous(memory_format=torch.channels_last), d, n, b, e), (c, d, per_channel, b, e),
+    strided = torch.cat([c, c], 3)[..., ::2]   # neither contiguous nor channels_last
+    others = [(strided, d, n, b, e), (c, d, per_channel, b, e),
               (c, d.float(), n, b, None), (c, d, n, b, e.float())]
     gr, wr = draw((2, 5, 4, 5), torch.float64, device, g), draw((2, 5, 3), torch.float64, device, g)  # K = 5 > 4
     for args, proj in [(a, None) for a in others] + [(others[0], (gr[:, :3], wr[:, :3])), ((c, d, n, b, e), (gr, wr))]:
@@ -139,17 +166,19 @@ def test_the_kernel_runs_where_it_applies(device, monkeypatch):
     assert seen == ['modconv_epilogue_ext']   # the last case's forward; its K = 5 backward took the reference
 
 
+@pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('device', DEVICES)
-def test_reduced_precision_against_float64(dtype, device, gen):
-    for shape in SHAPES:
+def test_reduced_precision_against_float64(dtype, device, layout, gen):
+    for shape in shapes_for(layout):
         for noise, scale in (('per-image', True), ('shared', False)):
-            args = inputs(shape, noise, True, dtype, device, gen, scale)
-            gy = draw(shape, dtype, device, gen)
+            c, *rest = inputs(shape, noise, True, dtype, device, gen, scale)
+            args = (laid_out(c, layout), *rest)
+            gy = laid_out(draw(shape, dtype, device, gen), layout)
             got = run_ext(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0)
             want = reference(gy, *args, 'lrelu', 0.2, 2 ** 0.5, 1.0)   # of the same rounded inputs
             for name, a, r in zip(NAMES, got, want):
-                close(a, r, dtype, f'{dtype} {shape} noise={noise} {name}', gen)
+                close(a, r, dtype, f'{dtype} {shape} {layout} noise={noise} {name}', gen)
 
 
 def misaligned(t):
@@ -194,6 +223,15 @@ def test_opcheck(device, gen):
                                                                                1.4, 0.7))
     torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (E, c, d, n, b, E, gr, wr, code, 0.2,
                                                                                1.4, -1.0))
+    # channels_last c (the NHWC kernels; C = 16: whole packs for every dtype), with and without the projection
+    c, d, n, b, e = inputs((2, 16, 5, 4), 'per-image', True, torch.float32, device, gen, scale=True)
+    c, gy = (t.contiguous(memory_format=torch.channels_last) for t in (c, draw(c.shape, torch.float32, device, gen)))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue.default, (c, d, n, b, e, code, 0.2, 1.4, 0.7))
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n, b, e, E, E, code, 0.2,
+                                                                               1.4, 0.7))
+    gr, wr = draw((2, 3, 5, 4), torch.float32, device, gen), draw((2, 3, 16), torch.float32, device, gen)
+    torch.library.opcheck(torch.ops.ganinv.modconv_epilogue_backward.default, (gy, c, d, n[:1], b, E, gr, wr, code,
+                                                                               0.2, 1.4, -1.0))
     # one image, one channel: the per-(image, channel) sums are [1, 1] columns of one buffer, which must not come
     # back as views of it (outputs may not alias each other)
     c, d, n, b, e = inputs((1, 1, 3, 2), 'per-image', True, torch.float32, device, gen, scale=True)

@@ -265,3 +265,61 @@ def test_fir_register_blocked_kernel(device, dtype, gen, monkeypatch):
                 assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
                 close(y, r, dtype, what, gen)
                 close(y, y_tiled.double(), dtype, what + ' vs the tiled kernel', gen)
+
+
+# The packed CUDA kernel (channels_last x and y, C a multiple of the 16-byte pack: 8 half/bfloat16, 4 float, 2 double,
+# both 16-byte aligned): C = 8, 16, 24, 32 (packs for every dtype), 12 (float, double), 6 (double), 5 (none: the
+# simple kernel); each also as a misaligned view (one element into its storage: the simple kernel). The 4x4
+# specialisations (up 2, FIR, down 2) and the generic kernel (3x5 and 2x3 filters, up/down 3, anisotropic factors,
+# negative pads, separable passes), both flips; H or W of 1; against the float64 reference and the same input in
+# NCHW (other kernels). On the CPU the same cases run the channels-innermost loops.
+PACKED_MODES = {
+    'torgb_up2': MODES['torgb_up2'], 'conv0_fir': MODES['conv0_fir'], 'down2': MODES['down2'],
+    'fir_crop_flip': TILED_MODES['fir_crop_flip'], 'up3_down2_negpad': MODES['up3_down2_negpad'],
+    'aniso': MODES['aniso'], 'rect_filter': MODES['rect_filter'], 'up2_sep8': MODES['up2_sep8'],
+    'odd_flip_negpad': ('odd', (1, 2), (2, 1), (-1, 2, 2, -1), True, 0.5),
+}
+PACKED_SHAPES = [(2, 8, 7, 9), (1, 16, 1, 13), (3, 32, 6, 1), (1, 32, 33, 17), (2, 24, 4, 4), (1, 12, 9, 17),
+                 (2, 6, 5, 4), (1, 5, 4, 6)]
+
+
+def draw_misaligned(shape, dtype, device, gen):
+    """A channels_last view starting one element into its storage (not 16-byte aligned)."""
+    n, c, h, w = shape
+    buf = torch.randn(n * c * h * w + 1, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    return buf.as_strided(shape, (h * w * c, 1, w * c, c), storage_offset=1)
+
+
+def out_shape(shape, mode, f):
+    """(outH, outW) of `mode` on an x of `shape`; 0 where the filter does not fit."""
+    _, up, down, pad, _, _ = mode
+    fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
+    spans = (shape[2] * up[1] + pad[2] + pad[3] - fh, shape[3] * up[0] + pad[0] + pad[1] - fw)
+    return tuple(s // d + 1 if s >= 0 else 0 for s, d in zip(spans, (down[1], down[0])))
+
+
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.float64), ('cpu', torch.float32)] + [
+    pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16)])
+@pytest.mark.parametrize('name', list(PACKED_MODES))
+def test_channels_last_packs(name, dtype, device, gen):
+    mode = PACKED_MODES[name]
+    f = make_filter(mode[0], gen, device)
+    args = (mode[1][0], mode[1][1], mode[2][0], mode[2][1], *mode[3], mode[4], mode[5])
+    ran = 0
+    for shape in PACKED_SHAPES:
+        if min(out_shape(shape, mode, f)) < 1:  # too small for this mode's filter
+            continue
+        for layout in ('channels_last', 'misaligned'):
+            x = (draw(shape, layout, dtype, device, gen) if layout == 'channels_last'
+                 else draw_misaligned(shape, dtype, device, gen))
+            packed = layout == 'channels_last' and shape[1] % (16 // x.element_size()) == 0
+            what = f'{name} {dtype} {shape} {layout} ({"packed" if packed else "simple"} kernel on CUDA)'
+            y = _ext.upfirdn2d_ext(x, f, *args)
+            r = _upfirdn2d_ref(x.double(), f, *mode[1:])
+            assert y.shape == r.shape, what
+            assert not y.isnan().any(), f'{what}: unwritten (NaN) outputs'
+            assert y.is_contiguous(memory_format=torch.channels_last), f'{what}: layout not kept'
+            close(y, r, dtype, what, gen)
+            close(y, _ext.upfirdn2d_ext(x.contiguous(), f, *args).double(), dtype, what + ' vs NCHW', gen)
+            ran += 1
+    assert ran >= 8, f'{name}: only {ran} cases ran'
