@@ -68,18 +68,19 @@ template <typename T, int A, bool CLAMP, bool NOISE>
 void forward_loop_nhwc(const T* c, const T* d, const T* nz, const T* b, const T* e, T* y, const EpilogueParams& p) {
   const T alpha = T(p.alpha), gain = T(p.gain), cl = T(p.clamp), ag = slope_neg<T>(A, alpha, gain);
   const int64_t hw = p.hw, C = p.c;
+  const std::vector<T> zero(size_t(C), T(0)), one(size_t(C), T(1));  // absent b, e: plain loads (the loop vectorises)
+  const T* bq = b ? b : zero.data();
   at::parallel_for(0, p.n * hw, std::max<int64_t>(1, 32768 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {  // r = image * hw + position
       const int64_t img = r / hw;
       const T nv = NOISE ? nz[(p.noise_n == 1 ? 0 : img) * hw + r - img * hw] : T(0);
-      const T* dq = d + img * C;
-      const T* eq = p.scale ? e + img * C : nullptr;
-      const T* cr = c + r * C;
-      T* yr = y + r * C;
+      const T* __restrict__ dq = d + img * C;
+      const T* __restrict__ eq = p.scale ? e + img * C : one.data();
+      const T* __restrict__ cr = c + r * C;
+      T* __restrict__ yr = y + r * C;
 #pragma omp simd
       for (int64_t ch = 0; ch < C; ++ch)
-        yr[ch] = epi<T, A, 0, CLAMP>(cr[ch] * dq[ch] + nv + (b ? b[ch] : T(0)), T(0), alpha, gain, ag, cl) *
-                 (eq ? eq[ch] : T(1));
+        yr[ch] = epi<T, A, 0, CLAMP>(cr[ch] * dq[ch] + nv + bq[ch], T(0), alpha, gain, ag, cl) * eq[ch];
     }
   });
 }
@@ -209,13 +210,14 @@ void backward_loop_nhwc(const T* gy, const T* c, const T* d, const T* nz, const 
   std::vector<double> gnp(NOISE ? size_t(p.n * hw) : 0, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / (blk * C));
   at::parallel_for(0, p.n * nblk, grain, [&](int64_t t0, int64_t t1) {
-    std::vector<T> sums(size_t(C * (3 + K) + C)), zero(size_t(C), T(0));  // sg, sgc, sgy, sr[k] rows; gyt row
+    // rows of C: sg, sgc, sgy, sr[k] (k < K), gyt; zero and one stand in for an absent b and e
+    std::vector<T> sums(size_t(C * (3 + K) + C)), zero(size_t(C), T(0)), one(size_t(C), T(1));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t img = t / nblk, h0 = (t % nblk) * blk, len = std::min(hw, h0 + blk) - h0;
       std::fill(sums.begin(), sums.end(), T(0));
       T *sg = sums.data(), *sgc = sg + C, *sgy = sgc + C, *sr = sgy + C, *gyt = sr + C * K;
       const T* dq = d + img * C;
-      const T* eq = p.scale ? e + img * C : nullptr;
+      const T* eq = p.scale ? e + img * C : one.data();   // absent b, e: plain loads (the loop vectorises)
       const T* bq = b ? b : zero.data();
       for (int64_t i = h0; i < h0 + len; ++i) {
         const int64_t r = img * hw + i;
@@ -238,7 +240,7 @@ void backward_loop_nhwc(const T* gy, const T* c, const T* d, const T* nz, const 
 #pragma omp simd reduction(+ : ns)
         for (int64_t ch = 0; ch < C; ++ch) {
           const T s = cr[ch] * dq[ch] + nv + bq[ch];
-          const T ev = eq ? eq[ch] : T(1);
+          const T ev = eq[ch];
           const T g = epi<T, A, 1, CLAMP>(s, gq[ch] * ev, alpha, gain, ag, cl);
           const T z = epi<T, A, 0, CLAMP>(s, T(0), alpha, gain, ag, cl);
           orow[ch] = g * dq[ch];
