@@ -69,7 +69,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 # 1. install into the system python (builds the C++/CUDA kernels for sm_90)
 if [ "$DRY" != 1 ]; then
-  stage install 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
+  stage install 240 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
     "$PY" -m pip install --no-build-isolation --no-deps -e .
   "$PY" -c 'import ganinv_losses' 2>/dev/null || stage install-without-ext 60 env GANINV_NO_EXT=1 \
     "$PY" -m pip install --no-build-isolation --no-deps -e .    # the kernels then build just in time
