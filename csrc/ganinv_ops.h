@@ -163,6 +163,17 @@ inline at::MemoryFormat epilogue_format(const EpilogueParams& p) {
   return p.nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// modconv_epilogue's channels_last CUDA kernels (modconv_epilogue_nhwc_cuda.cu; CUDA builds only): whether they take
+// the call (gy, wr: the backward's operands, else undefined tensors), and the launches into preallocated outputs
+// (sums [N, C, 3 + K] and gnoise [noise_n, H*W] zeroed, in the compute type).
+bool epilogue_nhwc_covered(const EpilogueParams& p, const at::Tensor& c, const at::Tensor& d, const at::Tensor& b,
+                           const at::Tensor& e, const at::Tensor& gy, const at::Tensor& wr);
+void epilogue_nhwc_forward(const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise, const at::Tensor& b,
+                           const at::Tensor& e, at::Tensor& y, const EpilogueParams& p);
+void epilogue_nhwc_backward(const at::Tensor& gy, const at::Tensor& c, const at::Tensor& d, const at::Tensor& noise,
+                            const at::Tensor& b, const at::Tensor& e, const at::Tensor& gr, const at::Tensor& wr,
+                            at::Tensor& gc, at::Tensor& sums, at::Tensor& gnoise, const EpilogueParams& p);
+
 // Plain-data view of one lpips_distance call: f contiguous [n, c, hw], t [n, c, hw] with batch stride t_sn.
 struct LpipsParams {
   int64_t n, c, hw, t_sn;
