@@ -403,22 +403,26 @@ def test_channels_last_lays_out_the_reduced_precision_blocks_only():
     assert layout == {4: False, 8: False, 16: False}  # fp32: no effect
 
 
-def test_channels_last_blocks_run_the_epilogue_kernel_in_nhwc(monkeypatch):
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='no CUDA device')])])
+def test_channels_last_blocks_run_the_epilogue_kernel_in_nhwc(device, monkeypatch):
     """The reduced-precision blocks laid out channels-last reach the compiled epilogue in that layout (forward and
-    backward, ToRGB's projection fused) and give the NCHW run's image and gradients within bf16 rounding."""
+    backward, ToRGB's projection fused) and give the NCHW run's image and gradients within bf16 rounding (on CUDA
+    also through the packed channels-last upfirdn2d: 8 and 16 channels)."""
     from ganinv_core.ops import _ext
-    if not _ext.available('cpu')[0]:
-        pytest.skip('compiled kernels not built')
+    if not _ext.available(device)[0]:
+        pytest.skip(f'compiled kernels not built for {device}')
     seen = []
     for name in ('modconv_epilogue_ext', 'modconv_epilogue_backward_ext'):
         real = getattr(_ext, name)
         monkeypatch.setattr(_ext, name, lambda *a, _r=real, _n=name: seen.append(
             (_n, a[1 if 'backward' in _n else 0].is_contiguous(memory_format=torch.channels_last))) or _r(*a))
-    G = _small(num_fp16_res=2, conv_clamp=256).requires_grad_(False)   # frozen, as in an inversion
+    G = _small(num_fp16_res=2, conv_clamp=256).requires_grad_(False).to(device)   # frozen, as in an inversion
     kw = dict(force_fp32=False, half_dtype=torch.bfloat16, fused_modconv=False)
     out = {}
     for cl in (False, True):
-        ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(2)), None).detach().requires_grad_()
+        z = torch.randn(2, 16, generator=torch.Generator().manual_seed(2)).to(device)
+        ws = G.mapping(z, None).detach().requires_grad_()
         seen.clear()
         img = G.synthesis(ws, channels_last=cl, **kw)
         img.square().sum().backward()
