@@ -63,15 +63,6 @@ void launch(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g, at::T
 // the pack: NCHW planes of H*W % N == 0) the bias index is computed once per pack. Needs 16-byte
 // aligned x, g, y and int32 sizes; the last numel % N elements are done one per thread. (Pack: cuda_common.h.)
 
-template <int A, typename acc_t>
-__device__ __forceinline__ acc_t ba_element(acc_t s, acc_t gv, int order, acc_t alpha, acc_t gain, acc_t clamp,
-                                            bool clamped) {
-  const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-  if (order == 0) return clamped ? (v < -clamp ? -clamp : v > clamp ? clamp : v) : v;
-  const bool pass = !clamped || (v <= clamp && v >= -clamp);
-  return pass ? gv * act_eval<acc_t>(A, order, s, alpha) * gain : acc_t(0);
-}
-
 template <typename scalar_t, int A>
 __global__ void __launch_bounds__(256)
     bias_act_packed_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
@@ -125,8 +116,6 @@ void launch_packed(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
 at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& b, int64_t order, int64_t dim,
                int64_t act, double alpha, double gain, double clamp, const char* op) {
   TORCH_CHECK_VALUE(x_in.is_cuda(), op, ": x must be a CUDA tensor");
@@ -140,7 +129,7 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
   if (p.numel == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_bias_act_cuda", [&] {
     const bool packed = !cuda_simple() && p.numel <= INT32_MAX - 64 && p.step_b <= INT32_MAX &&
-                        aligned16(x.const_data_ptr()) && aligned16(g.const_data_ptr()) && aligned16(y.const_data_ptr());
+                        aligned16({x.const_data_ptr(), g.const_data_ptr(), y.const_data_ptr()});
     if (packed) launch_packed<scalar_t>(x, b, g, y, p);
     else if (p.numel <= INT32_MAX - (int64_t(1) << 28)) launch<scalar_t, int32_t>(x, b, g, y, p);  // i + stride fits
     else launch<scalar_t, int64_t>(x, b, g, y, p);
@@ -262,8 +251,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in
   at::Tensor db;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ganinv_bias_act_backward_cuda", [&] {
     constexpr int N = 16 / int(sizeof(scalar_t));
-    const bool packed = !cuda_simple() && p.step_b % N == 0 && aligned16(x.const_data_ptr()) &&
-                        aligned16(g.const_data_ptr()) && aligned16(dx.const_data_ptr());
+    const bool packed = !cuda_simple() && p.step_b % N == 0 &&
+                        aligned16({x.const_data_ptr(), g.const_data_ptr(), dx.const_data_ptr()});
     db = packed ? launch_backward<scalar_t, N>(x, b, g, dx, p) : launch_backward<scalar_t, 1>(x, b, g, dx, p);
   });
   return {dx, db};

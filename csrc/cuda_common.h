@@ -2,7 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
+
+#include "ganinv_ops.h"
 
 namespace ganinv {
 
@@ -48,6 +51,24 @@ __device__ __forceinline__ void atomic_add_n(T* dst, const T (&v)[N]) {
 #pragma unroll
     for (int k = 0; k < N; ++k) atomicAdd(dst + k, v[k]);
   }
+}
+
+// bias_act at one element in the compute type: the clamped value gain * act(s) (order 0), or gv times its
+// derivative of that order, zero where the clamp cut the value (torch.clamp's gradient mask).
+template <int A, typename acc_t>
+__device__ __forceinline__ acc_t ba_element(acc_t s, acc_t gv, int order, acc_t alpha, acc_t gain, acc_t clamp,
+                                            bool clamped) {
+  const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
+  if (order == 0) return clamped ? (v < -clamp ? -clamp : v > clamp ? clamp : v) : v;
+  const bool pass = !clamped || (v <= clamp && v >= -clamp);
+  return pass ? gv * act_eval<acc_t>(A, order, s, alpha) * gain : acc_t(0);
+}
+
+// Host: whether every pointer (null: absent, skipped) is 16-byte aligned, as the packed kernels' loads need.
+inline bool aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs)
+    if (p != nullptr && reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
+  return true;
 }
 
 }  // namespace ganinv

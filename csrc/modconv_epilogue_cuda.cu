@@ -52,8 +52,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < VN; ++k) {
       const acc_t s = acc_t(cv.v[k]) * dv + (nq ? acc_t(nv.v[k]) : acc_t(0)) + bv;
-      const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-      out.v[k] = scalar_t((clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v) * ev);
+      out.v[k] = scalar_t(ba_element<A>(s, acc_t(0), 0, alpha, gain, cl, clamped) * ev);
     }
     yq[j] = out;
   }
@@ -114,10 +113,8 @@ __global__ void __launch_bounds__(kThreads)
         gyi += wk[k] * grv[k];
       }
       const acc_t s = ci * dv + (nq ? acc_t(nv.v[u]) : acc_t(0)) + bv;
-      const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-      const bool pass = !clamped || (v <= cl && v >= -cl);        // torch.clamp's gradient mask
-      const acc_t g = pass ? gyi * ev * act_eval<acc_t>(A, 1, s, alpha) * gain : acc_t(0);
-      const acc_t z = clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v;
+      const acc_t g = ba_element<A>(s, gyi * ev, 1, alpha, gain, cl, clamped);
+      const acc_t z = ba_element<A>(s, acc_t(0), 0, alpha, gain, cl, clamped);
       out.v[u] = scalar_t(g * dv);
       gs[u] = g;
       sg += g;
@@ -149,10 +146,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t>
 int pack_width(const EpilogueParams& p, std::initializer_list<const void*> operands) {
   constexpr int N = 16 / int(sizeof(scalar_t));
-  if (cuda_simple() || p.hw % N != 0) return 1;
-  for (const void* ptr : operands)
-    if (ptr != nullptr && reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0) return 1;
-  return N;
+  return cuda_simple() || p.hw % N != 0 || !aligned16(operands) ? 1 : N;
 }
 
 // Threads per block: the plane's packs rounded up to a warp, 32 to 256. Blocks per plane: enough for ~4 elements

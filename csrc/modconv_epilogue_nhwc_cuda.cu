@@ -42,8 +42,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < VN; ++k) {
       const acc_t s = acc_t(cv.v[k]) * acc_t(dv.v[k]) + nv + (b ? acc_t(bv.v[k]) : acc_t(0));
-      const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-      out.v[k] = scalar_t((clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v) * (e ? acc_t(ev.v[k]) : acc_t(1)));
+      out.v[k] = scalar_t(ba_element<A>(s, acc_t(0), 0, alpha, gain, cl, clamped) * (e ? acc_t(ev.v[k]) : acc_t(1)));
     }
     reinterpret_cast<P*>(y)[j] = out;
   }
@@ -111,10 +110,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int u = 0; u < VN; ++u) {
         const acc_t ci = acc_t(cv.v[u]), eu = e ? acc_t(ev.v[u]) : acc_t(1);
         const acc_t s = ci * acc_t(dv.v[u]) + nv + (b ? acc_t(bv.v[u]) : acc_t(0));
-        const acc_t v = act_eval<acc_t>(A, 0, s, alpha) * gain;
-        const bool pass = !clamped || (v <= cl && v >= -cl);      // torch.clamp's gradient mask
-        const acc_t gs = pass ? gyt[u] * eu * act_eval<acc_t>(A, 1, s, alpha) * gain : acc_t(0);
-        const acc_t z = clamped ? (v < -cl ? -cl : v > cl ? cl : v) : v;
+        const acc_t gs = ba_element<A>(s, gyt[u] * eu, 1, alpha, gain, cl, clamped);
+        const acc_t z = ba_element<A>(s, acc_t(0), 0, alpha, gain, cl, clamped);
         out.v[u] = scalar_t(gs * acc_t(dv.v[u]));
         sg[u] += gs;
         sgc[u] += gs * ci;
@@ -174,12 +171,9 @@ template <typename scalar_t>
 bool nhwc_packed(const EpilogueParams& p, std::initializer_list<const void*> operands) {
   constexpr int N = 16 / int(sizeof(scalar_t));
   constexpr int64_t acc_bytes = sizeof(at::opmath_type<scalar_t>);
-  if (!p.nhwc || cuda_simple() || p.c % N != 0 || p.c / N > kThreads || p.n > 65535 ||
-      p.c * (3 + GANINV_EPILOGUE_MAX_K) * acc_bytes > 48 * 1024)  // the backward's per-block sums in shared memory
-    return false;
-  for (const void* ptr : operands)
-    if (ptr != nullptr && reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0) return false;
-  return true;
+  // (the backward's per-block sums in shared memory within 48 KB)
+  return p.nhwc && !cuda_simple() && p.c % N == 0 && p.c / N <= kThreads && p.n <= 65535 &&
+         p.c * (3 + GANINV_EPILOGUE_MAX_K) * acc_bytes <= 48 * 1024 && aligned16(operands);
 }
 
 }  // namespace

@@ -153,9 +153,8 @@ bool simple_fixed(const at::Tensor& x, const at::Tensor& y, const UpfirdnParams&
 // Whether the packed kernel takes a pass of `vn`-element packs: x and y channels_last (not also contiguous),
 // C a multiple of vn, both 16-byte aligned (then so is every pack), and not GANINV_CUDA_SIMPLE=1.
 bool packed_applies(const at::Tensor& x, const at::Tensor& y, int64_t vn) {
-  const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0; };
-  return !cuda_simple() && is_channels_last(x) && is_channels_last(y) && x.size(1) % vn == 0 && aligned(x) &&
-         aligned(y);
+  return !cuda_simple() && is_channels_last(x) && is_channels_last(y) && x.size(1) % vn == 0 &&
+         aligned16({x.const_data_ptr(), y.const_data_ptr()});
 }
 
 // The simple and packed paths: one thread per output, or per pack of channels. The specialised 4x4 modes take the
