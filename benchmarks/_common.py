@@ -122,7 +122,6 @@ def session4_step(on=True):
         VGG16Features.distance, noise_reg.noise_autocorr, SynthesisBlock.fuse_torgb = saved
 
 
-
 @contextlib.contextmanager
 def session6_update(inv, on=True):
     """The update as the sixth session ran it (for side-by-side ratios): Adam as nine ``torch._foreach_*`` passes

@@ -118,9 +118,8 @@ class OpRecorder(TorchDispatchMode):
         outs = {id(t): t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)}
         floats = [t.dtype for t in ins.values() if t.is_floating_point()]
         if not outs:  # an in-place op that returns nothing (torch._fused_adam_): its mutated arguments are written
-            written = {i for i, a in enumerate(func._schema.arguments) if a.alias_info is not None and a.alias_info.is_write}
-            for i, a in enumerate(args):
-                if i in written:
+            for arg, a in zip(func._schema.arguments, args):
+                if arg.alias_info is not None and arg.alias_info.is_write:
                     outs.update({id(t): t for t in tree_flatten(a)[0] if isinstance(t, torch.Tensor)})
         fn = flop_registry.get(func.overloadpacket)
         flops = int(fn(*args, **kwargs, out_val=out)) if fn is not None else 0
