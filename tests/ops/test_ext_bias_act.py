@@ -1,9 +1,10 @@
 """Compiled bias_act (torch.ops.ganinv) against the reference `_bias_act_ref`.
 
-Inputs are drawn fresh every run (the seed is in each failure message) and outputs are NaN-poisoned
-(GANINV_DEBUG_POISON=1) so an element a kernel forgets to write cannot pass. Tolerances: float64
-1e-10; float32 1e-5 (CPU and CUDA); float16 rtol 4e-3 / atol 2e-3 and bfloat16 rtol 3e-2 / atol 2e-2
-against the float64 reference of the same (rounded) inputs: half an output ulp plus float accumulation.
+Inputs are drawn fresh every run (the seed is in each failure message; GANINV_TEST_SEED replays it), off the
+clamp where a gradient is compared, and outputs are NaN-poisoned (GANINV_DEBUG_POISON=1) so an element a kernel
+forgets to write cannot pass. Tolerances: float64 1e-10; float32 1e-5 (CPU and CUDA); float16 rtol 4e-3 / atol 2e-3
+and bfloat16 rtol 3e-2 / atol 2e-2 against the float64 reference of the same (rounded) inputs: half an output ulp
+plus float accumulation.
 """
 
 import pytest
@@ -55,6 +56,11 @@ def both(x, b, dim, act, clamp):
 def grads(y, inputs, gy, create_graph=False):
     g = torch.autograd.grad(y, inputs, gy, create_graph=create_graph, allow_unused=True)
     return [torch.zeros_like(i) if d is None else d for i, d in zip(inputs, g)]
+
+
+def plus(b, dim, ndim):
+    """x -> x + b along `dim` in float64 (the pre-activation, for `clear_of_kinks`)."""
+    return lambda x: x.double() + b.double().view([-1 if i == dim else 1 for i in range(ndim)])
 
 
 def close(a, b, dtype, what, gen, terms=1):
@@ -166,7 +172,7 @@ VEC_CASES = [((2, 4, 8, 8), 'contiguous'), ((1, 3, 9, 13), 'contiguous'), ((2, 1
 @pytest.mark.parametrize('device,dtype', [('cpu', torch.float32), ('cpu', torch.float64)] + [
     pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16)])
 @pytest.mark.parametrize('act', ['linear', 'relu', 'lrelu', 'swish'])
-def test_vector_paths_forward_and_derivative(act, dtype, device, gen):
+def test_vector_paths_forward_and_derivative(act, dtype, device, gen, clear_of_kinks):
     """The explicit-vector CPU spans (linear/relu/lrelu) and the packed CUDA kernel, against the reference."""
     for shape, layout in VEC_CASES:
         for clamp in (None, 0.9):
@@ -174,6 +180,7 @@ def test_vector_paths_forward_and_derivative(act, dtype, device, gen):
             b = draw((shape[1],), 'contiguous', dtype, device, gen)
             gy = draw(shape, 'contiguous', dtype, device, gen)
             alpha, gain, clmp = params(act, clamp)
+            clear_of_kinks(x, (plus(b, 1, x.dim()), plus(b * 0, 1, x.dim())), act, alpha, gain, clmp)  # bias, none
             for bias in (b, None):
                 what = f'{act} {dtype} clamp={clamp} {shape} {layout} bias={bias is not None}'
                 y = _ext.bias_act_ext(x, bias, 1, act, alpha, gain, clmp)
@@ -232,7 +239,7 @@ def bias_backward_ref(x, b, gy, dim, act, alpha, gain, clamp):
 @pytest.mark.parametrize('device,dtype', [('cpu', d) for d in (torch.float64, torch.float32, torch.bfloat16)] + [
     pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)])
 @pytest.mark.parametrize('act', list(ACTIVATIONS))
-def test_backward_with_bias_gradient(act, dtype, device, gen):
+def test_backward_with_bias_gradient(act, dtype, device, gen, clear_of_kinks):
     """`bias_act_backward` (dx and db in one pass) against the float64 reference, called directly and as the
     autograd of bias_act when the bias needs a gradient and no graph is built."""
     for shape, dim, layout in BWD_CASES:
@@ -241,6 +248,7 @@ def test_backward_with_bias_gradient(act, dtype, device, gen):
             b = draw((shape[dim],), 'contiguous', dtype, device, gen)
             gy = draw(shape, 'contiguous', dtype, device, gen)
             alpha, gain, clmp = params(act, clamp)
+            clear_of_kinks(x, plus(b, dim, x.dim()), act, alpha, gain, clmp)
             what = f'{act} {dtype} clamp={clamp} {shape} dim={dim} {layout}'
             dr, dbr = bias_backward_ref(x, b, gy, dim, act, alpha, gain, clmp)
             dx, db = torch.ops.ganinv.bias_act_backward(gy, x, b, dim, _ext.ACT_CODES[act], alpha, gain,
