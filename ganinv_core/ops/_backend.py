@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from . import _ext
+from . import _ext, _selftest
 
 _CHOICES = ('auto', 'ref', 'ext')
 _warned = set()
@@ -46,8 +46,8 @@ def requested(op: str, impl=None) -> str:
     return impl
 
 
-def ext_status(dev: str, dtype):
-    """Whether the compiled kernels can run on device type `dev` with `dtype`.
+def ext_status(dev: str, dtype, op: str = ''):
+    """Whether the compiled kernels (of `op`, when given) can run on device type `dev` with `dtype`.
 
     Returns:
         (ok, reason): `reason` is '' when ok, else one phrase saying why not.
@@ -56,6 +56,11 @@ def ext_status(dev: str, dtype):
     if ok and dtype not in _ext.DTYPES.get(dev, ()):
         names = ', '.join(str(d).replace('torch.', '') for d in _ext.DTYPES[dev])
         return False, f'the {dev} kernels take {names}, not {str(dtype).replace("torch.", "")}'
+    if ok and op:
+        failed = _selftest.failure(dev, op)
+        if failed:
+            return False, (f'the {op} kernels failed their self-test against the reference ({failed}; '
+                           f'GANINV_SELFTEST=0 skips the check)')
     return ok, reason
 
 
@@ -63,7 +68,7 @@ def ext_status(dev: str, dtype):
 def _choose(op: str, choice: str, dev: str, dtype) -> str:
     if choice == 'ref':
         return 'ref'
-    ok, reason = ext_status(dev, dtype)
+    ok, reason = ext_status(dev, dtype, op)
     if ok:
         return 'ext'
     if choice == 'ext':

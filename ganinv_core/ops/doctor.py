@@ -1,4 +1,5 @@
-"""`doctor_report()`: which backend each op takes on each device, the toolchain, and why a build failed.
+"""`doctor_report()`: which backend each op takes on each device, the outcome of its kernels' self-test against
+the reference (`_selftest`), the toolchain, and why a build failed.
 
 Run as `ganinv-run --doctor` or `python -m ganinv_core.ops.doctor`. Probing a device may start the
 one-time just-in-time build of its kernels (that is the point: the report says whether it worked).
@@ -37,7 +38,7 @@ def _devices():
 
 def doctor_report() -> str:
     """A multi-line, human-readable report (see the module docstring)."""
-    from . import _backend, _ext, _jit
+    from . import _backend, _ext, _jit, _selftest
     lines = ['ganinv ops doctor',
              f'  python {platform.python_version()} on {platform.platform()}',
              f'  torch {torch.__version__}, CUDA {torch.version.cuda or "none (CPU-only build)"}'
@@ -48,7 +49,8 @@ def doctor_report() -> str:
              f'  ninja: {_first_line(["ninja", "--version"])}',
              f'  GANINV_OPS={os.environ.get("GANINV_OPS", "") or "(unset: auto)"}  '
              f'GANINV_JIT={os.environ.get("GANINV_JIT", "") or "(unset: 1)"}  '
-             f'TORCH_CUDA_ARCH_LIST={os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "(unset)"}']
+             f'TORCH_CUDA_ARCH_LIST={os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "(unset)"}  '
+             f'GANINV_SELFTEST={os.environ.get("GANINV_SELFTEST", "") or "(unset: 1)"}']
     try:
         import ganinv_core._C as c
         lines.append(f'  extension: {c.__file__}')
@@ -63,9 +65,15 @@ def doctor_report() -> str:
         lines.append(f'  ! {e}')
     for dev in _devices():
         ok, reason = _ext.available(dev.split()[0])
-        backend = 'ref' if choice == 'ref' else ('ext' if ok else ('ERROR' if choice == 'ext' else 'ref'))
-        why = 'GANINV_OPS=ref' if choice == 'ref' else reason
-        for op in ('bias_act', 'upfirdn2d', 'modconv_epilogue', 'lpips_distance', 'noise_autocorr'):
+        checked = ok and choice != 'ref' and _selftest.enabled()
+        checks = _selftest.results(dev.split()[0]) if checked else {}
+        for op in _selftest.CASES:
+            passed, detail = checks.get(op, (True, ''))
+            usable = ok and passed
+            backend = 'ref' if choice == 'ref' else ('ext' if usable else ('ERROR' if choice == 'ext' else 'ref'))
+            why = ('GANINV_OPS=ref' if choice == 'ref' else reason if not ok else
+                   f'self-test FAILED: {detail}' if not passed else
+                   f'self-test passed: {detail}' if checked else 'self-test off (GANINV_SELFTEST=0)')
             lines.append(f'  {dev.split()[0]:<7} {op:<17} {backend:<8} {why}')
     if _jit._FAILED:
         lines.append('  remembered build failures (delete the FAILED file or set GANINV_REBUILD=1 to retry):')
