@@ -3,7 +3,9 @@
 Every benchmark ratio is taken against this (issue 6): reference ops (`GANINV_OPS=ref`), fp32, fused modulated
 convolution, batch 1, a host sync every step (the projector prints `float(loss)`), the noise regulariser as a
 Python loop over every buffer and pyramid level, G's `noise_const` buffers optimised in place, and a VGG16 whose
-weights require gradients (the projector never calls `requires_grad_(False)` on its TorchScript VGG).
+weights require gradients (the projector never calls `requires_grad_(False)` on its TorchScript VGG). TF32 flags stay
+at PyTorch's defaults, as projector.py leaves them: cuDNN convolutions in TF32 on Ampere and later, matmuls in fp32
+(ours at `precision='fp32'` turns TF32 off for both, so that ratio is conservative).
 """
 import copy
 import math

@@ -4,7 +4,9 @@
 
 Runs colourisation + inpainting in simulation on 4 seeds, once as `ganinv-run` defaults it (`--precision auto`,
 `--cuda-graph auto`: on a CUDA GPU, TF32 and the step captured as a graph) and once with `--no-cuda-graph`, and prints
-each run's precision and the steps/s that `metrics.json` records (the optimisation loop alone, after set-up).
+each run's precision and the steps/s that `metrics.json` records: the optimisation loop after set-up (loading, the
+targets), including the graph's one-off warm-up and capture (~2 steps' work plus the capture), which a short run's rate
+carries more of than a 1000-step one's.
 """
 import argparse
 import json

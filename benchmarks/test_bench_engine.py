@@ -15,6 +15,7 @@ from _common import (DEVICE, SIZE, F32Losses, NoTF32, gen_flops_for, generator, 
 from _nvidia_equiv import NvidiaProjectorStep
 
 from ganinv_core.engine import Inversion, invert
+from ganinv_core.engine._precision import tf32_mode
 
 FULL = SIZE == 'full'
 CUDA = DEVICE.type == 'cuda'
@@ -157,7 +158,8 @@ def test_generator_fwd_bwd(benchmark, net, n, fused, prec):
         img.float().square().sum().backward()
         ws.grad = None
         sync()
-    mem = timed(benchmark, run, **ROUNDS)
+    with tf32_mode(prec != 'fp32'):   # 'fp32' without TF32 convolutions (PyTorch's default has them on)
+        mem = timed(benchmark, run, **ROUNDS)
     record(benchmark, compare=f'gen-{net}', images=n, flops=gen_flops_for(G, fused) * n,
            baseline=(n == 1 and fused and prec == 'fp32'), peak_mem=mem)
 
@@ -197,7 +199,8 @@ def test_vgg16_loss(benchmark, res, n, kind, prec):
         for p in vgg.parameters():
             p.grad = None
         sync()
-    mem = timed(benchmark, run, **ROUNDS)
+    with tf32_mode(prec != 'fp32'):
+        mem = timed(benchmark, run, **ROUNDS)
     record(benchmark, compare=f'vgg-{res}', images=n, flops=vgg_flops_for(res) * n * (1.5 if kind == 'nvidia' else 1),
            baseline=kind == 'nvidia', peak_mem=mem)
 

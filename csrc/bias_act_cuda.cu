@@ -90,8 +90,8 @@ __global__ void __launch_bounds__(256)
     }
     reinterpret_cast<P*>(y)[q] = out;
   }
-  const int i = packs * N + first;  // the tail, shorter than one pack
-  if (i < n) {
+  if (first < n - packs * N) {  // the tail, shorter than one pack (packs * N + first could pass INT32_MAX)
+    const int i = packs * N + first;
     const acc_t bi = size ? acc_t(b[(i / step) % size]) : acc_t(0);
     const acc_t gi = order != 0 ? acc_t(g[i]) : acc_t(0);
     y[i] = scalar_t(ba_element<A>(acc_t(x[i]) + bi, gi, order, alpha, gain, clamp, clamped));
@@ -163,7 +163,8 @@ __global__ void __launch_bounds__(256)
   const bool clamped = p.clamp >= 0;
   const int64_t step = p.step_b, size = p.size_b;
   const int units = int(step / VN);
-  const int begin = int(blockIdx.x) * chunk, end = min(begin + chunk, total);
+  const int begin = int(blockIdx.x) * chunk;                                   // < total
+  const int end = int(min(int64_t(begin) + chunk, int64_t(total)));            // begin + chunk may pass INT32_MAX
   for (int64_t c = blockIdx.y; c < size; c += gridDim.y) {
     const acc_t bias = acc_t(b[c]);
     acc_t sum = acc_t(0);

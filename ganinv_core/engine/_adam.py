@@ -5,7 +5,8 @@ step lives on the device (lr, step count), so a step never asks the host and can
 On CPU and CUDA the update is PyTorch's fused Adam kernel (``torch._fused_adam_``, what ``torch.optim.Adam(
 fused=True)`` runs): one pass that reads p, g, m, v and writes p, m, v, where the ``torch._foreach_*`` form (kept
 for other devices, and as ``fused=False``) makes nine passes and two temporaries. ``ok`` lets fp16 loss scaling
-drop a step with non-finite gradients without asking the host.
+drop a step with non-finite gradients without asking the host; a dropped step is not counted in the bias
+corrections, as ``torch.optim.Adam`` under a ``GradScaler`` (which does not call ``step`` then).
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class Adam:
                 torch._fused_adam_([ps[j] for j in k], [gs[j] for j in k], [ms[j] for j in k], [vs[j] for j in k],
                                    [], [self.t] * len(k), lr=lr, beta1=self.b1, beta2=self.b2, weight_decay=0.0,
                                    eps=self.eps, amsgrad=False, maximize=False, found_inf=found)
+            if found is not None:
+                self.t.sub_(found)   # a skipped step is not counted (as torch.optim.Adam under a GradScaler)
             return
         # bias corrections in float64 on the device: c1 = 1 - b1^t, c2 = sqrt(1 - b2^t)
         t = self.t.double()
@@ -73,10 +76,11 @@ class Adam:
         upd = torch._foreach_div(ms, den)
         torch._foreach_mul_(upd, lr / c1)
         torch._foreach_sub_(ps, upd)
-        if ok is not None:  # a skipped step leaves every tensor as it was
+        if ok is not None:  # a skipped step leaves every tensor as it was, and is not counted
             for new, old in ((ms, ms0), (vs, vs0), (ps, ps0)):
                 for a, b in zip(new, old):
                     a.copy_(torch.where(ok, a, b))
+            self.t.sub_((~ok).float())
 
     def zero_grad(self) -> None:
         for p in self.params:

@@ -201,10 +201,12 @@ class Inversion:
             self._switch_precision(self._polish)
         with self.prec.mode():
             if self._want_graph and self._graph is None:
-                self._graph = _capture(self)
+                with torch.cuda.device(self.device):   # captured (and replayed) on the run's GPU, not the current one
+                    self._graph = _capture(self)
                 self._want_graph = self._graph is not None
             if self._graph is not None:
-                self._graph.replay()
+                with torch.cuda.device(self.device):
+                    self._graph.replay()
             elif self.static:
                 self._body(self._step_t)
                 self.opt.zero_grad()
