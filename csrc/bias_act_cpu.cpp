@@ -225,7 +225,12 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cpu(const at::Tensor& g_in,
   TORCH_CHECK_VALUE(g_in.scalar_type() == x.scalar_type(), op, ": the gradient must match x in dtype (",
                     x.scalar_type(), "), got ", g_in.scalar_type());
   const at::Tensor g = like_x(g_in, x);
-  if (p.step_b < kBiasMinRun) {
+  if (p.step_b < kBiasMinRun) {  // dx, then its sum; 16-bit: both from the float32 values, dx rounded once
+    if (is_16bit(x)) {
+      const at::Tensor dx = run_any(g.to(at::kFloat), x.to(at::kFloat), b.to(at::kFloat), 1, dim, act, alpha, gain,
+                                    clamp, op);
+      return {dx.to(x.scalar_type()), bias_grad_by_sum(dx, b, dim)};
+    }
     const at::Tensor dx = run_any(g, x, b, 1, dim, act, alpha, gain, clamp, op);
     return {dx, bias_grad_by_sum(dx, b, dim)};
   }

@@ -241,7 +241,12 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in
   const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
   const BiasActParams p = bias_act_params(x, b, dim, act, 1, alpha, gain, clamp, op);
   const bool fused = p.step_b >= kBiasMinRun && p.numel / p.size_b <= INT32_MAX - 256;  // int32 packs per channel
-  if (!fused) {
+  if (!fused) {  // dx, then its sum; 16-bit: both from the float32 values, dx rounded once
+    if (is_16bit(x)) {
+      const at::Tensor dx = run(g_in.to(at::kFloat), x.to(at::kFloat), b.to(at::kFloat), 1, dim, act, alpha, gain,
+                                clamp, op);
+      return {dx.to(x.scalar_type()), bias_grad_by_sum(dx, b, dim)};
+    }
     const at::Tensor dx = run(g_in, x, b, 1, dim, act, alpha, gain, clamp, op);
     return {dx, bias_grad_by_sum(dx, b, dim)};
   }

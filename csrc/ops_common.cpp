@@ -180,6 +180,13 @@ void check_upfirdn_args(const at::Tensor& x, const at::Tensor& f, int64_t upx, i
   TORCH_CHECK_VALUE(f.device() == x.device(), "upfirdn2d: f must be on x's device");
   TORCH_CHECK_VALUE(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1,
                     "upfirdn2d: up and down factors must be >= 1");
+  constexpr int64_t kMaxFactor = int64_t(1) << 16, kMaxPad = int64_t(1) << 30;  // the kernels index in int32
+  TORCH_CHECK_VALUE(upx <= kMaxFactor && upy <= kMaxFactor && downx <= kMaxFactor && downy <= kMaxFactor,
+                    "upfirdn2d: up and down factors must be at most 65536, got up (", upx, ", ", upy, "), down (",
+                    downx, ", ", downy, ")");
+  for (const int64_t pad : {padx0, padx1, pady0, pady1})
+    TORCH_CHECK_VALUE(pad >= -kMaxPad && pad <= kMaxPad, "upfirdn2d: paddings must lie within +-2^30, got (", padx0,
+                      ", ", padx1, ", ", pady0, ", ", pady1, ")");
   const int64_t fw = f.size(-1), fh = f.dim() == 2 ? f.size(0) : f.size(0);
   const int64_t oh = upfirdn_out_size(x.size(2), upy, pady0, pady1, fh, downy);
   const int64_t ow = upfirdn_out_size(x.size(3), upx, padx0, padx1, fw, downx);

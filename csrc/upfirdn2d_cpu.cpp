@@ -45,10 +45,12 @@ std::vector<TapRun> column_runs(const UpfirdnParams& p, int64_t so, int64_t si) 
 bool rank1_split(const at::Tensor& fd, std::vector<double>& col, std::vector<double>& row) {
   const int64_t fh = fd.size(0), fw = fd.size(1);
   const double* f = fd.const_data_ptr<double>();
+  for (int64_t i = 0; i < fh * fw; ++i)
+    if (!std::isfinite(f[i])) return false;  // a NaN / inf tap must reach every output it touches: general path
   int64_t piv = 0;
   for (int64_t i = 1; i < fh * fw; ++i) if (std::abs(f[i]) > std::abs(f[piv])) piv = i;
   const double fp = f[piv];
-  if (fp == 0.0 || !std::isfinite(fp)) return false;
+  if (fp == 0.0) return false;
   const int64_t r0 = piv / fw, c0 = piv % fw;
   col.resize(fh); row.resize(fw);
   for (int64_t j = 0; j < fw; ++j) row[j] = f[r0 * fw + j];

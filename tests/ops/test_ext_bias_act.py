@@ -275,6 +275,26 @@ def test_backward_bias_gradient_is_deterministic(device, gen):
         assert all(torch.equal(a, c) for a, c in zip(first, again))
 
 
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.float16), ('cpu', torch.bfloat16)] + [
+    pytest.param('cuda', d, marks=CUDA.marks) for d in (torch.float16, torch.bfloat16)])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+def test_16bit_bias_gradient_sums_the_unrounded_values(layout, dtype, device):
+    """db in 16-bit is the rounded sum of the float32 per-element gradients, in every layout (channels_last takes
+    dx + a reduction, which used to sum dx after rounding it). Each channel: 1024 elements with gradient gain =
+    1 + 1/2048 (1.0 once rounded) and one with -1024 gain alpha = -1024, so db = 0.5 (rounded first: 0)."""
+    gain = 1 + 2 ** -11
+    x = torch.ones(1, 2, 5, 205, device=device, dtype=dtype)
+    x[..., 0, 0] = -1
+    g = torch.ones_like(x)
+    g[..., 0, 0] = -1024
+    if layout == 'channels_last':
+        x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+    dx, db = torch.ops.ganinv.bias_act_backward(g, x, torch.zeros(2, device=device, dtype=dtype), 1, 2, 1 / gain,
+                                                gain, -1.0)
+    assert torch.equal(db.float().cpu(), torch.full((2,), 0.5))
+    assert dx.dtype == dtype and torch.equal(dx[0, 0, 0, 1:].float().cpu(), torch.ones(204))
+
+
 class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()

@@ -154,6 +154,28 @@ def test_bad_arguments_raise_value_errors():
         torch.ops.ganinv.upfirdn2d(x, torch.ones(8, 8), 1, 1, 1, 1, 0, 0, 0, 0, False, 1.0)
     with pytest.raises(ValueError, match='up and down'):
         torch.ops.ganinv.upfirdn2d(x, torch.ones(2, 2), 0, 1, 1, 1, 0, 0, 0, 0, False, 1.0)
+    # beyond what the kernels index in int32 (these used to wrap: a wrong output, or a division by zero)
+    with pytest.raises(ValueError, match=r'factors must be at most 65536, got up \(4294967297, 1\)'):
+        torch.ops.ganinv.upfirdn2d(x, torch.ones(1, 3), 2 ** 32 + 1, 1, 2 ** 32 + 1, 1, 0, 0, 0, 0, False, 1.0)
+    with pytest.raises(ValueError, match=r'paddings must lie within \+-2\^30, got \(4294967296, -4294967296, 0, 0\)'):
+        torch.ops.ganinv.upfirdn2d(x, torch.ones(1, 3), 1, 1, 1, 1, 2 ** 32, -2 ** 32, 0, 0, False, 1.0)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('flip', [False, True])
+def test_a_nan_tap_reaches_the_outputs_it_touches(flip, device):
+    """A NaN tap off the largest one's row and column makes the filter not rank-1: the CPU's rank-1 fast path used to
+    rebuild the taps from that row and column and lose it. NaN in every output where that tap reads the input (7x7
+    of 8x8; the kernels skip the zero padding, which the reference multiplies, NaN * 0 = NaN), the reference's
+    values elsewhere."""
+    f = torch.ones(3, 3, device=device)
+    f[0, 0] = float('nan')
+    f[1, 1] = 2.0   # the largest tap
+    x = torch.ones(1, 1, 8, 8, device=device)
+    y = torch.ops.ganinv.upfirdn2d(x, f, 1, 1, 1, 1, 1, 1, 1, 1, flip, 1.0)
+    assert y.isnan().sum() == 49
+    r0 = _upfirdn2d_ref(x.double(), f.nan_to_num(0.0).double(), padding=1, flip_filter=flip)
+    torch.testing.assert_close(y[~y.isnan()].double(), r0[~y.isnan()])
 
 
 # The tiled CUDA kernel's cases (NCHW, 4x4 filter; up 1 / up 2 / down 2; 32x64 output tiles, 16x64
