@@ -81,11 +81,13 @@ def _grads(y, xs, gy):
 
 def _bias_act(dev, dt, gen):
     from .bias_act import bias_act
-    for shape, act in (((2, 16, 8, 8), 'lrelu'), ((1, 3, 5, 7), 'lrelu'), ((2, 16, 8, 8), 'linear')):
-        x, b, gy = _draw(gen, shape, dt, dev), _draw(gen, shape[1:2], dt, dev), _draw(gen, shape, dt, 'cpu')
+    for shape, act, cl in (((2, 16, 8, 8), 'lrelu', False), ((1, 3, 5, 7), 'lrelu', False),
+                           ((2, 16, 8, 8), 'linear', False), ((2, 16, 4, 4), 'lrelu', True)):
+        x, b, gy = _draw(gen, shape, dt, dev, cl=cl), _draw(gen, shape[1:2], dt, dev), _draw(gen, shape, dt, 'cpu')
         (xe, be), (xr, br) = _leaves(x, b)
         ye, yr = (bias_act(x_, b_, act=act, clamp=256, impl=i) for x_, b_, i in ((xe, be, 'ext'), (xr, br, 'ref')))
-        yield f'{act} {shape}', (ye, *_grads(ye, (xe, be), gy)), (yr, *_grads(yr, (xr, br), gy))
+        yield f'{act} {shape}{" channels_last" if cl else ""}', (ye, *_grads(ye, (xe, be), gy)), \
+            (yr, *_grads(yr, (xr, br), gy))
 
 
 def _upfirdn2d(dev, dt, gen):
