@@ -113,7 +113,7 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
 
     Args:
         x: input tensor, e.g. [N, C, H, W].
-        b: bias [x.shape[dim]] or None.
+        b: bias [x.shape[dim]] or None (used in x's dtype).
         dim: the axis `b` runs along (default 1, the channels of NCHW).
         act: 'linear', 'relu', 'lrelu', 'tanh', 'sigmoid', 'elu', 'selu', 'softplus' or 'swish'.
         alpha: activation parameter (lrelu slope); None -> table default (0.2 for lrelu).
@@ -129,6 +129,8 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     """
     alpha, gain, clamp = _normalize_args(x, b, dim, act, alpha, gain, clamp)
     dim = dim % x.ndim
+    if b is not None and b.dtype != x.dtype:
+        b = b.to(x.dtype)   # the output is x's dtype on both paths (the reference would promote)
     if _backend.resolve('bias_act', x, impl) == 'ext':
         return _ext.bias_act_ext(x, b, dim, act, alpha, gain, clamp)
     return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)

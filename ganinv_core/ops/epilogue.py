@@ -72,7 +72,9 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
         act, alpha, gain, clamp: as in `bias_act`.
         e: None, or a per-image, per-channel output scale [N, C] or [N, C, 1, 1] (the next layer's modulation).
         impl: None / 'auto' (follow GANINV_OPS), 'ref' or 'ext' (the kernel where it covers the layout: c
-            contiguous or channels_last, noise shared over channels, one dtype; otherwise the reference).
+            contiguous or channels_last, noise shared over channels, one dtype, and no input needing a gradient;
+            otherwise the reference). The kernel has no autograd of its own: differentiable callers that want it
+            pair it with `modconv_epilogue_vjp` in an autograd function, as `nets.layers._DemodBiasAct` does.
 
     Returns:
         Tensor shaped like c, in c's dtype (and, from the kernel, c's memory format).
@@ -81,7 +83,8 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
         OpArgumentError: an invalid argument (one line naming it).
     """
     d4, n4, e4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
-    if ops is not None:
+    if ops is not None and not (torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in (c, d, noise, b, e))):
         return _ext.modconv_epilogue_ext(c, *ops, act, alpha, gain, clamp)
     cw = c.to(_wide(c, d4, n4, e4))   # float32 coefficients with a 16-bit c: computed in float32, rounded once
     s = cw * d4 if n4 is None else torch.addcmul(n4, cw, d4)

@@ -80,6 +80,9 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
         f = f / f.sum()
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
+    if f.ndim == 1 and gain < 0:
+        raise OpArgumentError(f'setup_filter: a separable filter applies its gain as sqrt(gain) per axis; '
+                              f'gain={gain} < 0 needs the 2-D form (separable=False)')
     f = f * (gain ** (f.ndim / 2))
     return f.to(device=device)
 
@@ -133,7 +136,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
         padding: int, (px, py) or (padx0, padx1, pady0, pady1); negative values crop.
         flip_filter: False = convolution, True = correlation.
         gain: overall scaling of the output.
-        impl: None / 'auto' (follow GANINV_OPS), 'ref' or 'ext'.
+        impl: None / 'auto' (follow GANINV_OPS), 'ref' or 'ext' (the kernel unless f needs a gradient, which
+            only the reference gives).
 
     Returns:
         [N, C, outH, outW].
@@ -148,7 +152,10 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
     if x.shape[3] * upx + px0 + px1 < fw or x.shape[2] * upy + py0 + py1 < fh:
         raise OpArgumentError(f'upfirdn2d: the padded input ({x.shape[2] * upy + py0 + py1}x'
                               f'{x.shape[3] * upx + px0 + px1}) is smaller than the filter ({fh}x{fw})')
-    if _backend.resolve('upfirdn2d', x, impl) == 'ext':
+    if f is not None and f.ndim == 1 and gain < 0:   # sqrt(gain) per axis is not real: the 2-D form takes it once
+        f = torch.outer(f, f)
+    trainable = f is not None and f.requires_grad and torch.is_grad_enabled()
+    if _backend.resolve('upfirdn2d', x, impl) == 'ext' and not trainable:
         if f is None:
             f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
         return _ext.upfirdn2d_ext(x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain))

@@ -1,5 +1,6 @@
-"""Backend dispatch rules, GANINV_OPS, the build lock's stale-lock recovery, remembered build failures
-(with a fake build function: nothing is compiled here), and the doctor report."""
+"""Backend dispatch rules, GANINV_OPS, what the compiled path leaves to the reference, the build lock's stale-lock
+recovery, remembered build failures (with a fake build function: nothing is compiled here), and the doctor
+report."""
 import os
 import signal
 import subprocess
@@ -104,6 +105,50 @@ def test_unavailable_device_auto_vs_ext(monkeypatch, fresh_warnings):
     monkeypatch.setenv('GANINV_OPS', 'ext')
     with pytest.raises(_ext.ExtUnavailableError, match='requested .* cannot run on cpu: simulated build failure'):
         _backend.resolve('bias_act', x)
+
+
+# --- what the compiled path cannot do takes the reference, with the same results ------------------------------
+
+@pytest.mark.parametrize('impl', [None, 'ext'])
+def test_epilogue_takes_the_reference_where_an_input_needs_a_gradient(impl):
+    """The kernel has no autograd of its own: with an input that needs a gradient the public op runs the reference,
+    whose gradients are right (they used to be silently missing)."""
+    c, d = torch.randn(2, 3, 4, 4, requires_grad=True), torch.rand(2, 3) + 0.5
+    b, noise = torch.randn(3, requires_grad=True), torch.randn(2, 1, 4, 4)
+    gy = torch.randn(2, 3, 4, 4)
+    got = torch.autograd.grad(ops.modconv_epilogue(c, d, noise, b, act='lrelu', impl=impl), (c, b), gy)
+    want = torch.autograd.grad(ops.modconv_epilogue(c, d, noise, b, act='lrelu', impl='ref'), (c, b), gy)
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r)
+    with torch.no_grad():   # without gradients, the kernel (same values)
+        torch.testing.assert_close(ops.modconv_epilogue(c, d, noise, b, act='lrelu', impl=impl),
+                                   ops.modconv_epilogue(c, d, noise, b, act='lrelu', impl='ref'))
+
+
+def test_upfirdn2d_with_a_trainable_filter_gets_its_gradient():
+    x, f = torch.randn(1, 2, 6, 6), ops.setup_filter([1, 3, 3, 1]).requires_grad_()
+    gy = torch.randn(1, 2, 6, 6)
+    (gf,) = torch.autograd.grad(ops.upfirdn2d(x, f, padding=[2, 1, 2, 1]), f, gy)   # 'auto': used to raise
+    (rf,) = torch.autograd.grad(ops.upfirdn2d(x, f, padding=[2, 1, 2, 1], impl='ref'), f, gy)
+    torch.testing.assert_close(gf, rf)
+
+
+@pytest.mark.parametrize('impl', ['ext', 'ref'])
+def test_a_negative_gain_with_a_separable_filter(impl):
+    """sqrt(gain) per axis is not real: the ext path returned NaN, the reference raised on a complex filter."""
+    x, f = torch.randn(1, 2, 7, 7), ops.setup_filter([1, 3, 3, 1], separable=True)
+    pos = ops.upfirdn2d(x, f, padding=1, gain=3.0, impl=impl)
+    torch.testing.assert_close(ops.upfirdn2d(x, f, padding=1, gain=-3.0, impl=impl), -pos)
+    with pytest.raises(ops.OpArgumentError, match=r'setup_filter: .*gain=-2 < 0 needs the 2-D form'):
+        ops.setup_filter([1, 3, 3, 1], separable=True, gain=-2)
+
+
+@pytest.mark.parametrize('impl', ['ext', 'ref'])
+def test_bias_act_returns_x_dtype_whatever_the_bias_dtype(impl):
+    x, b = torch.randn(2, 3, 4, 4), torch.randn(3, dtype=torch.float64)
+    y = ops.bias_act(x, b, act='lrelu', impl=impl)
+    assert y.dtype == torch.float32   # the reference used to promote to float64
+    torch.testing.assert_close(y, ops.bias_act(x, b.float(), act='lrelu', impl='ref'))
 
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason='checks the CPU-only torch message')
