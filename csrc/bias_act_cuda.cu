@@ -240,6 +240,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense_4d_or_contiguous(x_in) ? x_in : x_in.contiguous();
   const BiasActParams p = bias_act_params(x, b, dim, act, 1, alpha, gain, clamp, op);
+  TORCH_CHECK_VALUE(g_in.scalar_type() == x.scalar_type() && g_in.device() == x.device(), op,
+                    ": the gradient must match x in dtype and device");
   const bool fused = p.step_b >= kBiasMinRun && p.numel / p.size_b <= INT32_MAX - 256;  // int32 packs per channel
   if (!fused) {  // dx, then its sum; 16-bit: both from the float32 values, dx rounded once
     if (is_16bit(x)) {
@@ -250,8 +252,6 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in
     const at::Tensor dx = run(g_in, x, b, 1, dim, act, alpha, gain, clamp, op);
     return {dx, bias_grad_by_sum(dx, b, dim)};
   }
-  TORCH_CHECK_VALUE(g_in.scalar_type() == x.scalar_type() && g_in.device() == x.device(), op,
-                    ": the gradient must match x in dtype and device");
   const at::Tensor g = like_x(g_in, x);
   at::Tensor dx = maybe_poison(at::empty_like(x));
   at::Tensor db;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A short GPU call after a fix (about 3-4 minutes on a fresh machine): install (builds the kernels), the doctor, every
+# test marked gpu, and bf16 / fp16 accuracy at 256² with the compiled ops and with the reference ops side by side
+# (is a reduced-precision loss the kernels' doing?). Output goes to $OUT/recheck.log.
+#   bash benchmarks/gpu_recheck.sh            (repository root, on the GPU machine)
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/out/gpu}; mkdir -p "$OUT"
+PY=${PY:-python3}
+export GANINV_PLUGINS_STRICT=1
+exec > >(tee -a "$OUT/recheck.log") 2>&1
+step() { local secs=$1; shift; echo; echo "=== [$(date -u +%T)] $*"; local t0=$SECONDS
+         timeout --kill-after=5 "$secs" "$@"; echo "=== exit $? after $((SECONDS - t0))s"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null
+step 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
+  "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+step 30 "$PY" -m ganinv_core.cli --doctor
+step 100 "$PY" -m pytest tests -m gpu -q -ra --tb=short -p no:cacheprovider
+PC=(benchmarks/precision_check.py --network random-256 --steps 100 --targets ${GANINV_RECHECK_TARGETS:-8})
+step 40 "$PY" "${PC[@]}" --configs fp32,bf16,fp16
+step 40 env GANINV_OPS=ref "$PY" "${PC[@]}" --configs fp32,bf16
