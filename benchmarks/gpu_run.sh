@@ -64,6 +64,20 @@ bench_engine() {
   keep_json "$json"
 }
 
+# Every test marked gpu (extra pytest args pass through). A crash (a signal: exit >= 128) would lose every test after
+# it, so then the modules run one at a time: one crash costs one module.
+gpu_tests() {
+  "$PY" -m pytest tests -m gpu -q -ra --tb=short -p no:cacheprovider "$@"; local rc=$?
+  [ "$rc" -lt 128 ] && return "$rc"
+  echo "=== the test process died (exit $rc): the modules one at a time"
+  local f
+  for f in $("$PY" -m pytest tests -m gpu --collect-only -q -p no:cacheprovider "$@" 2>/dev/null | grep '::' | cut -d: -f1 | sort -u); do
+    echo "--- $f"; "$PY" -m pytest "$f" -m gpu -q -ra --tb=short -p no:cacheprovider
+  done
+  return "$rc"
+}
+export -f gpu_tests; export PY
+
 echo "=== ganinv GPU run $(date -u +%FT%TZ) dry=$DRY"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name())'
@@ -81,7 +95,7 @@ if part a; then
 stage doctor 60 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1 || ganinv-run --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 
 # 3. tests: everything marked gpu, and the ops + engine suites (CPU and CUDA paths)
-stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider
+stage tests-gpu 150 bash -c gpu_tests
 # the simple CUDA kernels (GANINV_CUDA_SIMPLE=1), kept as the fallback of the tiled / vectorised ones
 stage tests-gpu-simple-kernels 60 env GANINV_CUDA_SIMPLE=1 "$PY" -m pytest tests/ops -m gpu -q -ra -p no:cacheprovider
 [ ${#TESTS[@]} = 0 ] || stage tests-cpu-paths 200 "$PY" -m pytest "${TESTS[@]}" -q -ra -p no:cacheprovider
@@ -129,7 +143,7 @@ STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,ops,psnr,pro
 has() { [[ $STAGES == *,$1,* ]]; }
 has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
-has tests-gpu && stage tests-gpu 150 "$PY" -m pytest tests -m gpu -q -ra -p no:cacheprovider --ignore=tests/ops/test_ext_epilogue.py
+has tests-gpu && stage tests-gpu 150 bash -c 'gpu_tests --ignore=tests/ops/test_ext_epilogue.py'
 has engine && bench_engine bench-engine-targets 180 bench.json \
   -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or bf16-cl-graph or fp16-graph or cudnnbench or nofold or s4-graph or s6-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16) or (test_update and random-1024)}"
 # (includes bias_act's backward with the bias gradient in one pass beside the two-pass form, test_bias_act_backward,

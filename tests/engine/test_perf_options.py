@@ -246,24 +246,60 @@ def test_auto_graph_captures_the_restoration_plugins_on_gpu():
     np.testing.assert_allclose(graph.history['total'], eager.history['total'], rtol=1e-2)
 
 
+def _step_gradient(G, t, precision, ops, monkeypatch):
+    """The latents' gradient of one projection step (step 0, the same w-noise draw) at `precision`, with the ops
+    forced to `ops`: [w, *noise maps] in float64."""
+    monkeypatch.setenv('GANINV_OPS', ops)
+    inv = Inversion(G, t, precision=precision, steps=10, seed=3, cuda_graph=False,
+                    losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'])
+    monkeypatch.setattr(inv.opt, 'step', lambda lr, ok=None: None)   # the gradient, not the update
+    with inv.prec.mode():
+        inv._body(0)
+    monkeypatch.delenv('GANINV_OPS')
+    return inv.lat.params[0].grad.double() / inv.scaler.scale
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize('device,net,precision', [
+    ('cpu', 'random-64', 'bf16'),
+    pytest.param('cuda', 'random-256', 'bf16', marks=[pytest.mark.gpu, cuda]),
+    pytest.param('cuda', 'random-256', 'fp16', marks=[pytest.mark.gpu, cuda])])
+def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkeypatch):
+    """The gradient that drives the optimisation, one step of it, in bf16 / fp16 against fp32 (reference ops): within
+    10 % in norm, and no further from it with the compiled ops than with the reference ops (a kernel rounding where
+    the reference does not would show here). A deterministic guard: final PSNRs scatter by up to 1 dB per target in
+    bf16 (below). CPU, random-64 (bf16 blocks at 8-64): 2.1 % compiled, 2.2 % reference."""
+    from ganinv_core.weights import load_generator
+    G = load_generator(net, device=device)
+    t = _target(G, 11, 12).to(device)
+    want = _step_gradient(G, t, 'fp32', 'ref', monkeypatch)
+    err = {ops: _rel(_step_gradient(G, t, precision, ops, monkeypatch), want) for ops in ('ref', 'ext')}
+    assert err['ref'] <= 0.1 and err['ext'] <= 0.1, err
+    assert err['ext'] <= 1.25 * err['ref'] + 1e-3, err
+
+
 @pytest.mark.gpu
 @cuda
-def test_bf16_psnr_stays_near_fp32():
-    """bf16 (the generator's fp16 blocks in bfloat16, the losses under autocast) ends near fp32: the mean final PSNR
-    over 4 targets within 1 dB, a guard against a broken reduced-precision path (which costs several dB).
+def test_reduced_precision_psnr_stays_near_fp32():
+    """bf16 and fp16 (the generator's fp16 blocks in that dtype, the losses under autocast) end near fp32: mean final
+    PSNR over 4 targets, a guard against a broken reduced-precision path (which costs several dB).
 
-    Issue 6's target (0.1 dB) needs more targets than a test can afford and is measured by
-    benchmarks/precision_check.py: on an H200 this setting (random-256, 4 targets, 100 steps) gave -0.23 and
-    -0.42 dB, random-1024 -0.04 to -0.14 dB over 8-20 targets (benchmarks/RESULTS.md): not met yet. One target's
-    end point moves by ~0.1-0.2 dB under any change of rounding (tf32 too), hence the mean.
+    Per target the end point is chaotic under rounding: on an H200 at this setting (random-256, 100 steps, 8 targets)
+    bf16 scattered with sd 0.8-1.1 dB per target (mean -0.70 dB with the compiled ops, -0.28 with the reference ops),
+    fp16 with sd 0.17 dB (mean +0.05). Hence bounds of 2.5 dB (bf16, ~3 sd of a 4-target mean) and 0.5 dB (fp16).
+    Issue 6's 0.1 dB target is measured by benchmarks/precision_check.py at 1024² over 12 targets.
     """
     from ganinv_core.weights import load_generator
-    G = load_generator('random-256', device='cuda')  # config-f: bf16 runs its top 4 resolutions (32-256)
+    G = load_generator('random-256', device='cuda')  # config-f: the reduced blocks are its top 4 (32-256)
     t = _target(G, 11, 12, 13, 14).cuda()
     kw = dict(losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'], steps=100, seed=3)
     psnr = {p: np.array([m['vs_target']['psnr'] for m in invert(G, t, precision=p, **kw).metrics])
-            for p in ('fp32', 'bf16')}
-    assert abs((psnr['bf16'] - psnr['fp32']).mean()) <= 1.0, psnr
+            for p in ('fp32', 'bf16', 'fp16')}
+    assert abs((psnr['bf16'] - psnr['fp32']).mean()) <= 2.5, psnr
+    assert abs((psnr['fp16'] - psnr['fp32']).mean()) <= 0.5, psnr
 
 
 class _no_warning:
