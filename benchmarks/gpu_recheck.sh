@@ -15,15 +15,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null
 step 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
   "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 step 30 "$PY" -m ganinv_core.cli --doctor
-gpu_tests() {  # as in gpu_run.sh: after a crash, the modules one at a time
-  "$PY" -m pytest tests -m gpu -q -ra --tb=short -p no:cacheprovider; local rc=$?
-  [ "$rc" -lt 128 ] && return "$rc"
-  local f
-  for f in $("$PY" -m pytest tests -m gpu --collect-only -q -p no:cacheprovider 2>/dev/null | grep '::' | cut -d: -f1 | sort -u); do
-    echo "--- $f"; "$PY" -m pytest "$f" -m gpu -q -ra --tb=short -p no:cacheprovider
-  done
-  return "$rc"
-}
+source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests; export PY
 step 150 bash -c gpu_tests
 PC=(benchmarks/precision_check.py --network random-256 --steps 100 --targets ${GANINV_RECHECK_TARGETS:-8})

@@ -64,18 +64,7 @@ bench_engine() {
   keep_json "$json"
 }
 
-# Every test marked gpu (extra pytest args pass through). A crash (a signal: exit >= 128) would lose every test after
-# it, so then the modules run one at a time: one crash costs one module.
-gpu_tests() {
-  "$PY" -m pytest tests -m gpu -q -ra --tb=short -p no:cacheprovider "$@"; local rc=$?
-  [ "$rc" -lt 128 ] && return "$rc"
-  echo "=== the test process died (exit $rc): the modules one at a time"
-  local f
-  for f in $("$PY" -m pytest tests -m gpu --collect-only -q -p no:cacheprovider "$@" 2>/dev/null | grep '::' | cut -d: -f1 | sort -u); do
-    echo "--- $f"; "$PY" -m pytest "$f" -m gpu -q -ra --tb=short -p no:cacheprovider
-  done
-  return "$rc"
-}
+source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests; export PY
 
 echo "=== ganinv GPU run $(date -u +%FT%TZ) dry=$DRY"

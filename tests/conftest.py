@@ -1,6 +1,7 @@
 """Suite-wide fixtures: a private cache folder, one torch thread, a seeded global generator per test, the kernels'
 self-test run up front, the tiny random generator, and the tiny generator NVIDIA's own code computed
 (tests/fixtures/nvidia-tiny)."""
+import gc
 import json
 import os
 
@@ -29,6 +30,16 @@ def _seeded():
     the tests. (The kernel tests draw fresh inputs on purpose, from their own generator: `tests/ops/conftest.py`.)"""
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _gpu_teardown(request):
+    """After a test marked gpu: the garbage it left (CUDA graphs, their memory pools) collected and the device
+    drained, so that a fault in either shows up in that test and not in whichever later test the collector interrupts."""
+    yield
+    if request.node.get_closest_marker('gpu') is not None and torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.synchronize()
 
 
 @pytest.fixture(autouse=True, scope='session')

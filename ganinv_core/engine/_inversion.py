@@ -224,6 +224,7 @@ class Inversion:
             for t in self.terms:
                 t.prepare(self.target, self.mask)
         if self._graph is not None:
+            _release(self._graph)
             self._graph, self._want_graph = None, True
 
     def run(self, k: int) -> None:
@@ -309,6 +310,15 @@ def _compiled(module, backend: str):
     return call
 
 
+def _release(graph) -> None:
+    """Free a CUDA graph and its memory pool now (deterministically, on this thread), not at garbage collection."""
+    if graph is not None:
+        try:
+            graph.reset()
+        except RuntimeError:   # a graph whose capture never began or ended has nothing to free
+            pass
+
+
 def _capture(inv: Inversion):
     """Capture ``inv``'s static step as a CUDA graph; None (one warning) when that fails.
 
@@ -323,6 +333,7 @@ def _capture(inv: Inversion):
                 t.copy_(s)
         inv.opt.zero_grad()
 
+    graph = None
     try:
         side = torch.cuda.Stream(inv.device)
         side.wait_stream(torch.cuda.current_stream(inv.device))
@@ -341,6 +352,7 @@ def _capture(inv: Inversion):
         return graph
     except Exception as e:  # noqa: BLE001 - fall back to eager steps
         torch.cuda.synchronize(inv.device)
+        _release(graph)   # a capture that failed partway: its pool freed now, not whenever the collector gets to it
         restore()
         _warn_once('graph', f'cuda_graph: capture failed ({type(e).__name__}: {e}); running eagerly'.splitlines()[0])
         return None

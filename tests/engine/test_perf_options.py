@@ -315,3 +315,23 @@ class _no_warning:
         self._cm.__exit__(*exc)
         msgs = [str(w.message) for w in self.seen if 'cuda_graph' in str(w.message)]
         assert not msgs, msgs
+
+
+def test_release_frees_a_graph_now_and_tolerates_an_unfinished_capture():
+    """`_release`: a dropped CUDA graph (a failed capture, or a precision switch) is reset on the spot."""
+    from ganinv_core.engine._inversion import _release
+
+    class Graph:
+        def __init__(self, fail=False):
+            self.resets, self.fail = 0, fail
+
+        def reset(self):
+            self.resets += 1
+            if self.fail:
+                raise RuntimeError('capture never ended')
+
+    done, unfinished = Graph(), Graph(fail=True)
+    _release(done)
+    _release(unfinished)
+    _release(None)
+    assert done.resets == 1 and unfinished.resets == 1

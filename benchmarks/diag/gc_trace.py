@@ -1,0 +1,18 @@
+"""pytest plugin for crash hunts (`-p gc_trace`, this folder on PYTHONPATH): writes each test's start and each
+cyclic garbage collection's start and stop to $GC_TRACE (default gc_trace.log), unbuffered. After a segfault its last
+lines say which test was running and whether the collector was (a C++ destructor it ran, e.g. a CUDA graph's)."""
+import gc
+import os
+
+_fd = os.open(os.environ.get('GC_TRACE', 'gc_trace.log'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+
+
+def _on_gc(phase, info):
+    os.write(_fd, f'gc {phase} generation {info["generation"]} collected {info.get("collected", "-")}\n'.encode())
+
+
+gc.callbacks.append(_on_gc)
+
+
+def pytest_runtest_setup(item):
+    os.write(_fd, f'TEST {item.nodeid}\n'.encode())
