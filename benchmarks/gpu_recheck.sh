@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A short GPU call after a fix (about 3-4 minutes on a fresh machine): install (builds the kernels), the doctor, every
-# test marked gpu, and bf16 / fp16 accuracy at 256² with the compiled ops and with the reference ops side by side
+# A short GPU call after a fix (about 4-5 minutes on a fresh machine): install (builds the kernels), the doctor, every
+# test marked gpu, the compiled ops' achieved bandwidth (kernel_probe.py; Nsight Compute's view where ncu is
+# installed), and bf16 / fp16 accuracy at 256² with the compiled ops and with the reference ops side by side
 # (is a reduced-precision loss the kernels' doing?). Output goes to $OUT/recheck.log.
 #   bash benchmarks/gpu_recheck.sh            (repository root, on the GPU machine)
 set -u
@@ -18,6 +19,10 @@ step 30 "$PY" -m ganinv_core.cli --doctor
 source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests; export PY
 step 150 bash -c gpu_tests
+step 40 "$PY" benchmarks/kernel_probe.py --dtype bf16 --batch 8
+command -v ncu >/dev/null && step 60 ncu -k 'regex:epilogue_backward|upfirdn_tiled' --launch-skip 6 --launch-count 2 \
+  --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+  "$PY" benchmarks/kernel_probe.py --dtype bf16 --batch 8 --layers 1 --reps 1
 PC=(benchmarks/precision_check.py --network random-256 --steps 100 --targets ${GANINV_RECHECK_TARGETS:-8})
 step 40 "$PY" "${PC[@]}" --configs fp32,bf16,fp16
 step 40 env GANINV_OPS=ref "$PY" "${PC[@]}" --configs fp32,bf16

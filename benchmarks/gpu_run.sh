@@ -23,9 +23,10 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 if [ "$DRY" = 1 ]; then
   PY=${PY:-.venv/bin/python}; SIZE=cpu; NET=random-64; PSNR_STEPS=3; PROF_NETS="random-64"; T=1
   BENCH_SEL=(-k "random-64 and (step or inversion)"); TESTS=(tests/engine/test_perf_options.py)
+  PROBE=(--dtype fp32 --batch 1 --layers 1 --reps 3)
 else
   PY=${PY:-python3}; SIZE=full; NET=random-1024; PSNR_STEPS=100; PROF_NETS="random-1024"; T=1
-  BENCH_SEL=(); TESTS=()
+  BENCH_SEL=(); TESTS=(); PROBE=(--dtype bf16 --batch 8)
 fi
 
 # Raw JSON goes into one archive as soon as it is written: a call cut short at its limit still brings back at most
@@ -128,11 +129,17 @@ if [ "$PART" = t ]; then
 # every stage short at that point and skips the ones that would start later, so a call with timeout_s=600 always
 # returns what finished (the install counts: ~60 s on a fresh machine, seconds once built).
 DEADLINE=${GANINV_GPU_DEADLINE:-550}
-STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,engine,ops,psnr,profile,profile-vgg,cli,psnr-long,ops-simple,compile},
+STAGES=,${GANINV_GPU_STAGES:-doctor,tests-epilogue,tests-gpu,probe,ncu,engine,ops,psnr,profile,profile-vgg,cli,psnr-long,ops-simple,compile},
 has() { [[ $STAGES == *,$1,* ]]; }
 has doctor && stage doctor 30 bash -c "'$PY' -m ganinv_core.cli --doctor > '$OUT/doctor.txt' 2>&1; cat '$OUT/doctor.txt'"
 has tests-epilogue && stage tests-epilogue 60 "$PY" -m pytest tests/ops/test_ext_epilogue.py -m gpu -q -ra -p no:cacheprovider
 has tests-gpu && stage tests-gpu 150 bash -c 'gpu_tests --ignore=tests/ops/test_ext_epilogue.py'
+# achieved bandwidth of each compiled op at the reduced-precision layers' shapes (the step's memory-bound kernels ran
+# at ~15-20 % of it in bf16 by the ninth session's profile), then Nsight Compute's view of the two largest, if present
+has probe && stage probe 40 "$PY" benchmarks/kernel_probe.py "${PROBE[@]}"
+has ncu && command -v ncu >/dev/null && stage ncu 60 ncu -k 'regex:epilogue_backward|upfirdn_tiled' --launch-skip 6 \
+  --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+  "$PY" benchmarks/kernel_probe.py --dtype bf16 --batch 8 --layers 1 --reps 1
 has engine && bench_engine bench-engine-targets 180 bench.json \
   -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or bf16-cl-graph or fp16-graph or cudnnbench or nofold or s4-graph or s6-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16) or (test_update and random-1024)}"
 # (includes bias_act's backward with the bias gradient in one pass beside the two-pass form, test_bias_act_backward,
