@@ -141,7 +141,7 @@ has ncu && command -v ncu >/dev/null && stage ncu 60 ncu -k 'regex:epilogue_back
   --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
   "$PY" benchmarks/kernel_probe.py --dtype bf16 --batch 8 --layers 1 --reps 1
 has engine && bench_engine bench-engine-targets 180 bench.json \
-  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or bf16-cl-graph or fp16-graph or cudnnbench or nofold or s4-graph or s6-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16) or (test_update and random-1024)}"
+  -k "${GANINV_GPU_T_SEL:-(nvidia_equivalent_step and random-1024) or (test_step and random-1024 and not notf32 and (tf32-graph or bf16-graph or bf16-cl-graph or fp16-graph or grouped-graph or cudnnbench or nofold or s6-graph or rb-graph)) or (test_vgg16_loss and 256-b8 and bf16) or (test_update and random-1024)}"
 # (includes bias_act's backward with the bias gradient in one pass beside the two-pass form, test_bias_act_backward,
 # and the 'floor' cases: a trivial op through the same harness, the host's fixed cost that bounds the eager ratios)
 has ops && bench_ops bench-ops 160 ops.json -k "not lpips and not autocorr and not epilogue and not graphx10"

@@ -26,31 +26,48 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 LAYERS = ((256, 128), (128, 256), (64, 512), (32, 1024))
 
 
-def cases(n, dtype, cl):
-    """(name, fn, bytes): fn() runs the op once; bytes is what it must read and write at least."""
+def cases(n, dtype, cl, layers):
+    """(name, fn, bytes) for the first `layers` layers: fn() runs the op once; bytes is what it must read and write
+    at least."""
+    for c, r in LAYERS[:layers]:
+        yield from _layer(n, c, r, dtype, cl)
+
+
+def _layer(n, c, r, dtype, cl):
     fmt = torch.channels_last if cl else torch.contiguous_format
     s = torch.tensor([], dtype=dtype).element_size()
     f = ops.setup_filter([1, 3, 3, 1], device=DEVICE)
-    for c, r in LAYERS:
-        x = torch.randn(n, c, r, r, device=DEVICE, dtype=dtype).contiguous(memory_format=fmt)
-        gy = torch.randn_like(x)
-        d = torch.rand(n, c, device=DEVICE, dtype=dtype) + 0.5
-        noise = torch.randn(n, 1, r, r, device=DEVICE, dtype=dtype)
-        b = torch.randn(c, device=DEVICE, dtype=dtype)
-        kw = dict(act='lrelu', gain=2 ** 0.5, clamp=256, impl='ext')
-        e, pl = x.numel() * s, n * r * r * s
-        tag = f'{c}x{r}²{" cl" if cl else ""}'
-        yield f'epilogue fwd {tag}', lambda x=x: ops.modconv_epilogue(x, d, noise, b, **kw), 2 * e + pl
-        # gy, c and the noise read; gc written; the noise gradient (float32) written
-        yield (f'epilogue bwd {tag}', lambda x=x, gy=gy: ops.modconv_epilogue_vjp(gy, x, d, noise, b, **kw),
-               3 * e + pl + 4 * pl // s)
-        yield f'bias_act fwd {tag}', lambda x=x, b=b: ops.bias_act(x, b, act='lrelu', clamp=256, impl='ext'), 2 * e
-        # the backward with the bias gradient in the same pass (gy, x read; dx written)
-        yield (f'bias_act bwd {tag}', lambda x=x, b=b, gy=gy: torch.ops.ganinv.bias_act_backward(
-            gy, x, b, 1, _ext.ACT_CODES['lrelu'], 0.2, 2 ** 0.5, 256.0), 3 * e)
-        # conv0's FIR: the transposed convolution's (2r' + 1)² output filtered to (2r')², r' = r / 2
-        xf = torch.randn(n, c, r + 1, r + 1, device=DEVICE, dtype=dtype).contiguous(memory_format=fmt)
-        yield f'upfirdn2d FIR {tag}', lambda xf=xf: ops.upfirdn2d(xf, f, padding=1, gain=4, impl='ext'), xf.numel() * s + e
+    x = torch.randn(n, c, r, r, device=DEVICE, dtype=dtype).contiguous(memory_format=fmt)
+    gy = torch.randn_like(x)
+    d = torch.rand(n, c, device=DEVICE, dtype=dtype) + 0.5
+    noise = torch.randn(n, 1, r, r, device=DEVICE, dtype=dtype)
+    b = torch.randn(c, device=DEVICE, dtype=dtype)
+    kw = {'act': 'lrelu', 'gain': 2 ** 0.5, 'clamp': 256, 'impl': 'ext'}
+    e, pl = x.numel() * s, n * r * r * s
+    tag = f'{c}x{r}²{" cl" if cl else ""}'
+
+    def bwd():   # gy, c and the noise read; gc written; the noise gradient (float32) written
+        return ops.modconv_epilogue_vjp(gy, x, d, noise, b, **kw)
+
+    yield f'epilogue fwd {tag}', lambda: ops.modconv_epilogue(x, d, noise, b, **kw), 2 * e + pl
+    yield f'epilogue bwd {tag}', bwd, 3 * e + pl + 4 * pl // s
+    if not cl:   # the experimental channel-grouped backward (GANINV_EPILOGUE_GROUPED=1), beside the default
+        yield f'epilogue bwd grouped {tag}', lambda: _grouped(bwd), 3 * e + pl + 4 * pl // s
+    yield f'bias_act fwd {tag}', lambda: ops.bias_act(x, b, act='lrelu', clamp=256, impl='ext'), 2 * e
+    # the backward with the bias gradient in the same pass (gy, x read; dx written)
+    yield (f'bias_act bwd {tag}', lambda: torch.ops.ganinv.bias_act_backward(
+        gy, x, b, 1, _ext.ACT_CODES['lrelu'], 0.2, 2 ** 0.5, 256.0), 3 * e)
+    # conv0's FIR: the transposed convolution's (r + 1)² output filtered to r²
+    xf = torch.randn(n, c, r + 1, r + 1, device=DEVICE, dtype=dtype).contiguous(memory_format=fmt)
+    yield f'upfirdn2d FIR {tag}', lambda: ops.upfirdn2d(xf, f, padding=1, gain=4, impl='ext'), xf.numel() * s + e
+
+
+def _grouped(fn):
+    os.environ['GANINV_EPILOGUE_GROUPED'] = '1'   # read by the extension per call
+    try:
+        return fn()
+    finally:
+        os.environ.pop('GANINV_EPILOGUE_GROUPED')
 
 
 def timed(fn, reps):
@@ -88,9 +105,7 @@ def main(argv=None):
     print(f'{"op, layer":<34} {"ms":>8} {"GB moved":>9} {"GB/s":>7} {"% of bw":>8}')
     with torch.no_grad():
         for cl in (False, True):
-            for i, (what, fn, nbytes) in enumerate(cases(a.batch, DTYPES[a.dtype], cl)):
-                if i // 5 >= a.layers:
-                    break
+            for what, fn, nbytes in cases(a.batch, DTYPES[a.dtype], cl, a.layers):
                 t = timed(fn, a.reps)
                 gbs = nbytes / t / 1e9
                 print(f'{what:<34} {t * 1e3:8.3f} {nbytes / 1e9:9.3f} {gbs:7.0f} {gbs / a.bandwidth / 10:7.1f}%',

@@ -63,6 +63,10 @@ def _step_cases():
             yield net, 'ours-bf16-s4-graph', BIG, dict(precision='bf16', cuda_graph=True, s4=True)
             # the experimental register-blocked FIR kernel for upfirdn2d (GANINV_UPFIRDN_RB=1), sixth session
             yield net, 'ours-bf16-rb-graph', BIG, dict(precision='bf16', cuda_graph=True, rb=True)
+            # the experimental channel-grouped epilogue backward (GANINV_EPILOGUE_GROUPED=1), ninth session; NCHW
+            # (the default layout: tf32 at b1, the command line's default) and bf16
+            yield net, 'ours-bf16-grouped-graph', BIG, dict(precision='bf16', cuda_graph=True, grouped=True)
+            yield net, 'ours-tf32-grouped-graph', 1, dict(precision='tf32', cuda_graph=True, grouped=True)
             # the update without the seventh session's fused Adam
             yield net, 'ours-bf16-s6-graph', BIG, dict(precision='bf16', cuda_graph=True, s6=True)
             yield net, 'ours-fp32-fused', BIG, dict(precision='fp32', modconv='fused')
@@ -91,6 +95,8 @@ def test_step(benchmark, net, case, n, opts, monkeypatch):
     opts = dict(opts)
     if opts.pop('rb', False):
         monkeypatch.setenv('GANINV_UPFIRDN_RB', '1')
+    if opts.pop('grouped', False):
+        monkeypatch.setenv('GANINV_EPILOGUE_GROUPED', '1')
     tf32, f32_losses, vgg_nhwc = opts.pop('tf32', None), opts.pop('f32_losses', False), opts.pop('vgg_nhwc', False)
     autotune, fold, s4 = opts.pop('cudnn_benchmark', False), opts.pop('fold', True), opts.pop('s4', False)
     s6 = opts.pop('s6', False)

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <tuple>
 #include <utility>
@@ -141,6 +142,115 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The backward with channels grouped (experimental, GANINV_EPILOGUE_GROUPED=1, read per call; NCHW, 16-byte packs,
+// lrelu and linear). In the kernel above each (image, channel) block adds its share of the noise gradient (a sum over
+// channels) into the image's noise row with atomics, and the blocks that run together are neighbouring channels at the
+// same positions: C-way contention on the same addresses (32-512). Here a block takes CG channels of one image at
+// the same positions, sums their shares in registers (noise and the projection's gr are read once for the CG), and
+// makes one atomic per position per CG channels; consecutive blocks take consecutive position chunks, so blocks
+// that run together touch different addresses. Grid: one dimension, ((image * groups + group) * chunks + chunk).
+constexpr int kEpilogueGroup = 4;
+
+template <typename scalar_t, int A, int VN, int CG, bool PROJ>
+__global__ void __launch_bounds__(kThreads)
+    epilogue_backward_grouped_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ c,
+                                     const scalar_t* __restrict__ d, const scalar_t* __restrict__ nz,
+                                     const scalar_t* __restrict__ b, const scalar_t* __restrict__ e,
+                                     const scalar_t* __restrict__ gr, const scalar_t* __restrict__ wr,
+                                     scalar_t* __restrict__ gc, at::opmath_type<scalar_t>* __restrict__ sums,
+                                     at::opmath_type<scalar_t>* __restrict__ gnoise, EpilogueParams p,
+                                     int64_t chunks) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VN>;
+  constexpr int MK = PROJ ? GANINV_EPILOGUE_MAX_K : 1;
+  __shared__ acc_t warp_sums[kThreads / 32];
+  const int64_t groups = (p.c + CG - 1) / CG, hw = p.hw, packs = hw / VN;
+  const int64_t chunk = int64_t(blockIdx.x) % chunks, ig = int64_t(blockIdx.x) / chunks;
+  const int64_t img = ig / groups, c0 = (ig - img * groups) * CG;
+  const int cn = int(min(int64_t(CG), p.c - c0));  // channels in this group (the last may have fewer)
+  const acc_t alpha = acc_t(p.alpha), gain = acc_t(p.gain), cl = acc_t(p.clamp);
+  const bool clamped = p.clamp >= 0;
+  const int K = PROJ ? int(p.k) : 0;
+  acc_t dv[CG], bv[CG], ev[CG], wk[CG][MK];
+#pragma unroll
+  for (int i = 0; i < CG; ++i) {
+    const int64_t q = img * p.c + c0 + i;
+    dv[i] = i < cn ? acc_t(d[q]) : acc_t(0);
+    bv[i] = i < cn && p.bias ? acc_t(b[c0 + i]) : acc_t(0);
+    ev[i] = i < cn && p.scale ? acc_t(e[q]) : acc_t(1);
+#pragma unroll
+    for (int k = 0; k < MK; ++k) wk[i][k] = i < cn && k < K ? acc_t(wr[(img * K + k) * p.c + c0 + i]) : acc_t(0);
+  }
+  const int64_t noff = p.noise_n ? (p.noise_n == 1 ? 0 : img) * hw : 0;
+  const P* nq = p.noise_n ? reinterpret_cast<const P*>(nz + noff) : nullptr;
+  const P* cq = reinterpret_cast<const P*>(c + (img * p.c + c0) * hw);        // plane i at cq + i * packs
+  const P* gq = p.grad ? reinterpret_cast<const P*>(gy + (img * p.c + c0) * hw) : nullptr;
+  P* oq = reinterpret_cast<P*>(gc + (img * p.c + c0) * hw);
+  const P* grq = PROJ && K > 0 ? reinterpret_cast<const P*>(gr + img * K * hw) : nullptr;  // row k at + k * packs
+  acc_t sg[CG] = {}, sgc[CG] = {}, sgz[CG] = {}, sr[CG][MK] = {};
+  const int64_t stride = chunks * blockDim.x;
+  for (int64_t j = chunk * blockDim.x + threadIdx.x; j < packs; j += stride) {
+    P nv, rv[MK];
+    if (nq) nv = nq[j];
+#pragma unroll
+    for (int k = 0; k < MK; ++k)
+      if (k < K) rv[k] = grq[k * packs + j];
+    acc_t gsum[VN] = {};
+#pragma unroll
+    for (int i = 0; i < CG; ++i) {
+      if (i >= cn) break;  // the same for the whole block
+      const P cv = cq[i * packs + j];
+      P gv, out;
+      if (gq) gv = gq[i * packs + j];
+#pragma unroll
+      for (int u = 0; u < VN; ++u) {
+        const acc_t ci = acc_t(cv.v[u]);
+        acc_t gyi = gq ? acc_t(gv.v[u]) : acc_t(0);
+#pragma unroll
+        for (int k = 0; k < MK; ++k)
+          if (k < K) gyi += wk[i][k] * acc_t(rv[k].v[u]);
+        const acc_t s = ci * dv[i] + (nq ? acc_t(nv.v[u]) : acc_t(0)) + bv[i];
+        const acc_t g = ba_element<A>(s, gyi * ev[i], 1, alpha, gain, cl, clamped);
+        const acc_t z = ba_element<A>(s, acc_t(0), 0, alpha, gain, cl, clamped);
+        out.v[u] = scalar_t(g * dv[i]);
+        gsum[u] += g;
+        sg[i] += g;
+        sgc[i] += g * ci;
+        sgz[i] += gyi * z;
+#pragma unroll
+        for (int k = 0; k < MK; ++k)
+          if (k < K) sr[i][k] += acc_t(rv[k].v[u]) * z * ev[i];
+      }
+      oq[i * packs + j] = out;
+    }
+    if (nq) atomic_add_n<VN>(gnoise + noff + j * VN, gsum);
+  }
+#pragma unroll
+  for (int i = 0; i < CG; ++i) {
+    if (i >= cn) break;  // uniform: no divergent barrier in block_sum
+    sg[i] = block_sum(sg[i], warp_sums);
+    sgc[i] = block_sum(sgc[i], warp_sums);
+    sgz[i] = block_sum(sgz[i], warp_sums);
+#pragma unroll
+    for (int k = 0; k < MK; ++k)
+      if (k < K) sr[i][k] = block_sum(sr[i][k], warp_sums);
+    if (threadIdx.x == 0) {
+      acc_t* o = sums + (3 + K) * (img * p.c + c0 + i);
+      atomicAdd(o, sg[i]);
+      atomicAdd(o + 1, sgc[i]);
+      atomicAdd(o + 2, sgz[i]);
+      for (int k = 0; k < K; ++k) atomicAdd(o + 3 + k, sr[i][k]);
+    }
+  }
+}
+
+// Whether the grouped backward runs this call: asked for (GANINV_EPILOGUE_GROUPED=1, read per call: the tests and
+// benchmarks switch it), 16-byte packs, and an activation it is compiled for.
+bool epilogue_grouped(int vn, int64_t act) {
+  const char* v = std::getenv("GANINV_EPILOGUE_GROUPED");
+  return v != nullptr && v[0] == '1' && vn > 1 && (act == kLrelu || act == kLinear);
+}
+
 // Elements per thread step: 16 / sizeof(scalar_t) when every plane is a whole number of such packs and every
 // operand (null: absent) is 16-byte aligned, else 1.
 template <typename scalar_t>
@@ -242,6 +352,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const int vn = pack_width<scalar_t>(p, {cp, gyp, nz, grp, gcp, gnp});
       const std::pair<dim3, dim3> shape = launch_shape(p, vn);
       const dim3 grid = shape.first, block = shape.second;
+      if (epilogue_grouped(vn, p.act)) {  // grid: (image, group) planes x position chunks, chunks fastest
+        constexpr int N = 16 / int(sizeof(scalar_t)), CG = kEpilogueGroup;
+        const int64_t chunks = grid.y, blocks = p.n * ((p.c + CG - 1) / CG) * chunks;
+        TORCH_CHECK(blocks <= INT32_MAX, op, ": too many blocks for the grouped kernel (", blocks, ")");
+        const auto run = [&](auto kernel) {
+          kernel<<<unsigned(blocks), block, 0, stream>>>(gyp, cp, dp, nz, bp, ep, grp, wrp, gcp, sp, gnp, p, chunks);
+        };
+        if (p.act == kLrelu)
+          p.k ? run(epilogue_backward_grouped_kernel<scalar_t, kLrelu, N, CG, true>)
+              : run(epilogue_backward_grouped_kernel<scalar_t, kLrelu, N, CG, false>);
+        else
+          p.k ? run(epilogue_backward_grouped_kernel<scalar_t, kLinear, N, CG, true>)
+              : run(epilogue_backward_grouped_kernel<scalar_t, kLinear, N, CG, false>);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
       with_act(p.act, [&](auto a) {
         constexpr int A = decltype(a)::value, N = 16 / int(sizeof(scalar_t));
         if (vn == 1)

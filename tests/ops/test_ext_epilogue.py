@@ -311,3 +311,37 @@ def test_float32_coefficients_with_a_16bit_c(dtype, gen, clear_of_kinks):
     y32 = ops.modconv_epilogue(c.float(), d, noise, b.float(), act='lrelu', alpha=0.2, gain=2 ** 0.5, clamp=1.0, e=e,
                                impl='ref')
     assert torch.equal(got[0], y32.to(dtype))
+
+
+# The experimental channel-grouped backward (GANINV_EPILOGUE_GROUPED=1: NCHW, 16-byte packs, lrelu and linear): C not
+# a multiple of its group of 4 (5, 3, 9), one channel, planes in one block and in several, noise per image, shared
+# and none, the projection with K = 0, 1, 3, 4.
+GROUPED_SHAPES = [(2, 5, 8, 8), (1, 3, 4, 4), (3, 1, 16, 16), (2, 9, 128, 72), (1, 8, 64, 64)]
+GROUPED_CASES = [(LRELU, 'per-image', 0, True), (LRELU, 'shared', 3, False), (('linear', 0.0, 1.0, None), 'none', 1, True),
+                 (LRELU, 'per-image', 4, False)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_grouped_backward_kernel(dtype, gen, clear_of_kinks, monkeypatch):
+    monkeypatch.setenv('GANINV_EPILOGUE_GROUPED', '1')
+    for shape in GROUPED_SHAPES:
+        n, ch, h, w = shape
+        for spec, noise, k, scale in GROUPED_CASES:
+            c, *rest = inputs(shape, noise, True, dtype, 'cuda', gen, scale)
+            clear_of_kinks(c, pre(*rest[:3]), *spec)
+            gy = draw(shape, dtype, 'cuda', gen)
+            gr, wr = (draw((n, k, h, w), dtype, 'cuda', gen), draw((n, k, ch), dtype, 'cuda', gen, scale=0.5)) if k \
+                else (None, None)
+            got = run_ext(gy, c, *rest, *spec, gr, wr)
+            want = reference(gy, c, *rest, *spec, gr, wr)
+            for name, a, r in zip(NAMES, got, want):
+                close(a, r, dtype, f'grouped {dtype} {shape} {spec[0]} noise={noise} K={k} {name}', gen, shape)
+    # and it is the grouped kernel that ran (its name in the profile), not the per-channel one
+    c, *rest = inputs((2, 8, 16, 16), 'per-image', True, dtype, 'cuda', gen)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run_ext(draw(c.shape, dtype, 'cuda', gen), c, *rest, *LRELU)
+        torch.cuda.synchronize()
+    names = [ev.name for ev in prof.events()]
+    assert any('epilogue_backward_grouped_kernel' in x for x in names), sorted(set(names))
