@@ -138,7 +138,9 @@ __global__ void __launch_bounds__(kThreads)
     atomicAdd(out, sg);
     atomicAdd(out + 1, sgc);
     atomicAdd(out + 2, sgz);
-    for (int k = 0; k < K; ++k) atomicAdd(out + 3 + k, sr[k]);
+#pragma unroll
+    for (int k = 0; k < MK; ++k)
+      if (k < K) atomicAdd(out + 3 + k, sr[k]);   // a compile-time index: sr stays in registers
   }
 }
 
@@ -239,7 +241,9 @@ __global__ void __launch_bounds__(kThreads)
       atomicAdd(o, sg[i]);
       atomicAdd(o + 1, sgc[i]);
       atomicAdd(o + 2, sgz[i]);
-      for (int k = 0; k < K; ++k) atomicAdd(o + 3 + k, sr[i][k]);
+#pragma unroll
+      for (int k = 0; k < MK; ++k)
+        if (k < K) atomicAdd(o + 3 + k, sr[i][k]);   // a compile-time index: sr stays in registers
     }
   }
 }

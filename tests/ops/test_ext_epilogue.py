@@ -315,10 +315,10 @@ def test_float32_coefficients_with_a_16bit_c(dtype, gen, clear_of_kinks):
 
 # The experimental channel-grouped backward (GANINV_EPILOGUE_GROUPED=1: NCHW, 16-byte packs, lrelu and linear): C not
 # a multiple of its group of 4 (5, 3, 9), one channel, planes in one block and in several, noise per image, shared
-# and none, the projection with K = 0, 1, 3, 4.
+# and none, the projection with K = 0, 1, 3, 4, with and without y's own gradient (gy) and the bias.
 GROUPED_SHAPES = [(2, 5, 8, 8), (1, 3, 4, 4), (3, 1, 16, 16), (2, 9, 128, 72), (1, 8, 64, 64)]
-GROUPED_CASES = [(LRELU, 'per-image', 0, True), (LRELU, 'shared', 3, False), (('linear', 0.0, 1.0, None), 'none', 1, True),
-                 (LRELU, 'per-image', 4, False)]
+GROUPED_CASES = [(LRELU, 'per-image', 0, True, True, True), (LRELU, 'shared', 3, False, False, True),
+                 (('linear', 0.0, 1.0, None), 'none', 1, True, True, False), (LRELU, 'per-image', 4, False, True, False)]
 
 
 @pytest.mark.gpu
@@ -328,16 +328,17 @@ def test_grouped_backward_kernel(dtype, gen, clear_of_kinks, monkeypatch):
     monkeypatch.setenv('GANINV_EPILOGUE_GROUPED', '1')
     for shape in GROUPED_SHAPES:
         n, ch, h, w = shape
-        for spec, noise, k, scale in GROUPED_CASES:
-            c, *rest = inputs(shape, noise, True, dtype, 'cuda', gen, scale)
+        for spec, noise, k, scale, own, bias in GROUPED_CASES:
+            c, *rest = inputs(shape, noise, bias, dtype, 'cuda', gen, scale)
             clear_of_kinks(c, pre(*rest[:3]), *spec)
-            gy = draw(shape, dtype, 'cuda', gen)
+            gy = draw(shape, dtype, 'cuda', gen) if own else None
             gr, wr = (draw((n, k, h, w), dtype, 'cuda', gen), draw((n, k, ch), dtype, 'cuda', gen, scale=0.5)) if k \
                 else (None, None)
             got = run_ext(gy, c, *rest, *spec, gr, wr)
             want = reference(gy, c, *rest, *spec, gr, wr)
             for name, a, r in zip(NAMES, got, want):
-                close(a, r, dtype, f'grouped {dtype} {shape} {spec[0]} noise={noise} K={k} {name}', gen, shape)
+                close(a, r, dtype, f'grouped {dtype} {shape} {spec[0]} noise={noise} K={k} gy={own} b={bias} {name}',
+                      gen, shape)
     # and it is the grouped kernel that ran (its name in the profile), not the per-channel one
     c, *rest = inputs((2, 8, 16, 16), 'per-image', True, dtype, 'cuda', gen)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
