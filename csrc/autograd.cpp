@@ -162,11 +162,15 @@ struct UpfirdnFn : public torch::autograd::Function<UpfirdnFn> {
     const c10::SymInt ih = d["ih"].toSymInt(), iw = d["iw"].toSymInt(), oh = d["oh"].toSymInt(),
                       ow = d["ow"].toSymInt();
     const int64_t fw = concrete(f.sym_size(-1)), fh = concrete(f.sym_size(0));
+    variable_list out(12);
+    if (concrete(ih) == 0 || concrete(iw) == 0) {  // an empty input's (empty) gradient: no adjoint to an empty output
+      out[0] = at::zeros({grads[0].size(0), grads[0].size(1), concrete(ih), concrete(iw)}, grads[0].options());
+      return out;
+    }
     Tensor dx = call_upfirdn2d(grads[0], f, downx, downy, upx, upy, fw - padx0 - 1,
                                concrete(iw * upx - ow * downx + padx0 - upx + 1), fh - pady0 - 1,
                                concrete(ih * upy - oh * downy + pady0 - upy + 1), !d["flip"].toBool(),
                                d["gain"].toDouble());
-    variable_list out(12);
     out[0] = dx;
     return out;
   }

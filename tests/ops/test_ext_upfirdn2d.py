@@ -9,6 +9,7 @@ negative pads, flip, separable filters, 1x1 and odd filters. Tolerances as in te
 import pytest
 import torch
 
+from ganinv_core import ops
 from ganinv_core.ops import _ext
 from ganinv_core.ops.upfirdn2d import _upfirdn2d_ref, setup_filter
 
@@ -345,3 +346,19 @@ def test_channels_last_packs(name, dtype, device, gen):
             close(y, _ext.upfirdn2d_ext(x.contiguous(), f, *args).double(), dtype, what + ' vs NCHW', gen)
             ran += 1
     assert ran >= 8, f'{name}: only {ran} cases ran'
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('shape', [(2, 3, 0, 5), (2, 3, 5, 0), (0, 3, 5, 5)])
+def test_empty_input_has_an_empty_gradient(shape, device):
+    """An input with no elements whose padded output is not empty (padding 2 around a 4x4 filter): the forward as the
+    reference's, and a gradient of the input's shape (the adjoint would ask for an empty output, which is refused)."""
+    f = ops.setup_filter([1, 3, 3, 1], device=device)
+    outs = {}
+    for impl in ('ref', 'ext'):
+        x = torch.zeros(shape, device=device, requires_grad=True)
+        y = ops.upfirdn2d(x, f, padding=2, impl=impl)
+        (y * torch.arange(y.numel(), device=device).view(y.shape)).sum().backward()
+        assert x.grad.shape == x.shape
+        outs[impl] = y.detach()
+    torch.testing.assert_close(outs['ext'], outs['ref'])
