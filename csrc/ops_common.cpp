@@ -121,8 +121,9 @@ LpipsParams lpips_params(const at::Tensor& f, const at::Tensor& t, const at::Ten
   TORCH_CHECK_VALUE(t.sizes() == f.sizes(), op, ": t must match f's shape ", f.sizes(), ", got ", t.sizes());
   const int64_t n = f.size(0), c = f.size(1), h = f.size(2), w = f.size(3);
   // Each image of t dense (C, H, W) in order; the images may sit anywhere (views into a [N, F] feature matrix).
-  const bool dense = (c <= 1 || t.stride(1) == h * w) && (h <= 1 || t.stride(2) == w) &&
-                     (w <= 1 || t.stride(3) == 1);
+  // (No elements: nothing is read, and torch calls such a tensor contiguous whatever its strides.)
+  const bool dense = f.numel() == 0 || ((c <= 1 || t.stride(1) == h * w) && (h <= 1 || t.stride(2) == w) &&
+                                        (w <= 1 || t.stride(3) == 1));
   TORCH_CHECK_VALUE(dense, op, ": each image of t must be contiguous [C, H, W], got strides ", t.strides());
   TORCH_CHECK_VALUE(g.dim() == 1 && g.size(0) == c && g.is_contiguous(), op, ": g must be a contiguous [", c,
                     "] tensor, got ", g.sizes());

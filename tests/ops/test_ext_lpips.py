@@ -146,3 +146,17 @@ def test_bad_arguments_name_the_input():
     with pytest.raises(ValueError, match='lpips_distance_backward: norm must be'):
         torch.ops.ganinv.lpips_distance_backward(torch.ones(2, 4, 4), f, t, g, torch.ones(2, 4), torch.ones(2, 4, 4),
                                                  1e-10)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+def test_empty_batch(device, layout):
+    """A batch of no images (any layout: torch calls an empty tensor contiguous whatever its strides): empty distances
+    and an empty gradient on both paths."""
+    fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
+    for impl in ('ref', 'ext'):
+        f = torch.rand(0, 4, 3, 5, device=device).contiguous(memory_format=fmt).requires_grad_()
+        t = torch.rand(0, 4, 3, 5, device=device).contiguous(memory_format=fmt)
+        d = ops.lpips_distance(f, t, torch.rand(4, device=device), impl=impl)
+        d.sum().backward()
+        assert d.shape == (0, 3, 5) and f.grad.shape == f.shape, impl
