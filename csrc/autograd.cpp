@@ -163,8 +163,9 @@ struct UpfirdnFn : public torch::autograd::Function<UpfirdnFn> {
                       ow = d["ow"].toSymInt();
     const int64_t fw = concrete(f.sym_size(-1)), fh = concrete(f.sym_size(0));
     variable_list out(12);
-    if (concrete(ih) == 0 || concrete(iw) == 0) {  // an empty input's (empty) gradient: no adjoint to an empty output
-      out[0] = at::zeros({grads[0].size(0), grads[0].size(1), concrete(ih), concrete(iw)}, grads[0].options());
+    const int64_t h = concrete(ih), w = concrete(iw);
+    if (h == 0 || w == 0) {  // an empty input's (empty) gradient: no adjoint to an empty output
+      out[0] = at::zeros({grads[0].size(0), grads[0].size(1), h, w}, grads[0].options());
       return out;
     }
     Tensor dx = call_upfirdn2d(grads[0], f, downx, downy, upx, upy, fw - padx0 - 1,

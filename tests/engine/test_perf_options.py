@@ -247,8 +247,8 @@ def test_auto_graph_captures_the_restoration_plugins_on_gpu():
 
 
 def _step_gradient(G, t, precision, ops, monkeypatch):
-    """The latents' gradient of one projection step (step 0, the same w-noise draw) at `precision`, with the ops
-    forced to `ops`: [w, *noise maps] in float64."""
+    """w's gradient of one projection step (step 0, the same w-noise draw) at `precision`, with the ops forced to
+    `ops`, unscaled, in float64."""
     monkeypatch.setenv('GANINV_OPS', ops)
     inv = Inversion(G, t, precision=precision, steps=10, seed=3, cuda_graph=False,
                     losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'])
