@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A short GPU call after a fix (about 4-5 minutes on a fresh machine): install (builds the kernels), the doctor, every
-# test marked gpu, the compiled ops' achieved bandwidth (kernel_probe.py; Nsight Compute's view where ncu is
-# installed), and bf16 / fp16 accuracy at 256² with the compiled ops and with the reference ops side by side
-# (is a reduced-precision loss the kernels' doing?). Output goes to $OUT/recheck.log.
+# A short GPU call after a fix (about 5-6 minutes on a fresh machine): install (builds the kernels), the doctor, every
+# test marked gpu, bias_act at batch 1 against the reference (issue 3's open figure), the compiled ops' achieved
+# bandwidth (kernel_probe.py; Nsight Compute's view where ncu is installed), and bf16 / fp16 accuracy at 256² with
+# the compiled ops and with the reference ops side by side (is a reduced-precision loss the kernels' doing?).
+# Output goes to $OUT/recheck.log.
 #   bash benchmarks/gpu_recheck.sh            (repository root, on the GPU machine)
 set -u
 cd "$(dirname "$0")/.."
@@ -19,6 +20,13 @@ step 30 "$PY" -m ganinv_core.cli --doctor
 source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests; export PY
 step 150 bash -c gpu_tests
+# issue 3's open figure: bias_act at b1 eager (the wrapper's host cost was halved; conv lrelu, ToRGB with and
+# without clamp, the floor) and the wrapper's own cost per call; the table (ratios to ref) goes to the log.
+step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/ops/test_bench_ops.py -q \
+  -p no:cacheprovider --benchmark-only --benchmark-min-rounds=3 --benchmark-max-time=0.1 --benchmark-warmup=on \
+  --benchmark-warmup-iterations=2 --benchmark-columns=mean,median,rounds --benchmark-json="$OUT/ops_b1.json" \
+  -k "dispatch_overhead or (bias_act and b1- and not graphx10 and not backward)"
+[ -f "$OUT/ops_b1.md" ] && cat "$OUT/ops_b1.md"
 step 40 "$PY" benchmarks/kernel_probe.py --dtype bf16 --batch 8
 command -v ncu >/dev/null && step 60 ncu -k 'regex:epilogue_backward|upfirdn_tiled' --launch-skip 6 --launch-count 2 \
   --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \

@@ -94,7 +94,11 @@ struct BiasActFn : public torch::autograd::Function<BiasActFn> {
     const auto saved = ctx->get_saved_variables();
     const BiasActArgs a = load_args(ctx);
     Tensor dx, db;
-    if (ctx->needs_input_grad(1) && saved[1].sym_numel() != 0 && !at::GradMode::is_enabled()) {
+    if (a.act == kLinear && a.gain == 1.0 && a.clamp < 0) {
+      // y = x + b: dx is the incoming gradient itself, as for a plain add (no copy; differentiable in g as is).
+      dx = grads[0];
+      if (ctx->needs_input_grad(1)) db = reduce_bias(dx, saved[1], a.dim);
+    } else if (ctx->needs_input_grad(1) && saved[1].sym_numel() != 0 && !at::GradMode::is_enabled()) {
       // The bias gradient in the same pass (bias_act_backward is not differentiable: only without create_graph).
       std::tie(dx, db) = call_bias_act_backward(grads[0], saved[0], saved[1], a.dim, a.act, a.alpha, a.gain, a.clamp);
     } else {

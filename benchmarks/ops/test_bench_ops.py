@@ -30,7 +30,8 @@ def _cases():
         for r in RES:
             c = CHANNELS[r]
             yield 'bias_act', f'conv_lrelu-b{n}-{c}x{r}', (n, c, r, r)
-            yield 'bias_act', f'torgb_linear-b{n}-3x{r}', (n, 3, r, r)
+            yield 'bias_act', f'torgb_linear-b{n}-3x{r}', (n, 3, r, r)        # conv_clamp 256 (ADA-trained)
+            yield 'bias_act', f'torgb_plain-b{n}-3x{r}', (n, 3, r, r)         # no clamp (TF-converted FFHQ)
             yield 'epilogue', f'conv1_lrelu_noise-b{n}-{c}x{r}', (n, c, r, r)
             yield 'epilogue', f'conv1_lrelu_noise_cl-b{n}-{c}x{r}', (n, c, r, r)  # channels_last c (NHWC kernels)
             yield 'upfirdn2d', f'conv0_fir-b{n}-{c}x{r + 1}', (n, c, r + 1, r + 1)
@@ -75,6 +76,8 @@ def _op(kind, case, impl, f):
     if kind == 'bias_act':
         if case.startswith('conv'):
             return lambda x, b: ops.bias_act(x, b, act='lrelu', clamp=256, impl=impl)
+        if case.startswith('torgb_plain'):   # y = x + b: the same work as torch's add, forward and backward
+            return lambda x, b: ops.bias_act(x, b, act='linear', impl=impl)
         return lambda x, b: ops.bias_act(x, b, act='linear', clamp=256, impl=impl)
     if case.startswith('conv0'):
         return lambda x, b: ops.upfirdn2d(x, f, padding=1, gain=4, impl=impl)
@@ -180,4 +183,31 @@ def test_bias_act_backward(benchmark, shape, variant):
 
     benchmark.extra_info.update(compare=f'bias_act_backward-{shape}', baseline=variant == 'two-pass',
                                 op='bias_act_backward', shape=list(shape), device=str(DEVICE))
+    benchmark(step)
+
+
+# The public op's own host cost: `ops.bias_act` (argument checks, the backend choice, the kernel call) against the
+# registered operator called directly with the same arguments, forward only, at the smallest conv layer (512x4^2),
+# where an op's time is mostly host time. The difference is what the Python wrapper adds per call.
+@pytest.mark.parametrize('entry', ['operator', 'public'])
+def test_dispatch_overhead(benchmark, entry):
+    from ganinv_core.ops import _ext
+    _ext.available(DEVICE.type)
+    x, b = torch.randn(1, 512, 4, 4, device=DEVICE), torch.randn(512, device=DEVICE)
+    if entry == 'public':
+        def call():
+            return ops.bias_act(x, b, act='lrelu', clamp=256)
+    else:
+        op, code = torch.ops.ganinv.bias_act.default, _ext.ACT_CODES['lrelu']
+
+        def call():
+            return op(x, b, 1, code, 0.2, 2 ** 0.5, 256.0)
+
+    def step():
+        for _ in range(100):
+            call()
+        sync()
+
+    benchmark.extra_info.update(compare='bias_act-dispatch-overhead-x100', baseline=entry == 'operator',
+                                op='bias_act', shape=[1, 512, 4, 4], device=str(DEVICE))
     benchmark(step)

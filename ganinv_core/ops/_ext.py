@@ -6,7 +6,8 @@ from `ganinv_core._C` (built by setup.py) or, for a device whose kernels it lack
 (`_jit`). The autograd of the first three lives in C++ next to the schemas (csrc/autograd.cpp: no Python on
 the forward or backward path): bias_act's backward is `bias_act_grad(order=1)`, whose own backward uses
 `order=2` (second derivatives; third order is not supported), or, when the bias needs a gradient and no graph of
-the backward is built, `bias_act_backward` (dx and the bias gradient in one pass); upfirdn2d's backward is upfirdn2d
+the backward is built, `bias_act_backward` (dx and the bias gradient in one pass), or for a plain bias add (linear,
+gain 1, no clamp) the incoming gradient itself; upfirdn2d's backward is upfirdn2d
 with up/down swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`; the
 lpips pair's autograd is `ops.lpips._LpipsFn`, the noise pair's `ops.noise._AutocorrFn`.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from . import _jit
+from ._fast import device_type
 
 OPS = ('bias_act', 'bias_act_grad', 'upfirdn2d', 'bias_act_backward', 'modconv_epilogue', 'modconv_epilogue_backward', 'lpips_distance',
        'lpips_distance_backward', 'noise_autocorr', 'noise_autocorr_backward')
@@ -163,7 +165,7 @@ def bias_act_grad_ext(g, x, b, dim, act, alpha, gain, clamp):
 
 def _bias_act_args(x, b, dim, act, alpha, gain, clamp):
     """The kernels' (b, dim, act code, alpha, gain, clamp) for x's device (loading the kernels if needed)."""
-    _ensure(x.device.type)
+    _ensure(device_type(x))
     if b is None:
         b = x.new_empty([0])
     elif b.dtype != x.dtype or b.device != x.device:
@@ -188,7 +190,7 @@ def upfirdn2d_ext(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip
     Raises:
         ExtUnavailableError: no compiled kernels for x's device.
     """
-    _ensure(x.device.type)
+    _ensure(device_type(x))
     if f.dtype != torch.float32 or f.device != x.device:
         f = f.to(device=x.device, dtype=torch.float32)
     return torch.ops.ganinv.upfirdn2d.default(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
@@ -214,31 +216,31 @@ def modconv_epilogue_backward_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp
 
 def lpips_distance_ext(f, t, g, eps):
     """Compiled lpips_distance (arguments checked by `ops.lpips_distance`): (dist, norm, s), each [N, H, W]."""
-    _ensure(f.device.type)
+    _ensure(device_type(f))
     return torch.ops.ganinv.lpips_distance.default(f, t, g, eps)
 
 
 def lpips_distance_backward_ext(gd, f, t, g, norm, s, eps):
     """Compiled lpips_distance backward: the gradient of f (shaped and typed like f)."""
-    _ensure(f.device.type)
+    _ensure(device_type(f))
     return torch.ops.ganinv.lpips_distance_backward.default(gd, f, t, g, norm, s, eps)
 
 
 def noise_autocorr_ext(x):
     """Compiled noise_autocorr (x: contiguous [N, C, H, W]): [N, C, 2] in float32 (float64 for float64 x)."""
-    _ensure(x.device.type)
+    _ensure(device_type(x))
     return torch.ops.ganinv.noise_autocorr.default(x)
 
 
 def noise_autocorr_backward_ext(ga, x):
     """Compiled noise_autocorr backward: the gradient of x from ga [N, C, 2]."""
-    _ensure(x.device.type)
+    _ensure(device_type(x))
     return torch.ops.ganinv.noise_autocorr_backward.default(ga, x)
 
 
 def _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp):
-    _ensure(c.device.type)
-    empty = c.new_empty([0])
+    _ensure(device_type(c))
+    empty = c.new_empty([0]) if noise is None or b is None or e is None else None
     return (d, *(empty if t is None else t for t in (noise, b, e)), ACT_CODES[act], float(alpha), float(gain),
             -1.0 if clamp is None else float(clamp))
 

@@ -12,10 +12,11 @@ synchronises), and runs at the next eager call.
 """
 import contextlib
 import math
-import os
 import threading
 
 import torch
+
+from ._fast import getenv
 
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}   # max |got - ref| / max(1, max |ref|)
 
@@ -26,7 +27,7 @@ _local = threading.local()     # .running: this thread is inside the check (its 
 
 def enabled() -> bool:
     """False when GANINV_SELFTEST=0."""
-    return os.environ.get('GANINV_SELFTEST', '1').strip() != '0'
+    return getenv('GANINV_SELFTEST', '1').strip() != '0'
 
 
 def _deferred() -> bool:

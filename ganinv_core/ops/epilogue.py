@@ -17,7 +17,7 @@ from .bias_act import OpArgumentError, _normalize_args, bias_act, bias_act_vjp
 
 
 def _check(c, d, noise, b, e=None):
-    """Shapes as 4-D views: (d4 [N,C,1,1], noise4 [.,.,H,W] or None, e4 [N,C,1,1] or None)."""
+    """Checked shapes; returns the noise as a 4-D view [.,.,H,W] (None without one)."""
     if not isinstance(c, torch.Tensor) or c.ndim != 4:
         raise OpArgumentError(f'modconv_epilogue: c must be a [N, C, H, W] tensor, got '
                               f'{tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__}')
@@ -27,34 +27,58 @@ def _check(c, d, noise, b, e=None):
                                                or t.shape[0] != N):
             raise OpArgumentError(f'modconv_epilogue: {name} must hold [N, C] = [{N}, {C}] coefficients, got '
                                   f'{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}')
-    n4 = None
-    if noise is not None:
-        n4 = noise.reshape((1,) * (4 - noise.ndim) + tuple(noise.shape)) if noise.ndim < 4 else noise
-        try:
-            torch.broadcast_shapes(n4.shape, c.shape)
-        except RuntimeError:
-            raise OpArgumentError(f'modconv_epilogue: noise of shape {tuple(noise.shape)} does not broadcast to c '
-                                  f'{tuple(c.shape)}') from None
-    return d.reshape(N, C, 1, 1), n4, None if e is None else e.reshape(N, C, 1, 1)
+    if noise is None:
+        return None
+    n4 = noise.reshape((1,) * (4 - noise.ndim) + tuple(noise.shape)) if noise.ndim < 4 else noise
+    # to c's shape exactly (a noise that would widen the output is refused); not torch.broadcast_shapes, which
+    # costs several times the kernel at batch 1
+    if n4.ndim != 4 or any(s != 1 and s != t for s, t in zip(n4.shape, c.shape)):
+        raise OpArgumentError(f'modconv_epilogue: noise of shape {tuple(noise.shape)} does not broadcast to c '
+                              f'{tuple(c.shape)}')
+    return n4
+
+
+def _as4(t, c):
+    """[N, C] coefficients (any shape holding them) as [N, C, 1, 1]; None stays None."""
+    return None if t is None else t.reshape(c.shape[0], c.shape[1], 1, 1)
 
 
 def _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl):
-    """Checked arguments: (d4, n4, e4, (alpha, gain, clamp), the kernel's operands or None for the reference)."""
-    d4, n4, e4 = _check(c, d, noise, b, e)
+    """Checked arguments: (noise as 4-D, (alpha, gain, clamp), the kernel's operands or None for the reference)."""
+    n4 = _check(c, d, noise, b, e)
     consts = _normalize_args(c, b, 1, act, alpha, gain, clamp)
-    ops = _ext_layout(c, d4, n4, b, e4) if _backend.resolve('modconv_epilogue', c, impl) == 'ext' else None
-    return d4, n4, e4, consts, ops
+    ops = _ext_layout(c, d, n4, b, e) if _backend.resolve('modconv_epilogue', c, impl) == 'ext' else None
+    return n4, consts, ops
 
 
-def _ext_layout(c, d4, n4, b, e4):
-    """The compiled kernel's operands (c contiguous or channels_last, c's dtype, noise [1|N, 1, H, W]), or None if
-    it does not apply."""
-    if not _dense(c) or (n4 is not None and (n4.shape[1] != 1 or n4.shape[2:] != c.shape[2:])):
+def _ext_layout(c, d, n4, b, e):
+    """The compiled kernel's operands (c contiguous or channels_last, c's dtype, d and e [N, C], noise
+    [1|N, 1, H, W], all dense), or None if it does not apply. Runs per layer and step: no view or copy is made
+    where the argument already has the form."""
+    if not _dense(c) or (n4 is not None and (n4.shape[1] != 1 or n4.shape[2] != c.shape[2]
+                                             or n4.shape[3] != c.shape[3])):
         return None
-    if any(t is not None and t.dtype != c.dtype for t in (d4, n4, b, e4)):
+    if any(t is not None and t.dtype != c.dtype for t in (d, n4, b, e)):
         return None
-    flat = lambda t: None if t is None else t.reshape(c.shape[:2]).contiguous()  # noqa: E731
-    return flat(d4), None if n4 is None else n4.contiguous(), None if b is None else b.contiguous(), flat(e4)
+    return _flat(d, c), _dense1(n4), _dense1(b), _flat(e, c)
+
+
+def _flat(t, c):
+    """[N, C] coefficients as a contiguous [N, C] tensor (None stays None)."""
+    if t is None:
+        return None
+    if t.ndim != 2:
+        t = t.reshape(c.shape[0], c.shape[1])
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _dense1(t):
+    return t if t is None or t.is_contiguous() else t.contiguous()
+
+
+def _shaped(g, t):
+    """The gradient g of input t in t's shape (None for an absent t)."""
+    return None if t is None else g if g.shape == t.shape else g.reshape(t.shape)
 
 
 def _dense(c):
@@ -82,10 +106,11 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
     Raises:
         OpArgumentError: an invalid argument (one line naming it).
     """
-    d4, n4, e4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
+    n4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
     if ops is not None and not (torch.is_grad_enabled() and any(
             isinstance(t, torch.Tensor) and t.requires_grad for t in (c, d, noise, b, e))):
         return _ext.modconv_epilogue_ext(c, *ops, act, alpha, gain, clamp)
+    d4, e4 = _as4(d, c), _as4(e, c)
     cw = c.to(_wide(c, d4, n4, e4))   # float32 coefficients with a 16-bit c: computed in float32, rounded once
     s = cw * d4 if n4 is None else torch.addcmul(n4, cw, d4)
     y = bias_act(s, b, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
@@ -121,7 +146,7 @@ def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None,
     """
     if (gr is None) != (wr is None) or (gy is None and gr is None):
         raise OpArgumentError('modconv_epilogue_vjp: give gr and wr together, and gy, gr or both')
-    d4, n4, e4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
+    n4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
     if gr is not None:
         N, C, H, W = c.shape
         if wr.ndim != 3 or wr.shape[0] != N or wr.shape[2] != C or tuple(gr.shape) != (N, wr.shape[1], H, W):
@@ -131,10 +156,10 @@ def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None,
             ops = None
     if ops is not None:
         gc, gd, gn, gb, ge, gw = _ext.modconv_epilogue_backward_ext(
-            None if gy is None else gy.to(c.dtype), c, *ops, act, alpha, gain, clamp,   # in c's layout: the op's
-            None if gr is None else gr.contiguous(), None if wr is None else wr.contiguous())
-        return (gc, gd.reshape(d.shape), None if gn is None else gn.reshape(noise.shape), gb,
-                None if ge is None else ge.reshape(e.shape), gw)
+            gy if gy is None or gy.dtype == c.dtype else gy.to(c.dtype), c, *ops, act, alpha, gain, clamp,
+            _dense1(gr), _dense1(wr))   # gy in c's dtype, any layout: the op lays it out
+        return (gc, _shaped(gd, d), _shaped(gn, noise), gb, _shaped(ge, e), gw)
+    d4, e4 = _as4(d, c), _as4(e, c)
     dt = _wide(c, d4, n4, e4)   # float32 coefficients with a 16-bit c: computed in float32
     cw = c.to(dt)
     s = cw * d4 if n4 is None else torch.addcmul(n4, cw, d4)

@@ -322,6 +322,27 @@ def test_autograd_takes_the_one_pass_backward_only_without_create_graph(device, 
 
 
 @pytest.mark.parametrize('device', DEVICES)
+def test_plain_bias_add_passes_the_gradient_through(device, gen):
+    """linear, gain 1, no clamp (ToRGB without conv_clamp) is y = x + b: x's gradient is the incoming one itself,
+    as for torch's add (no copy, no kernel), and b's its sum; with a gain or a clamp it is computed."""
+    x = draw((2, 3, 8, 8), 'contiguous', torch.float32, device, gen).requires_grad_()
+    b = draw((3,), 'contiguous', torch.float32, device, gen).requires_grad_()
+    gy = draw((2, 3, 8, 8), 'contiguous', torch.float32, device, gen)
+    for create_graph in (False, True):
+        with _OpLog() as log:
+            gx, gb = torch.autograd.grad(_ext.bias_act_ext(x, b, 1, 'linear', 0.0, 1.0, None), (x, b), gy,
+                                         create_graph=create_graph)
+        assert gx.data_ptr() == gy.data_ptr() and torch.equal(gx, gy)
+        assert not any(n.startswith('ganinv.bias_act_') for n in log.names), log.names
+        torch.testing.assert_close(gb, gy.sum((0, 2, 3)), rtol=1e-6, atol=1e-6)
+    for gain, clamp in ((2.0, None), (1.0, 0.5)):
+        gx, = torch.autograd.grad(_ext.bias_act_ext(x, b, 1, 'linear', 0.0, gain, clamp), x, gy)
+        assert gx.data_ptr() != gy.data_ptr()
+        gr, = torch.autograd.grad(_bias_act_ref(x, b, 1, 'linear', 0.0, gain, clamp), x, gy)
+        close(gx, gr, torch.float32, f'linear gain={gain} clamp={clamp}', gen)
+
+
+@pytest.mark.parametrize('device', DEVICES)
 def test_backward_opcheck_and_bad_bias(device, gen):
     for shape, layout in (((2, 4, 8, 8), 'contiguous'), ((2, 4, 3, 3), 'channels_last')):
         x = draw(shape, layout, torch.float32, device, gen)

@@ -107,6 +107,44 @@ def test_unavailable_device_auto_vs_ext(monkeypatch, fresh_warnings):
         _backend.resolve('bias_act', x)
 
 
+def test_the_remembered_choice_follows_every_input_of_the_choice(monkeypatch, fresh_warnings):
+    """`resolve` remembers an 'ext' answer (the full choice costs as much as a small launch), but a change of
+    GANINV_OPS, of the availability, of GANINV_SELFTEST or of the self-test's outcome is seen on the next call."""
+    from ganinv_core.ops import _selftest
+    monkeypatch.delenv('GANINV_OPS', raising=False)
+    monkeypatch.delenv('GANINV_SELFTEST', raising=False)
+    monkeypatch.setattr(_backend, '_memo', {})
+    runs = []
+    real_run = _selftest._run
+    monkeypatch.setattr(_selftest, '_run', lambda dev: runs.append(dev) or real_run(dev))
+    monkeypatch.setattr(_selftest, '_results', {})
+    x = torch.zeros(2, 3)
+    assert [_backend.resolve('bias_act', x) for _ in range(3)] == ['ext'] * 3
+    assert runs == ['cpu'] and len(_backend._memo) == 1          # checked once, then remembered
+    monkeypatch.setenv('GANINV_OPS', 'ref')
+    assert _backend.resolve('bias_act', x) == 'ref'
+    monkeypatch.setenv('GANINV_OPS', 'auto')
+    assert _backend.resolve('bias_act', x) == 'ext'
+    # a failed self-test outcome for the device (a new outcome object): the reference, with its warning
+    monkeypatch.setitem(_selftest._results, 'cpu', {'bias_act': (False, 'simulated mismatch')})
+    with pytest.warns(RuntimeWarning, match='simulated mismatch'):
+        assert _backend.resolve('bias_act', x) == 'ref'
+    assert _backend.resolve('upfirdn2d', x) == 'ext'             # the other ops keep their kernels
+    monkeypatch.setenv('GANINV_SELFTEST', '0')                    # the check switched off: kernels again
+    assert _backend.resolve('bias_act', x) == 'ext'
+    monkeypatch.delenv('GANINV_SELFTEST')
+    monkeypatch.setattr(_selftest, '_results', {})               # a reset outcome: the check runs again
+    assert _backend.resolve('bias_act', x) == 'ext' and runs == ['cpu', 'cpu']
+    monkeypatch.setitem(_ext._status, 'cpu', (False, 'simulated build failure'))
+    with pytest.warns(RuntimeWarning, match='simulated build failure'):
+        assert _backend.resolve('bias_act', x) == 'ref'
+    monkeypatch.setenv('GANINV_OPS', 'ext')
+    with pytest.raises(_ext.ExtUnavailableError, match='simulated build failure'):
+        _backend.resolve('bias_act', x)
+    with pytest.raises(_backend.BackendChoiceError, match='impl must be'):
+        _backend.resolve('bias_act', x, impl=['ext'])              # validated before any lookup (unhashable)
+
+
 # --- what the compiled path cannot do takes the reference, with the same results ------------------------------
 
 @pytest.mark.parametrize('impl', [None, 'ext'])
@@ -252,3 +290,19 @@ def test_lock_excludes_within_threads_of_processes(tmp_path):
         pass
     with _jit.BuildLock(path, timeout=1) as lock:
         assert not lock.recovered_stale
+
+
+def test_a_process_first_op_call_may_be_inside_torch_compile():
+    """Cold state (no kernels loaded, no choice remembered, no self-test run): the dispatch code traces whole under
+    fullgraph=True, and the compiled result equals the eager one."""
+    code = ('import torch\n'
+            'from ganinv_core import ops\n'
+            'x, b = torch.randn(2, 3, 4, 4), torch.randn(3)\n'
+            'f = torch.compile(lambda x, b: ops.bias_act(x, b, act="lrelu", clamp=1.0), fullgraph=True,\n'
+            '                  backend="aot_eager")\n'
+            'y = f(x, b)\n'
+            'assert torch.equal(y, ops.bias_act(x, b, act="lrelu", clamp=1.0))\n'
+            'print("traced")\n')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'GANINV_OPS': 'auto'})
+    assert r.returncode == 0 and 'traced' in r.stdout, r.stderr[-2000:]

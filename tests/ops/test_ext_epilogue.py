@@ -268,6 +268,9 @@ def test_bad_arguments_name_the_input():
         ops.modconv_epilogue(c, torch.ones(3, 2, 1), impl='ext')
     with pytest.raises(OpArgumentError, match='modconv_epilogue: noise of shape .* does not broadcast'):
         ops.modconv_epilogue(c, d, torch.zeros(1, 1, 5, 4))
+    for noise in (torch.zeros(2, 1, 4, 4), torch.zeros(1, 1, 1, 4, 4)):   # would widen the output / 5-D
+        with pytest.raises(OpArgumentError, match='modconv_epilogue: noise of shape .* does not broadcast'):
+            ops.modconv_epilogue(c[:1], d[:1], noise)
     with pytest.raises(OpArgumentError, match='modconv_epilogue: c must be a'):
         ops.modconv_epilogue(torch.zeros(3, 4), d)
     with pytest.raises(OpArgumentError, match=r'modconv_epilogue: e must hold \[N, C\] = \[2, 3\]'):
