@@ -19,7 +19,7 @@ step 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JO
 step 30 "$PY" -m ganinv_core.cli --doctor
 source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests; export PY
-step 150 bash -c gpu_tests
+step 200 bash -c gpu_tests
 # issue 3's open figure: bias_act at b1 eager (the wrapper's host cost was halved; conv lrelu, ToRGB with and
 # without clamp, the floor) and the wrapper's own cost per call; the table (ratios to ref) goes to the log.
 step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/ops/test_bench_ops.py -q \

@@ -18,8 +18,8 @@ static void on_fault(int sig, siginfo_t* si, void* uc) {
   char hex[20]; int k = 0; do { int d = a & 15; hex[k++] = d < 10 ? '0' + d : 'a' + d - 10; a >>= 4; } while (a);
   msg[n++] = '0'; msg[n++] = 'x'; while (k) msg[n++] = hex[--k]; msg[n++] = '\n';
   write(out, msg, n);
-  void* frames[128];
-  int depth = backtrace(frames, 128);
+  void* frames[48];  // the innermost ones: the native side of the fault (the rest is the interpreter)
+  int depth = backtrace(frames, 48);
   backtrace_symbols_fd(frames, depth, out);
   signal(sig, SIG_DFL);
   raise(sig);
