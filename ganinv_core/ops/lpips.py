@@ -46,6 +46,15 @@ def _image_dense(t):
         (w <= 1 or t.stride(3) == 1)
 
 
+def _on(t, f, dt):
+    """t in dtype dt on f's device (no call where it already is: this runs per level and step)."""
+    return t if t.dtype == dt and t.device == f.device else t.to(device=f.device, dtype=dt)
+
+
+def _dense(t):
+    return t if t.is_contiguous() else t.contiguous()
+
+
 class _LpipsFn(torch.autograd.Function):
     """The compiled forward and backward; the backward of the backward (create_graph) in PyTorch ops."""
 
@@ -96,10 +105,10 @@ def lpips_distance(f, t, g, eps=1e-10, impl=None):
     """
     _check(f, t, g)
     dt = _compute_dtype(f)
-    t, g = t.to(device=f.device, dtype=dt), g.to(device=f.device, dtype=dt)
+    t, g = _on(t, f, dt), _on(g, f, dt)
     eps = float(eps)
     if _backend.resolve('lpips_distance', f, impl) == 'ext' and not (t.requires_grad or g.requires_grad):
         if not _image_dense(t):
             t = t.contiguous()
-        return _LpipsFn.apply(f.contiguous(), t, g.contiguous(), eps)
+        return _LpipsFn.apply(_dense(f), t, _dense(g), eps)
     return _lpips_ref(f, t, g, eps)
