@@ -142,8 +142,9 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
 // kBiasMinRun consecutive elements (NCHW planes, dim 1), channel c's runs in every image form one index space of
 // 16-byte packs (t = image * packs-per-run + pack); block (k, c) takes chunk k of it, writes dx and sums its unrounded
 // values (warp shuffles, then one value per warp in shared memory). With one chunk per channel that sum is db[c],
-// written in b's dtype: no second kernel; with several, partial[c][k], added per channel afterwards. Fixed order
-// either way (deterministic, no atomics). VN elements per pack (16 bytes when x, g, dx are aligned and a run is a
+// written in b's dtype: no second kernel; with several, partial[c][k], added per channel by a second small kernel
+// (a warp per channel; not ATen's sum, whose setup costs several launches' worth of host time at batch 1, and whose
+// 16-bit result would take one more kernel to round). Fixed order either way (deterministic, no atomics). VN elements per pack (16 bytes when x, g, dx are aligned and a run is a
 // whole number of packs, else 1). Shorter runs (channels_last, [N, C]): dx by `run`, then a reduction of it.
 
 constexpr int kPacksPerBlock = 2048;  // at most: 256 threads x 8 packs
@@ -190,6 +191,23 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// db[c] = sum_k partial[c][k] in a fixed order (lane l adds k = l, l + 32, ...; then a shuffle tree), rounded once
+// to b's dtype. A warp per channel: c is the same for all 32 lanes, so a warp past the last channel leaves whole.
+template <typename scalar_t>
+__global__ void __launch_bounds__(256)
+    bias_partials_kernel(const at::opmath_type<scalar_t>* __restrict__ partial, scalar_t* __restrict__ db,
+                         int64_t size, int chunks) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int lane = int(threadIdx.x) % 32;
+  const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  if (c >= size) return;
+  acc_t s = acc_t(0);
+  for (int k = lane; k < chunks; k += 32) s += partial[c * chunks + k];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+  if (lane == 0) db[c] = scalar_t(s);
+}
+
 // Streaming multiprocessors of the current device (queried once per device).
 int sm_count() {
   static std::atomic<int> cache[64];
@@ -216,9 +234,9 @@ at::Tensor launch_backward(const at::Tensor& x, const at::Tensor& b, const at::T
   const int64_t chunk = std::max<int64_t>(1, (total + want - 1) / want);
   const int64_t chunks = std::max<int64_t>(1, (total + chunk - 1) / chunk);
   const int threads = int(std::min<int64_t>(256, std::max<int64_t>(32, (std::min(total, chunk) + 31) / 32 * 32)));
-  at::Tensor db, partial;
-  if (chunks == 1) db = maybe_poison(at::empty_like(b));
-  else partial = maybe_poison(at::empty({size, chunks}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value)));
+  at::Tensor db = maybe_poison(at::empty_like(b)), partial;
+  if (chunks > 1)
+    partial = maybe_poison(at::empty({size, chunks}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value)));
   const dim3 grid(unsigned(chunks), unsigned(std::min<int64_t>(size, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   with_act(p.act, [&](auto a) {
@@ -228,7 +246,14 @@ at::Tensor launch_backward(const at::Tensor& x, const at::Tensor& b, const at::T
         chunks == 1 ? nullptr : partial.mutable_data_ptr<acc_t>(), p, int(chunk), int(total));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return chunks == 1 ? db : partial.sum(1).to(b.scalar_type());
+  if (chunks > 1) {
+    const int64_t blocks = (size * 32 + 255) / 256;  // eight channels per block
+    bias_partials_kernel<scalar_t><<<unsigned(blocks), 256, 0, stream>>>(partial.const_data_ptr<acc_t>(),
+                                                                         db.mutable_data_ptr<scalar_t>(), size,
+                                                                         int(chunks));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return db;
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& g_in, const at::Tensor& x_in,
