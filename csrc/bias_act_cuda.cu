@@ -144,8 +144,9 @@ at::Tensor run(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor&
 // values (warp shuffles, then one value per warp in shared memory). With one chunk per channel that sum is db[c],
 // written in b's dtype: no second kernel; with several, partial[c][k], added per channel by a second small kernel
 // (a warp per channel; not ATen's sum, whose setup costs several launches' worth of host time at batch 1, and whose
-// 16-bit result would take one more kernel to round). Fixed order either way (deterministic, no atomics). VN elements per pack (16 bytes when x, g, dx are aligned and a run is a
-// whole number of packs, else 1). Shorter runs (channels_last, [N, C]): dx by `run`, then a reduction of it.
+// 16-bit result would take one more kernel to round). Fixed order either way (deterministic, no atomics). VN
+// elements per pack (16 bytes when x, g, dx are aligned and a run is a whole number of packs, else 1). Shorter runs
+// (channels_last, [N, C]): dx by `run`, then a reduction of it.
 
 constexpr int kPacksPerBlock = 2048;  // at most: 256 threads x 8 packs
 

@@ -186,28 +186,40 @@ def test_bias_act_backward(benchmark, shape, variant):
     benchmark(step)
 
 
-# The public op's own host cost: `ops.bias_act` (argument checks, the backend choice, the kernel call) against the
-# registered operator called directly with the same arguments, forward only, at the smallest conv layer (512x4^2),
-# where an op's time is mostly host time. The difference is what the Python wrapper adds per call.
+# The public ops' own host cost: `ops.bias_act` / `ops.modconv_epilogue` (argument checks, the backend choice, the
+# kernel call) against the registered operator called directly with the same arguments, forward only, at the
+# smallest conv layer (512x4^2), where an op's time is mostly host time. The difference is what the Python wrapper
+# adds per call (100 calls per round).
 @pytest.mark.parametrize('entry', ['operator', 'public'])
-def test_dispatch_overhead(benchmark, entry):
+@pytest.mark.parametrize('op_name', ['bias_act', 'modconv_epilogue'])
+def test_dispatch_overhead(benchmark, op_name, entry):
     from ganinv_core.ops import _ext
     _ext.available(DEVICE.type)
     x, b = torch.randn(1, 512, 4, 4, device=DEVICE), torch.randn(512, device=DEVICE)
-    if entry == 'public':
+    d, noise = torch.rand(1, 512, device=DEVICE) + 0.5, torch.randn(1, 1, 4, 4, device=DEVICE)
+    code, gain = _ext.ACT_CODES['lrelu'], 2 ** 0.5
+    if op_name == 'bias_act' and entry == 'public':
         def call():
             return ops.bias_act(x, b, act='lrelu', clamp=256)
-    else:
-        op, code = torch.ops.ganinv.bias_act.default, _ext.ACT_CODES['lrelu']
+    elif op_name == 'bias_act':
+        op = torch.ops.ganinv.bias_act.default
 
         def call():
-            return op(x, b, 1, code, 0.2, 2 ** 0.5, 256.0)
+            return op(x, b, 1, code, 0.2, gain, 256.0)
+    elif entry == 'public':
+        def call():
+            return ops.modconv_epilogue(x, d, noise, b, act='lrelu', gain=gain, clamp=256)
+    else:
+        op, none = torch.ops.ganinv.modconv_epilogue.default, x.new_empty([0])
+
+        def call():
+            return op(x, d, noise, b, none, code, 0.2, gain, 256.0)
 
     def step():
         for _ in range(100):
             call()
         sync()
 
-    benchmark.extra_info.update(compare='bias_act-dispatch-overhead-x100', baseline=entry == 'operator',
-                                op='bias_act', shape=[1, 512, 4, 4], device=str(DEVICE))
+    benchmark.extra_info.update(compare=f'{op_name}-dispatch-overhead-x100', baseline=entry == 'operator',
+                                op=op_name, shape=[1, 512, 4, 4], device=str(DEVICE))
     benchmark(step)

@@ -1,15 +1,15 @@
-"""The compiled ops: loading, fake kernels, and the two entry points the public ops call.
+"""The compiled ops: loading, fake kernels, and the entry points the public ops call.
 
 `torch.ops.ganinv.{bias_act, bias_act_grad, bias_act_backward, upfirdn2d, modconv_epilogue[_backward],
-lpips_distance[_backward], noise_autocorr[_backward]}` come
-from `ganinv_core._C` (built by setup.py) or, for a device whose kernels it lacks, from a just-in-time build
-(`_jit`). The autograd of the first three lives in C++ next to the schemas (csrc/autograd.cpp: no Python on
-the forward or backward path): bias_act's backward is `bias_act_grad(order=1)`, whose own backward uses
-`order=2` (second derivatives; third order is not supported), or, when the bias needs a gradient and no graph of
-the backward is built, `bias_act_backward` (dx and the bias gradient in one pass), or for a plain bias add (linear,
-gain 1, no clamp) the incoming gradient itself; upfirdn2d's backward is upfirdn2d
-with up/down swapped, so any order works. The epilogue pair is first order only, called by `nets.layers._DemodBiasAct`; the
-lpips pair's autograd is `ops.lpips._LpipsFn`, the noise pair's `ops.noise._AutocorrFn`.
+lpips_distance[_backward], noise_autocorr[_backward]}` come from `ganinv_core._C` (built by setup.py) or, for a
+device whose kernels it lacks, from a just-in-time build (`_jit`). The autograd of bias_act, bias_act_grad and
+upfirdn2d lives in C++ next to the schemas (csrc/autograd.cpp: no Python on the forward or backward path):
+bias_act's backward is `bias_act_grad(order=1)`, whose own backward uses `order=2` (second derivatives; third order
+is not supported), or, when the bias needs a gradient and no graph of the backward is built, `bias_act_backward` (dx
+and the bias gradient in one pass), or for a plain bias add (linear, gain 1, no clamp) the incoming gradient itself;
+upfirdn2d's backward is upfirdn2d with up/down swapped, so any order works. The epilogue pair is first order only,
+called by `nets.layers._DemodBiasAct`; the lpips pair's autograd is `ops.lpips._LpipsFn`, the noise pair's
+`ops.noise._AutocorrFn`.
 """
 import os
 import threading

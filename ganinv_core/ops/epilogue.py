@@ -27,8 +27,12 @@ def _check(c, d, noise, b, e=None):
                                                or t.shape[0] != N):
             raise OpArgumentError(f'modconv_epilogue: {name} must hold [N, C] = [{N}, {C}] coefficients, got '
                                   f'{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}')
+    if b is not None and not isinstance(b, torch.Tensor):
+        raise OpArgumentError(f'modconv_epilogue: b must be a [{C}] tensor or None, got {type(b).__name__}')
     if noise is None:
         return None
+    if not isinstance(noise, torch.Tensor):
+        raise OpArgumentError(f'modconv_epilogue: noise must be a tensor or None, got {type(noise).__name__}')
     n4 = noise.reshape((1,) * (4 - noise.ndim) + tuple(noise.shape)) if noise.ndim < 4 else noise
     # to c's shape exactly (a noise that would widen the output is refused); not torch.broadcast_shapes, which
     # costs several times the kernel at batch 1
@@ -55,11 +59,14 @@ def _ext_layout(c, d, n4, b, e):
     """The compiled kernel's operands (c contiguous or channels_last, c's dtype, d and e [N, C], noise
     [1|N, 1, H, W], all dense), or None if it does not apply. Runs per layer and step: no view or copy is made
     where the argument already has the form."""
-    if not _dense(c) or (n4 is not None and (n4.shape[1] != 1 or n4.shape[2] != c.shape[2]
-                                             or n4.shape[3] != c.shape[3])):
+    dt = c.dtype
+    if not _dense(c) or d.dtype != dt or (b is not None and b.dtype != dt) or (e is not None and e.dtype != dt):
         return None
-    if any(t is not None and t.dtype != c.dtype for t in (d, n4, b, e)):
-        return None
+    if n4 is not None:
+        _, nc, nh, nw = n4.shape
+        _, _, h, w = c.shape
+        if nc != 1 or nh != h or nw != w or n4.dtype != dt:
+            return None
     return _flat(d, c), _dense1(n4), _dense1(b), _flat(e, c)
 
 
@@ -74,6 +81,13 @@ def _flat(t, c):
 
 def _dense1(t):
     return t if t is None or t.is_contiguous() else t.contiguous()
+
+
+def _any_needs_grad(*ts):
+    for t in ts:
+        if t is not None and t.requires_grad:
+            return True
+    return False
 
 
 def _shaped(g, t):
@@ -107,8 +121,7 @@ def modconv_epilogue(c, d, noise=None, b=None, act='linear', alpha=None, gain=No
         OpArgumentError: an invalid argument (one line naming it).
     """
     n4, (alpha, gain, clamp), ops = _prepare(c, d, noise, b, e, act, alpha, gain, clamp, impl)
-    if ops is not None and not (torch.is_grad_enabled() and any(
-            isinstance(t, torch.Tensor) and t.requires_grad for t in (c, d, noise, b, e))):
+    if ops is not None and not (torch.is_grad_enabled() and _any_needs_grad(c, d, noise, b, e)):
         return _ext.modconv_epilogue_ext(c, *ops, act, alpha, gain, clamp)
     d4, e4 = _as4(d, c), _as4(e, c)
     cw = c.to(_wide(c, d4, n4, e4))   # float32 coefficients with a 16-bit c: computed in float32, rounded once

@@ -268,6 +268,10 @@ def test_bad_arguments_name_the_input():
         ops.modconv_epilogue(c, torch.ones(3, 2, 1), impl='ext')
     with pytest.raises(OpArgumentError, match='modconv_epilogue: noise of shape .* does not broadcast'):
         ops.modconv_epilogue(c, d, torch.zeros(1, 1, 5, 4))
+    with pytest.raises(OpArgumentError, match='modconv_epilogue: noise must be a tensor or None, got float'):
+        ops.modconv_epilogue(c, d, 0.5)
+    with pytest.raises(OpArgumentError, match=r'modconv_epilogue: b must be a \[3\] tensor or None, got list'):
+        ops.modconv_epilogue(c, d, b=[0.0, 0.0, 0.0])
     for noise in (torch.zeros(2, 1, 4, 4), torch.zeros(1, 1, 1, 4, 4)):   # would widen the output / 5-D
         with pytest.raises(OpArgumentError, match='modconv_epilogue: noise of shape .* does not broadcast'):
             ops.modconv_epilogue(c[:1], d[:1], noise)
