@@ -106,9 +106,12 @@ def resolve(op: str, x, impl=None) -> str:
     hit = _memo.get(key)
     if hit is not None and hit[0] is _ext._status.get(dev) and hit[1] is _selftest._results.get(dev):
         return 'ext'
-    backend = _choose(op, choice, dev, x.dtype)
     status, checked = _ext._status.get(dev), _selftest._results.get(dev)
-    if backend == 'ext' and status is not None and (checked is not None or not _selftest.enabled()):
+    backend = _choose(op, choice, dev, x.dtype)
+    # kept only if the state it was drawn from did not change meanwhile (another thread may finish the self-test or
+    # a load during the choice: the answer would then be from the state before, the memo's key objects from after)
+    if (backend == 'ext' and status is not None and status is _ext._status.get(dev)
+            and checked is _selftest._results.get(dev) and (checked is not None or not _selftest.enabled())):
         _memo[key] = (status, checked)
     return backend
 

@@ -10,6 +10,7 @@ if CPython ever changes that, the public mapping is read.
 """
 import os
 
+_ENVIRON = os.environ
 _DATA = getattr(os.environ, '_data', None)
 _RAW = os.name == 'posix' and isinstance(_DATA, dict) and all(isinstance(k, bytes) for k in list(_DATA)[:1])
 # the per-call names, encoded once (fixed at import: nothing here mutates state, so torch.compile traces it whole)
@@ -18,7 +19,7 @@ _KEYS = {name: os.fsencode(name) for name in ('GANINV_OPS', 'GANINV_SELFTEST')}
 
 def getenv(name: str, default: str = '') -> str:
     """`os.environ.get(name, default)`, without the cost of a miss."""
-    if not _RAW:
+    if not _RAW or os.environ is not _ENVIRON:   # no raw dict, or os.environ itself replaced (a test's mock)
         return os.environ.get(name, default)
     key = _KEYS.get(name)
     value = _DATA.get(os.fsencode(name) if key is None else key)

@@ -145,6 +145,30 @@ def test_the_remembered_choice_follows_every_input_of_the_choice(monkeypatch, fr
         _backend.resolve('bias_act', x, impl=['ext'])              # validated before any lookup (unhashable)
 
 
+def test_a_self_test_finished_during_the_choice_is_not_remembered_as_passed(monkeypatch, fresh_warnings):
+    """Another thread finishes the self-test (the op fails it) while this call's check is deferred: this call may
+    answer 'ext', but the next call must see the failure (the memo keeps only answers drawn from unchanged state)."""
+    from ganinv_core.ops import _selftest
+    monkeypatch.delenv('GANINV_OPS', raising=False)
+    monkeypatch.delenv('GANINV_SELFTEST', raising=False)
+    monkeypatch.setattr(_backend, '_memo', {})
+    monkeypatch.setattr(_selftest, '_results', {})
+    monkeypatch.setattr(_selftest, '_deferred', lambda: True)
+    real = _backend._choose
+
+    def choose_while_another_thread_finishes(*args):
+        answer = real(*args)
+        _selftest._results['cpu'] = {'bias_act': (False, 'simulated mismatch')}
+        return answer
+
+    monkeypatch.setattr(_backend, '_choose', choose_while_another_thread_finishes)
+    x = torch.zeros(2, 3)
+    assert _backend.resolve('bias_act', x) == 'ext'   # deferred: the kernels, unchecked yet
+    monkeypatch.setattr(_backend, '_choose', real)
+    with pytest.warns(RuntimeWarning, match='simulated mismatch'):
+        assert _backend.resolve('bias_act', x) == 'ref'
+
+
 # --- what the compiled path cannot do takes the reference, with the same results ------------------------------
 
 @pytest.mark.parametrize('impl', [None, 'ext'])

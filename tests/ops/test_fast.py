@@ -28,6 +28,12 @@ def test_getenv_agrees_with_os_environ(raw, monkeypatch):
     assert _fast.getenv(name, 'gone') == 'gone'
 
 
+def test_getenv_follows_a_replaced_environ(monkeypatch):
+    """A test double put in place of os.environ itself (not just an assignment into it) is read."""
+    monkeypatch.setattr(os, 'environ', {'GANINV_OPS': 'ref'})
+    assert _fast.getenv('GANINV_OPS') == 'ref' and _fast.getenv('GANINV_SELFTEST', '1') == '1'
+
+
 @pytest.mark.parametrize('device', ['cpu', 'meta', CUDA])
 def test_device_type_agrees_with_device(device):
     for x in (torch.zeros(2, 3, device=device), torch.zeros(2, 3, device=device, dtype=torch.float16)[:, 1:]):
