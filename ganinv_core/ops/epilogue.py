@@ -67,20 +67,14 @@ def _ext_layout(c, d, n4, b, e):
         _, _, h, w = c.shape
         if nc != 1 or nh != h or nw != w or n4.dtype != dt:
             return None
-    return _flat(d, c), _dense1(n4), _dense1(b), _flat(e, c)
+    return _flat(d, c), None if n4 is None else n4.contiguous(), None if b is None else b.contiguous(), _flat(e, c)
 
 
 def _flat(t, c):
     """[N, C] coefficients as a contiguous [N, C] tensor (None stays None)."""
     if t is None:
         return None
-    if t.ndim != 2:
-        t = t.reshape(c.shape[0], c.shape[1])
-    return t if t.is_contiguous() else t.contiguous()
-
-
-def _dense1(t):
-    return t if t is None or t.is_contiguous() else t.contiguous()
+    return (t if t.ndim == 2 else t.reshape(c.shape[0], c.shape[1])).contiguous()
 
 
 def _any_needs_grad(*ts):
@@ -170,7 +164,7 @@ def modconv_epilogue_vjp(gy, c, d, noise=None, b=None, act='linear', alpha=None,
     if ops is not None:
         gc, gd, gn, gb, ge, gw = _ext.modconv_epilogue_backward_ext(
             gy if gy is None or gy.dtype == c.dtype else gy.to(c.dtype), c, *ops, act, alpha, gain, clamp,
-            _dense1(gr), _dense1(wr))   # gy in c's dtype, any layout: the op lays it out
+            None if gr is None else gr.contiguous(), None if wr is None else wr.contiguous())   # gy: any layout
         return (gc, _shaped(gd, d), _shaped(gn, noise), gb, _shaped(ge, e), gw)
     d4, e4 = _as4(d, c), _as4(e, c)
     dt = _wide(c, d4, n4, e4)   # float32 coefficients with a 16-bit c: computed in float32

@@ -51,10 +51,6 @@ def _on(t, f, dt):
     return t if t.dtype == dt and t.device == f.device else t.to(device=f.device, dtype=dt)
 
 
-def _dense(t):
-    return t if t.is_contiguous() else t.contiguous()
-
-
 class _LpipsFn(torch.autograd.Function):
     """The compiled forward and backward; the backward of the backward (create_graph) in PyTorch ops."""
 
@@ -110,5 +106,5 @@ def lpips_distance(f, t, g, eps=1e-10, impl=None):
     if _backend.resolve('lpips_distance', f, impl) == 'ext' and not (t.requires_grad or g.requires_grad):
         if not _image_dense(t):
             t = t.contiguous()
-        return _LpipsFn.apply(_dense(f), t, _dense(g), eps)
+        return _LpipsFn.apply(f.contiguous(), t, g.contiguous(), eps)
     return _lpips_ref(f, t, g, eps)

@@ -59,5 +59,5 @@ def noise_autocorr(x, impl=None):
         raise OpArgumentError(f'noise_autocorr: x must be a [N, C, H, W] tensor, got '
                               f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}')
     if _backend.resolve('noise_autocorr', x, impl) == 'ext':
-        return _AutocorrFn.apply(x if x.is_contiguous() else x.contiguous())
+        return _AutocorrFn.apply(x.contiguous())
     return _autocorr_ref(x)
