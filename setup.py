@@ -29,7 +29,8 @@ def _extensions():
     if not cpp:
         return [], {}
     omp = _openmp_flags(torch)
-    common = dict(include_dirs=[os.path.join(HERE, 'csrc')], py_limited_api=False, extra_link_args=omp)
+    common = dict(include_dirs=[os.path.join(HERE, 'csrc')], py_limited_api=False,
+                  extra_link_args=omp + _shared_libstdcxx())
     if ce.CUDA_HOME is not None and torch.version.cuda and cu:
         if not os.environ.get('TORCH_CUDA_ARCH_LIST', '').strip():
             os.environ['TORCH_CUDA_ARCH_LIST'] = _default_arch_list()
@@ -49,6 +50,14 @@ def _openmp_flags(torch):
     if sys.platform.startswith('linux') and 'OpenMP' in torch.__config__.parallel_info():
         return ['-fopenmp']
     return []
+
+
+def _shared_libstdcxx():
+    """['-lstdc++'] on Linux: libstdc++ named as a shared library ahead of the compiler driver's own -lstdc++, so
+    that a toolchain linking it statically (the GPU image's g++ did) adds no second copy to _C. A second copy keeps
+    its own locale state: its number formatting failed, which truncated error messages on the CPU and crashed the
+    process on CUDA. ganinv_core/ops/_jit.py links the just-in-time builds the same way."""
+    return ['-lstdc++'] if sys.platform.startswith('linux') else []
 
 
 def _default_arch_list():

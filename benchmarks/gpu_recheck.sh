@@ -3,7 +3,7 @@
 # test marked gpu, bias_act at batch 1 against the reference (issue 3's open figure), the compiled ops' achieved
 # bandwidth (kernel_probe.py; Nsight Compute's view where ncu is installed), and bf16 / fp16 accuracy at 256² with
 # the compiled ops and with the reference ops side by side (is a reduced-precision loss the kernels' doing?).
-# Output goes to $OUT/recheck.log.
+# Output goes to $OUT/recheck.log. GANINV_RECHECK_BENCH=0 stops after the tests.
 #   bash benchmarks/gpu_recheck.sh            (repository root, on the GPU machine)
 set -u
 cd "$(dirname "$0")/.."
@@ -17,9 +17,13 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null
 step 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
   "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 step 30 "$PY" -m ganinv_core.cli --doctor
+for c in c++ g++; do   # the image's compiler driver: a wrapper script says which flags it adds (it linked libstdc++ statically)
+  p=$(readlink -f "$(command -v $c)") && echo "--- $c -> $p" && grep -Iq . "$p" && head -c 1200 "$p"
+done
 source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests; export PY
 step 200 bash -c gpu_tests
+[ "${GANINV_RECHECK_BENCH:-1}" = 0 ] && exit 0   # the tests only
 # issue 3's open figure: bias_act at b1 eager (the wrapper's host cost was halved; conv lrelu, ToRGB with and
 # without clamp, the floor) and the wrapper's own cost per call; the table (ratios to ref) goes to the log.
 step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/ops/test_bench_ops.py -q \

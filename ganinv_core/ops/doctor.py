@@ -4,6 +4,7 @@ the reference (`_selftest`), the toolchain, and why a build failed.
 Run as `ganinv-run --doctor` or `python -m ganinv_core.ops.doctor`. Probing a device may start the
 one-time just-in-time build of its kernels (that is the point: the report says whether it worked).
 """
+import ctypes
 import os
 import platform
 import shutil
@@ -23,6 +24,27 @@ def _first_line(cmd):
         return f'error ({e})'
     lines = [ln for ln in out.splitlines() if ln.strip()]
     return lines[-1 if cmd[0] == 'nvcc' else 0].strip() if lines else '?'
+
+
+# std::ostream::_M_insert<long>, which formats every integer of an error message (where a second copy crashed)
+_STD_PROBE = '_ZNSo9_M_insertIlEERSoT_'
+
+
+def own_libstdcxx(path) -> bool | None:
+    """Whether the shared library at `path` carries its own copy of libstdc++ (it was linked statically).
+
+    Such a copy keeps its own locale state, apart from the process's libstdc++: formatting a number in it can fail,
+    which truncated error messages on the CPU and crashed the process on CUDA. None where this cannot be told (not
+    Linux, no libstdc++.so.6 to compare with).
+    """
+    if not sys.platform.startswith('linux'):
+        return None
+    try:
+        mine, shared = (ctypes.cast(getattr(ctypes.CDLL(str(p)), _STD_PROBE), ctypes.c_void_p).value
+                        for p in (path, 'libstdc++.so.6'))
+    except (OSError, AttributeError):
+        return None
+    return mine != shared
 
 
 def _devices():
@@ -54,6 +76,9 @@ def doctor_report() -> str:
     try:
         import ganinv_core._C as c
         lines.append(f'  extension: {c.__file__}')
+        if own_libstdcxx(c.__file__):
+            lines.append('  ! the extension carries its own (static) copy of libstdc++: error messages can crash '
+                         'the process; reinstall it (setup.py links the shared one)')
     except ImportError as e:
         lines.append(f'  extension: ganinv_core._C not importable ({e})')
     lines.append(f'  kernel sources: {_ext.csrc_dir() or "not installed"};  JIT cache: {_jit.cache_root()}')

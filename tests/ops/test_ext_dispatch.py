@@ -231,6 +231,33 @@ def test_doctor_report_lists_every_op_and_device(monkeypatch):
         assert all(r[2] == 'ref' and len(r) > 3 for r in rows if r[0] == 'cuda')  # with the reason
 
 
+_FORMATS_A_LONG = '#include <sstream>\n#include <string>\nstd::string f(long n) { std::ostringstream s; s << n; return s.str(); }\n'
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads ELF shared libraries (glibc dlsym)')
+def test_a_static_copy_of_libstdcxx_is_told_apart(tmp_path, monkeypatch):
+    """own_libstdcxx: a library linked with -static-libstdc++ carries its own copy (True); linked as setup.py links,
+    even where the driver is told -static-libstdc++, it has none (False); and so has the installed extension, or
+    the doctor says so."""
+    import shutil
+    from ganinv_core.ops import doctor
+    cxx = shutil.which(os.environ.get('CXX', 'c++'))
+    if cxx is None:
+        pytest.skip('no C++ compiler')
+    (tmp_path / 'f.cpp').write_text(_FORMATS_A_LONG)
+    found = {}
+    for name, flags in (('static', ['-static-libstdc++']), ('shared_first', ['-lstdc++', '-static-libstdc++'])):
+        lib = tmp_path / f'lib{name}.so'
+        subprocess.run([cxx, '-shared', '-fPIC', '-o', str(lib), str(tmp_path / 'f.cpp')] + flags, check=True)
+        found[name] = doctor.own_libstdcxx(lib)
+    assert found == {'static': True, 'shared_first': False}
+    import ganinv_core._C as c
+    assert doctor.own_libstdcxx(c.__file__) is False
+    assert 'own (static) copy of libstdc++' not in ops.doctor_report()
+    monkeypatch.setattr(doctor, 'own_libstdcxx', lambda path: True)
+    assert 'own (static) copy of libstdc++' in ops.doctor_report()
+
+
 # --- the just-in-time build machinery, with fake builders -------------------------------------------------
 
 @pytest.fixture
