@@ -30,7 +30,7 @@ def _extensions():
         return [], {}
     omp = _openmp_flags(torch)
     common = dict(include_dirs=[os.path.join(HERE, 'csrc')], py_limited_api=False,
-                  extra_link_args=omp + _shared_libstdcxx())
+                  extra_link_args=omp + _private_static_libs())
     if ce.CUDA_HOME is not None and torch.version.cuda and cu:
         if not os.environ.get('TORCH_CUDA_ARCH_LIST', '').strip():
             os.environ['TORCH_CUDA_ARCH_LIST'] = _default_arch_list()
@@ -52,12 +52,13 @@ def _openmp_flags(torch):
     return []
 
 
-def _shared_libstdcxx():
-    """['-lstdc++'] on Linux: libstdc++ named as a shared library ahead of the compiler driver's own -lstdc++, so
-    that a toolchain linking it statically (the GPU image's g++ did) adds no second copy to _C. A second copy keeps
-    its own locale state: its number formatting failed, which truncated error messages on the CPU and crashed the
-    process on CUDA. ganinv_core/ops/_jit.py links the just-in-time builds the same way."""
-    return ['-lstdc++'] if sys.platform.startswith('linux') else []
+def _private_static_libs():
+    """['-Wl,--exclude-libs,ALL'] on Linux: whatever a static library adds to _C stays private to it. The GPU image's
+    g++ links libstdc++ statically, even with -lstdc++ asked for; exported, that second copy was half used (calls
+    bound to the process's libstdc++ or to it, call by call), and its number formatting crashed an error message on
+    CUDA (truncated it on the CPU). Kept private, the copy is used whole, consistently. ganinv_core/ops/_jit.py
+    links the just-in-time builds the same way (PRIVATE_STATIC_LIBS)."""
+    return ['-Wl,--exclude-libs,ALL'] if sys.platform.startswith('linux') else []
 
 
 def _default_arch_list():

@@ -135,6 +135,11 @@ class BuildLock:
         self._fd = None
 
 
+# a static library's symbols (the GPU image's g++ links libstdc++ statically) stay private: setup.py's
+# _private_static_libs says why
+PRIVATE_STATIC_LIBS = ['-Wl,--exclude-libs,ALL'] if sys.platform.startswith('linux') else []
+
+
 def _ninja_build(name, sources, build_dir: Path, with_cuda: bool, verbose: bool):
     """Compile `sources` with torch's ninja driver into `build_dir` and load the library into torch.ops."""
     from torch.utils import cpp_extension
@@ -143,10 +148,8 @@ def _ninja_build(name, sources, build_dir: Path, with_cuda: bool, verbose: bool)
     csrc = str(Path(sources[0]).parent)
     # at::parallel_for is inlined into the kernels: its OpenMP pragmas need -fopenmp (as in setup.py)
     omp = ['-fopenmp'] if sys.platform.startswith('linux') and 'OpenMP' in torch.__config__.parallel_info() else []
-    # the shared libstdc++ ahead of the driver's: no second, static copy (setup.py's _shared_libstdcxx says why)
-    std = ['-lstdc++'] if sys.platform.startswith('linux') else []
     cpp_extension.load(name=name, sources=[str(s) for s in sources], build_directory=str(build_dir),
-                       extra_include_paths=[csrc], extra_cflags=['-O3'] + omp, extra_ldflags=omp + std,
+                       extra_include_paths=[csrc], extra_cflags=['-O3'] + omp, extra_ldflags=omp + PRIVATE_STATIC_LIBS,
                        extra_cuda_cflags=['-O3', '--use_fast_math'] if with_cuda else None,
                        with_cuda=with_cuda, is_python_module=False, verbose=verbose)
 

@@ -31,20 +31,28 @@ _STD_PROBE = '_ZNSo9_M_insertIlEERSoT_'
 
 
 def own_libstdcxx(path) -> bool | None:
-    """Whether the shared library at `path` carries its own copy of libstdc++ (it was linked statically).
+    """Whether the shared library at `path` exports a copy of libstdc++ of its own (linked statically, not private).
 
-    Such a copy keeps its own locale state, apart from the process's libstdc++: formatting a number in it can fail,
-    which truncated error messages on the CPU and crashed the process on CUDA. None where this cannot be told (not
-    Linux, no libstdc++.so.6 to compare with).
+    The process then has two, and calls bind to one or the other: formatting a number in such a library failed,
+    which truncated its error messages on the CPU and crashed the process on CUDA. A copy kept private
+    (``-Wl,--exclude-libs,ALL``, as setup.py links) is used whole and is not reported. None where this cannot be
+    told (not Linux, no libstdc++.so.6 to compare with).
     """
     if not sys.platform.startswith('linux'):
         return None
+
+    def address(lib):   # where dlsym finds the probe from `lib` (itself first, then what it loads)
+        return ctypes.cast(getattr(ctypes.CDLL(str(lib)), _STD_PROBE), ctypes.c_void_p).value
     try:
-        mine, shared = (ctypes.cast(getattr(ctypes.CDLL(str(p)), _STD_PROBE), ctypes.c_void_p).value
-                        for p in (path, 'libstdc++.so.6'))
+        shared = address('libstdc++.so.6')
     except (OSError, AttributeError):
         return None
-    return mine != shared
+    try:
+        return address(path) != shared
+    except AttributeError:   # neither it nor anything it loads exports one
+        return False
+    except OSError:
+        return None
 
 
 def _devices():
@@ -77,8 +85,8 @@ def doctor_report() -> str:
         import ganinv_core._C as c
         lines.append(f'  extension: {c.__file__}')
         if own_libstdcxx(c.__file__):
-            lines.append('  ! the extension carries its own (static) copy of libstdc++: error messages can crash '
-                         'the process; reinstall it (setup.py links the shared one)')
+            lines.append('  ! the extension exports its own (static) copy of libstdc++: an error message can crash '
+                         'the process; reinstall it (setup.py keeps such a copy private)')
     except ImportError as e:
         lines.append(f'  extension: ganinv_core._C not importable ({e})')
     lines.append(f'  kernel sources: {_ext.csrc_dir() or "not installed"};  JIT cache: {_jit.cache_root()}')

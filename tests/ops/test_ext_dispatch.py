@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,14 +232,25 @@ def test_doctor_report_lists_every_op_and_device(monkeypatch):
         assert all(r[2] == 'ref' and len(r) > 3 for r in rows if r[0] == 'cuda')  # with the reason
 
 
-_FORMATS_A_LONG = '#include <sstream>\n#include <string>\nstd::string f(long n) { std::ostringstream s; s << n; return s.str(); }\n'
+# formats a number through std::ostream, as c10::str does for an error message
+_FORMATS_A_LONG = r"""
+#include <cstring>
+#include <sstream>
+extern "C" int format_long(long n, char* out, int cap) {
+  std::ostringstream s;
+  s << "n=" << n;
+  std::strncpy(out, s.str().c_str(), cap);
+  return int(s.str().size());
+}
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads ELF shared libraries (glibc dlsym)')
-def test_a_static_copy_of_libstdcxx_is_told_apart(tmp_path, monkeypatch):
-    """own_libstdcxx: a library linked with -static-libstdc++ carries its own copy (True); linked as setup.py links,
-    even where the driver is told -static-libstdc++, it has none (False); and so has the installed extension, or
-    the doctor says so."""
+def test_a_static_libstdcxx_is_kept_private(tmp_path, monkeypatch):
+    """Linked with -static-libstdc++, a library exports a second libstdc++ (own_libstdcxx: True); with the link flags
+    setup.py and the just-in-time build add, the copy stays private (False) and formats numbers whole. The installed
+    extension has none exported, or the doctor says so."""
+    import ctypes
     import shutil
     from ganinv_core.ops import doctor
     cxx = shutil.which(os.environ.get('CXX', 'c++'))
@@ -246,11 +258,17 @@ def test_a_static_copy_of_libstdcxx_is_told_apart(tmp_path, monkeypatch):
         pytest.skip('no C++ compiler')
     (tmp_path / 'f.cpp').write_text(_FORMATS_A_LONG)
     found = {}
-    for name, flags in (('static', ['-static-libstdc++']), ('shared_first', ['-lstdc++', '-static-libstdc++'])):
+    for name, flags in (('exported', []), ('private', _jit.PRIVATE_STATIC_LIBS)):
         lib = tmp_path / f'lib{name}.so'
-        subprocess.run([cxx, '-shared', '-fPIC', '-o', str(lib), str(tmp_path / 'f.cpp')] + flags, check=True)
+        subprocess.run([cxx, '-shared', '-fPIC', '-static-libstdc++', '-o', str(lib), str(tmp_path / 'f.cpp')]
+                       + flags, check=True)
         found[name] = doctor.own_libstdcxx(lib)
-    assert found == {'static': True, 'shared_first': False}
+    assert found == {'exported': True, 'private': False}
+    buf = ctypes.create_string_buffer(32)
+    assert ctypes.CDLL(str(tmp_path / 'libprivate.so')).format_long(-1234567, buf, 32) == 10
+    assert buf.value == b'n=-1234567'
+    setup_py = (Path(__file__).resolve().parents[2] / 'setup.py').read_text()
+    assert all(f"'{flag}'" in setup_py for flag in _jit.PRIVATE_STATIC_LIBS)   # the same flags for _C
     import ganinv_core._C as c
     assert doctor.own_libstdcxx(c.__file__) is False
     assert 'own (static) copy of libstdc++' not in ops.doctor_report()
