@@ -279,17 +279,21 @@ def _rel(a, b):
     pytest.param('cuda', 'random-256', 'fp16', marks=[pytest.mark.gpu, cuda])])
 def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkeypatch):
     """The gradient that drives the optimisation, one step of it, in bf16 / fp16 against fp32 (reference ops): within
-    10 % in norm, and no further from it with the compiled ops than with the reference ops (a kernel rounding where
-    the reference does not would show here). A deterministic guard: final PSNRs scatter by up to 1 dB per target in
-    bf16 (below). CPU, random-64 (reduced blocks at 8-64): bf16 2.1 % compiled, 2.2 % reference; fp16 (loss scaled)
-    0.83 % compiled, 0.67 % reference."""
+    10 % in norm, and not much further from it with the compiled ops than with the reference ops (a kernel rounding
+    to 16 bits where the reference keeps float32 would show here). A deterministic guard: final PSNRs scatter by up
+    to 1 dB per target in bf16 (below).
+
+    The two errors are two samples of rounding noise, and their ratio wanders: CPU, random-64 (reduced blocks at
+    8-64): bf16 2.1 % compiled, 2.2 % reference; fp16 (loss scaled) 0.83 % and 0.67 % (1.24x). On an H200 the bf16
+    case passed a bound of 1.25x in one run and not in the next (same code; its figures were lost to a later crash).
+    Hence 1.5x."""
     from ganinv_core.weights import load_generator
     G = load_generator(net, device=device)
     t = _target(G, 11, 12).to(device)
     want = _step_gradient(G, t, 'fp32', 'ref', monkeypatch)
     err = {ops: _rel(_step_gradient(G, t, precision, ops, monkeypatch), want) for ops in ('ref', 'ext')}
     assert err['ref'] <= 0.1 and err['ext'] <= 0.1, err
-    assert err['ext'] <= 1.25 * err['ref'] + 1e-3, err
+    assert err['ext'] <= 1.5 * err['ref'] + 1e-3, err
 
 
 @pytest.mark.gpu
