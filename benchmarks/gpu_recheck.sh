@@ -17,9 +17,10 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null
 step 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
   "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 step 30 "$PY" -m ganinv_core.cli --doctor
-for c in c++ g++; do   # the image's compiler driver: a wrapper script says which flags it adds (it linked libstdc++ statically)
-  p=$(readlink -f "$(command -v $c)") && echo "--- $c -> $p" && grep -Iq . "$p" && head -c 1200 "$p"
-done
+# the extension must not export a libstdc++ of its own (the image's g++ links one in statically: it crashed)
+step 30 "$PY" -m pytest tests/ops/test_ext_dispatch.py -q -p no:cacheprovider -k static_libstdcxx
+# how the image's compiler driver (it reports itself as g++-real) links a shared library: where libstdc++ comes from
+c++ -### -shared -fPIC -x c++ /dev/null -o /tmp/probe.so 2>&1 | grep collect2 | tr ' ' '\n' | grep -n 'stdc\|static\|-L'
 source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests; export PY
 step 200 bash -c gpu_tests

@@ -264,8 +264,9 @@ def test_a_static_libstdcxx_is_kept_private(tmp_path, monkeypatch):
                        + flags, check=True)
         found[name] = doctor.own_libstdcxx(lib)
     assert found == {'exported': True, 'private': False}
-    buf = ctypes.create_string_buffer(32)
-    assert ctypes.CDLL(str(tmp_path / 'libprivate.so')).format_long(-1234567, buf, 32) == 10
+    fmt, buf = ctypes.CDLL(str(tmp_path / 'libprivate.so')).format_long, ctypes.create_string_buffer(32)
+    fmt.argtypes = [ctypes.c_long, ctypes.c_char_p, ctypes.c_int]
+    assert fmt(-1234567, buf, 32) == 10
     assert buf.value == b'n=-1234567'
     setup_py = (Path(__file__).resolve().parents[2] / 'setup.py').read_text()
     assert all(f"'{flag}'" in setup_py for flag in _jit.PRIVATE_STATIC_LIBS)   # the same flags for _C
