@@ -103,10 +103,10 @@ def resolve(op: str, x, impl=None) -> str:
         return _choose(op, choice, x.device.type, x.dtype)
     dev = device_type(x)
     key = (op, choice, getenv('GANINV_SELFTEST'), dev, x.dtype)
-    hit = _memo.get(key)
-    if hit is not None and hit[0] is _ext._status.get(dev) and hit[1] is _selftest._results.get(dev):
-        return 'ext'
     status, checked = _ext._status.get(dev), _selftest._results.get(dev)
+    hit = _memo.get(key)
+    if hit is not None and hit[0] is status and hit[1] is checked:
+        return 'ext'
     backend = _choose(op, choice, dev, x.dtype)
     # kept only if the state it was drawn from did not change meanwhile (another thread may finish the self-test or
     # a load during the choice: the answer would then be from the state before, the memo's key objects from after)
