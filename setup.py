@@ -4,6 +4,7 @@ Install with torch already present:  pip install --no-build-isolation -e .
 (the compiled kernels are built against the torch that is installed; see README).
 """
 import glob
+import importlib.util
 import os
 import sys
 
@@ -30,7 +31,7 @@ def _extensions():
         return [], {}
     omp = _openmp_flags(torch)
     common = dict(include_dirs=[os.path.join(HERE, 'csrc')], py_limited_api=False,
-                  extra_link_args=omp + _private_static_libs())
+                  extra_link_args=omp + _LINKING.PRIVATE_STATIC_LIBS)
     if ce.CUDA_HOME is not None and torch.version.cuda and cu:
         if not os.environ.get('TORCH_CUDA_ARCH_LIST', '').strip():
             os.environ['TORCH_CUDA_ARCH_LIST'] = _default_arch_list()
@@ -41,7 +42,7 @@ def _extensions():
         print('ganinv: building the CPU kernels only (this torch has no CUDA, or nvcc was not found); '
               'CUDA kernels are compiled just in time on first use on a GPU')
         ext = ce.CppExtension('ganinv_core._C', cpp, extra_compile_args={'cxx': ['-O3'] + omp}, **common)
-    return [ext], {'build_ext': ce.BuildExtension.with_options(use_ninja=True)}
+    return [ext], {'build_ext': _LINKING.checked_build(ce.BuildExtension.with_options(use_ninja=True))}
 
 
 def _openmp_flags(torch):
@@ -52,13 +53,11 @@ def _openmp_flags(torch):
     return []
 
 
-def _private_static_libs():
-    """['-Wl,--exclude-libs,ALL'] on Linux: whatever a static library adds to _C stays private to it. The GPU image's
-    g++ links libstdc++ statically, even with -lstdc++ asked for; exported, that second copy was half used (calls
-    bound to the process's libstdc++ or to it, call by call), and its number formatting crashed an error message on
-    CUDA (truncated it on the CPU). Kept private, the copy is used whole, consistently. ganinv_core/ops/_jit.py
-    links the just-in-time builds the same way (PRIVATE_STATIC_LIBS)."""
-    return ['-Wl,--exclude-libs,ALL'] if sys.platform.startswith('linux') else []
+# how _C is linked so that it exports no libstdc++ of its own (a GPU image's g++ adds one); loaded by path: the
+# package cannot be imported before it is built
+_spec = importlib.util.spec_from_file_location('_ganinv_linking', os.path.join(HERE, 'ganinv_core', 'ops', '_linking.py'))
+_LINKING = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_LINKING)
 
 
 def _default_arch_list():

@@ -167,7 +167,7 @@ def _bias_act_args(x, b, dim, act, alpha, gain, clamp):
     """The kernels' (b, dim, act code, alpha, gain, clamp) for x's device (loading the kernels if needed)."""
     _ensure(device_type(x))
     if b is None:
-        b = x.new_empty([0])
+        b = _absent(x)
     elif b.dtype != x.dtype or b.device != x.device:
         b = b.to(device=x.device, dtype=x.dtype)
     return b, dim, ACT_CODES[act], float(alpha), float(gain), -1.0 if clamp is None else float(clamp)
@@ -207,7 +207,7 @@ def modconv_epilogue_backward_ext(gy, c, d, noise, b, e, act, alpha, gain, clamp
     """Compiled modconv_epilogue backward: (gc, gd, gnoise, gb, ge, gwr), with None for an absent noise / b / e /
     projection (gy None: only gr reaches the output; gr [N, K, H, W] and wr [N, K, C]: see csrc/ganinv_ops.h)."""
     d, *rest = _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp)
-    empty = c.new_empty([0])
+    empty = _absent(c)
     gy, gr, wr = (empty if t is None else t for t in (gy, gr, wr))
     gc, gd, gn, gb, ge, gw = torch.ops.ganinv.modconv_epilogue_backward.default(gy, c, d, *rest[:3], gr, wr, *rest[3:])
     return (gc, gd, None if noise is None else gn, None if b is None else gb, None if e is None else ge,
@@ -238,9 +238,29 @@ def noise_autocorr_backward_ext(ga, x):
     return torch.ops.ganinv.noise_autocorr_backward.default(ga, x)
 
 
+_ABSENT = {}   # (device index, dtype) -> the 0-element tensor that stands for an absent operand
+
+
+def _absent(x):
+    """The kernels' stand-in for an absent optional operand: a 0-element tensor on x's device, in x's dtype.
+
+    Made once per device and dtype (`new_empty` costs about 2 us a call on the CPU, as much as the rest of a wrapper),
+    outside inference mode so that autograd may save it. A fake or traced `x` (torch.compile, a tensor subclass) gets
+    a fresh one of its own kind.
+    """
+    if type(x) is not torch.Tensor or torch.compiler.is_compiling():
+        return x.new_empty([0])
+    key = (x.get_device(), x.dtype)
+    t = _ABSENT.get(key)
+    if t is None:
+        with torch.inference_mode(False):
+            t = _ABSENT[key] = torch.empty([0], dtype=x.dtype, device=x.device)
+    return t
+
+
 def _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp):
     _ensure(device_type(c))
-    empty = c.new_empty([0]) if noise is None or b is None or e is None else None
+    empty = _absent(c) if noise is None or b is None or e is None else None
     return (d, *(empty if t is None else t for t in (noise, b, e)), ACT_CODES[act], float(alpha), float(gain),
             -1.0 if clamp is None else float(clamp))
 

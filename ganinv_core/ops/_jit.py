@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from . import _linking
+
 try:
     import fcntl
 except ImportError:  # Windows: fall back to an O_EXCL lock file with stale-pid detection
@@ -135,11 +137,6 @@ class BuildLock:
         self._fd = None
 
 
-# a static library's symbols (the GPU image's g++ links libstdc++ statically) stay private: setup.py's
-# _private_static_libs says why
-PRIVATE_STATIC_LIBS = ['-Wl,--exclude-libs,ALL'] if sys.platform.startswith('linux') else []
-
-
 def _ninja_build(name, sources, build_dir: Path, with_cuda: bool, verbose: bool):
     """Compile `sources` with torch's ninja driver into `build_dir` and load the library into torch.ops."""
     from torch.utils import cpp_extension
@@ -148,8 +145,10 @@ def _ninja_build(name, sources, build_dir: Path, with_cuda: bool, verbose: bool)
     csrc = str(Path(sources[0]).parent)
     # at::parallel_for is inlined into the kernels: its OpenMP pragmas need -fopenmp (as in setup.py)
     omp = ['-fopenmp'] if sys.platform.startswith('linux') and 'OpenMP' in torch.__config__.parallel_info() else []
+    # no libstdc++ of its own exported (a GPU image's g++ links one in): _linking says why and how
+    private = _linking.private_link_flags(cpp_extension.get_cxx_compiler(), build_dir)
     cpp_extension.load(name=name, sources=[str(s) for s in sources], build_directory=str(build_dir),
-                       extra_include_paths=[csrc], extra_cflags=['-O3'] + omp, extra_ldflags=omp + PRIVATE_STATIC_LIBS,
+                       extra_include_paths=[csrc], extra_cflags=['-O3'] + omp, extra_ldflags=omp + private,
                        extra_cuda_cflags=['-O3', '--use_fast_math'] if with_cuda else None,
                        with_cuda=with_cuda, is_python_module=False, verbose=verbose)
 

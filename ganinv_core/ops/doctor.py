@@ -4,7 +4,6 @@ the reference (`_selftest`), the toolchain, and why a build failed.
 Run as `ganinv-run --doctor` or `python -m ganinv_core.ops.doctor`. Probing a device may start the
 one-time just-in-time build of its kernels (that is the point: the report says whether it worked).
 """
-import ctypes
 import os
 import platform
 import shutil
@@ -26,35 +25,6 @@ def _first_line(cmd):
     return lines[-1 if cmd[0] == 'nvcc' else 0].strip() if lines else '?'
 
 
-# std::ostream::_M_insert<long>, which formats every integer of an error message (where a second copy crashed)
-_STD_PROBE = '_ZNSo9_M_insertIlEERSoT_'
-
-
-def own_libstdcxx(path) -> bool | None:
-    """Whether the shared library at `path` exports a copy of libstdc++ of its own (linked statically, not private).
-
-    The process then has two, and calls bind to one or the other: formatting a number in such a library failed,
-    which truncated its error messages on the CPU and crashed the process on CUDA. A copy kept private
-    (``-Wl,--exclude-libs,ALL``, as setup.py links) is used whole and is not reported. None where this cannot be
-    told (not Linux, no libstdc++.so.6 to compare with).
-    """
-    if not sys.platform.startswith('linux'):
-        return None
-
-    def address(lib):   # where dlsym finds the probe from `lib` (itself first, then what it loads)
-        return ctypes.cast(getattr(ctypes.CDLL(str(lib)), _STD_PROBE), ctypes.c_void_p).value
-    try:
-        shared = address('libstdc++.so.6')
-    except (OSError, AttributeError):
-        return None
-    try:
-        return address(path) != shared
-    except AttributeError:   # neither it nor anything it loads exports one
-        return False
-    except OSError:
-        return None
-
-
 def _devices():
     devs = ['cpu']
     if torch.cuda.is_available():
@@ -68,7 +38,7 @@ def _devices():
 
 def doctor_report() -> str:
     """A multi-line, human-readable report (see the module docstring)."""
-    from . import _backend, _ext, _jit, _selftest
+    from . import _backend, _ext, _jit, _linking, _selftest
     lines = ['ganinv ops doctor',
              f'  python {platform.python_version()} on {platform.platform()}',
              f'  torch {torch.__version__}, CUDA {torch.version.cuda or "none (CPU-only build)"}'
@@ -84,9 +54,9 @@ def doctor_report() -> str:
     try:
         import ganinv_core._C as c
         lines.append(f'  extension: {c.__file__}')
-        if own_libstdcxx(c.__file__):
+        if _linking.exports_libstdcxx(c.__file__):
             lines.append('  ! the extension exports its own (static) copy of libstdc++: an error message can crash '
-                         'the process; reinstall it (setup.py keeps such a copy private)')
+                         'the process; reinstall it (setup.py keeps such a copy private; docs/kernels.md)')
     except ImportError as e:
         lines.append(f'  extension: ganinv_core._C not importable ({e})')
     lines.append(f'  kernel sources: {_ext.csrc_dir() or "not installed"};  JIT cache: {_jit.cache_root()}')

@@ -246,12 +246,12 @@ def test_auto_graph_captures_the_restoration_plugins_on_gpu():
     np.testing.assert_allclose(graph.history['total'], eager.history['total'], rtol=1e-2)
 
 
-def _step_gradient(G, t, precision, ops, monkeypatch):
-    """w's gradient of one projection step (step 0, the same w-noise draw) at `precision`, with the ops forced to
+def _step_gradient(G, t, precision, ops, monkeypatch, seed=3):
+    """w's gradient of one projection step (step 0, the w-noise draw of `seed`) at `precision`, with the ops forced to
     `ops`, in float64, as the optimiser receives it: unscaled by the engine (fp16's loss scale), and, where the
     scaled step overflowed, taken again at the halved scale, as the engine's next step would be."""
     monkeypatch.setenv('GANINV_OPS', ops)
-    inv = Inversion(G, t, precision=precision, steps=10, seed=3, cuda_graph=False,
+    inv = Inversion(G, t, precision=precision, steps=10, seed=seed, cuda_graph=False,
                     losses=['vgg16:weights=random', 'latent-dist', 'noise-reg'])
     finite = []
     monkeypatch.setattr(inv.opt, 'step', lambda lr, ok=None: finite.append(ok))   # the gradient, not the update
@@ -283,15 +283,19 @@ def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkey
     to 16 bits where the reference keeps float32 would show here). A deterministic guard: final PSNRs scatter by up
     to 1 dB per target in bf16 (below).
 
-    The two errors are two samples of rounding noise, and their ratio wanders: CPU, random-64 (reduced blocks at
-    8-64): bf16 2.1 % compiled, 2.2 % reference; fp16 (loss scaled) 0.83 % and 0.67 % (1.24x). On an H200 the bf16
-    case passed a bound of 1.25x in one run and not in the next (same code; its figures were lost to a later crash).
-    Hence 1.5x."""
+    The two errors are samples of rounding noise, and their ratio wanders: CPU, random-64 (reduced blocks at 8-64),
+    one draw, two sessions: bf16 1.7-2.1 % compiled, 1.9-2.2 % reference; fp16 (loss scaled) 0.69-0.83 % and
+    0.67-0.77 % (up to 1.24x). On an H200 the bf16
+    case, one draw, passed a bound of 1.25x in one run and not in the next (same code; the CUDA runs are not bitwise
+    repeatable). Hence 1.5x, and on a GPU (where a step is cheap) the mean over four w-noise draws."""
     from ganinv_core.weights import load_generator
     G = load_generator(net, device=device)
     t = _target(G, 11, 12).to(device)
-    want = _step_gradient(G, t, 'fp32', 'ref', monkeypatch)
-    err = {ops: _rel(_step_gradient(G, t, precision, ops, monkeypatch), want) for ops in ('ref', 'ext')}
+    seeds = (3,) if device == 'cpu' else (3, 4, 5, 6)
+    want = {s: _step_gradient(G, t, 'fp32', 'ref', monkeypatch, s) for s in seeds}
+    err = {ops: float(np.mean([_rel(_step_gradient(G, t, precision, ops, monkeypatch, s), want[s]) for s in seeds]))
+           for ops in ('ref', 'ext')}
+    print(f'{device} {precision}: relative gradient error against fp32, mean over {len(seeds)} draws: {err}')
     assert err['ref'] <= 0.1 and err['ext'] <= 0.1, err
     assert err['ext'] <= 1.5 * err['ref'] + 1e-3, err
 

@@ -214,6 +214,34 @@ def test_bias_act_returns_x_dtype_whatever_the_bias_dtype(impl):
     torch.testing.assert_close(y, ops.bias_act(x, b.float(), act='lrelu', impl='ref'))
 
 
+CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                          reason='no CUDA device')])
+
+
+@pytest.mark.parametrize('dev', ['cpu', CUDA])
+def test_the_absent_operand_is_made_once_and_autograd_may_save_it(dev, monkeypatch):
+    """The stand-in for an absent bias / noise / e is one 0-element tensor per device and dtype. First made inside
+    inference mode it is still an ordinary tensor: a later differentiable call saves it for the backward, which an
+    inference tensor would refuse. A fake tensor (torch.compile's tracing) gets one of its own kind."""
+    monkeypatch.setattr(_ext, '_ABSENT', {})
+    x = torch.randn(2, 3, 4, 4, device=dev)
+    with torch.inference_mode():
+        ops.bias_act(x, None, act='lrelu', impl='ext')
+        first = _ext._absent(x)
+    assert first is _ext._absent(x) and first.numel() == 0 and (first.device, first.dtype) == (x.device, x.dtype)
+    assert not first.is_inference()
+    assert _ext._absent(x.double()).dtype == torch.float64 and len(_ext._ABSENT) == 2
+    xg = x.clone().requires_grad_(True)
+    gy = torch.randn_like(x)
+    got, = torch.autograd.grad(ops.bias_act(xg, None, act='lrelu', clamp=1.0, impl='ext'), xg, gy)
+    want, = torch.autograd.grad(ops.bias_act(xg, None, act='lrelu', clamp=1.0, impl='ref'), xg, gy)
+    torch.testing.assert_close(got, want)
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(x)
+        assert isinstance(_ext._absent(fake), FakeTensor) and len(_ext._ABSENT) == 2
+
+
 @pytest.mark.skipif(torch.version.cuda is not None, reason='checks the CPU-only torch message')
 def test_cuda_unavailable_reason_on_cpu_only_torch():
     assert _ext.available('cuda') == (False, 'this torch build has no CUDA support')
@@ -230,51 +258,6 @@ def test_doctor_report_lists_every_op_and_device(monkeypatch):
     assert all(r[2] == 'ext' for r in rows if r[0] == 'cpu')
     if not torch.cuda.is_available():
         assert all(r[2] == 'ref' and len(r) > 3 for r in rows if r[0] == 'cuda')  # with the reason
-
-
-# formats a number through std::ostream, as c10::str does for an error message
-_FORMATS_A_LONG = r"""
-#include <cstring>
-#include <sstream>
-extern "C" int format_long(long n, char* out, int cap) {
-  std::ostringstream s;
-  s << "n=" << n;
-  std::strncpy(out, s.str().c_str(), cap);
-  return int(s.str().size());
-}
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads ELF shared libraries (glibc dlsym)')
-def test_a_static_libstdcxx_is_kept_private(tmp_path, monkeypatch):
-    """Linked with -static-libstdc++, a library exports a second libstdc++ (own_libstdcxx: True); with the link flags
-    setup.py and the just-in-time build add, the copy stays private (False) and formats numbers whole. The installed
-    extension has none exported, or the doctor says so."""
-    import ctypes
-    import shutil
-    from ganinv_core.ops import doctor
-    cxx = shutil.which(os.environ.get('CXX', 'c++'))
-    if cxx is None:
-        pytest.skip('no C++ compiler')
-    (tmp_path / 'f.cpp').write_text(_FORMATS_A_LONG)
-    found = {}
-    for name, flags in (('exported', []), ('private', _jit.PRIVATE_STATIC_LIBS)):
-        lib = tmp_path / f'lib{name}.so'
-        subprocess.run([cxx, '-shared', '-fPIC', '-static-libstdc++', '-o', str(lib), str(tmp_path / 'f.cpp')]
-                       + flags, check=True)
-        found[name] = doctor.own_libstdcxx(lib)
-    assert found == {'exported': True, 'private': False}
-    fmt, buf = ctypes.CDLL(str(tmp_path / 'libprivate.so')).format_long, ctypes.create_string_buffer(32)
-    fmt.argtypes = [ctypes.c_long, ctypes.c_char_p, ctypes.c_int]
-    assert fmt(-1234567, buf, 32) == 10
-    assert buf.value == b'n=-1234567'
-    setup_py = (Path(__file__).resolve().parents[2] / 'setup.py').read_text()
-    assert all(f"'{flag}'" in setup_py for flag in _jit.PRIVATE_STATIC_LIBS)   # the same flags for _C
-    import ganinv_core._C as c
-    assert doctor.own_libstdcxx(c.__file__) is False
-    assert 'own (static) copy of libstdc++' not in ops.doctor_report()
-    monkeypatch.setattr(doctor, 'own_libstdcxx', lambda path: True)
-    assert 'own (static) copy of libstdc++' in ops.doctor_report()
 
 
 # --- the just-in-time build machinery, with fake builders -------------------------------------------------
