@@ -68,7 +68,11 @@ def exports_libstdcxx(path) -> bool | None:
 def version_script_flags(folder, exports=('PyInit_*',)) -> list[str]:
     """Linker flags (a version script written into `folder`) that export only `exports` (glob patterns; default: a
     Python module's entry point) and make every other symbol, a libstdc++ copy's included, local to the library.
-    The kernels need nothing else exported: TORCH_LIBRARY registers them from static initialisers."""
+    The kernels need nothing else exported: TORCH_LIBRARY registers them from static initialisers. The few statics
+    torch's headers would share across libraries (`u` in `nm -D`: the dispatcher's cached reference to its
+    singleton, a per-thread `lazy_init_num_threads` flag, an empty hook list) become the library's own; each caches
+    a reference to the shared object or guards an idempotent initialisation, so a private copy is harmless (the CPU
+    ops tests pass against a `_C` linked this way)."""
     if not LINUX:
         return []
     script = Path(folder) / 'exports.map'
