@@ -238,7 +238,7 @@ def noise_autocorr_backward_ext(ga, x):
     return torch.ops.ganinv.noise_autocorr_backward.default(ga, x)
 
 
-_ABSENT = {}   # (device index, dtype) -> the 0-element tensor that stands for an absent operand
+_ABSENT = {}   # (device, dtype) -> the 0-element tensor that stands for an absent operand
 
 
 def _absent(x):
@@ -250,7 +250,7 @@ def _absent(x):
     """
     if type(x) is not torch.Tensor or torch.compiler.is_compiling():
         return x.new_empty([0])
-    key = (x.get_device(), x.dtype)
+    key = (x.device, x.dtype)
     t = _ABSENT.get(key)
     if t is None:
         with torch.inference_mode(False):
