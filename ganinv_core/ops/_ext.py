@@ -260,7 +260,7 @@ def _absent(x):
 
 def _epilogue_args(c, d, noise, b, e, act, alpha, gain, clamp):
     _ensure(device_type(c))
-    empty = _absent(c) if noise is None or b is None or e is None else None
+    empty = _absent(c)
     return (d, *(empty if t is None else t for t in (noise, b, e)), ACT_CODES[act], float(alpha), float(gain),
             -1.0 if clamp is None else float(clamp))
 

@@ -97,11 +97,11 @@ def toolchain_leaks(cxx, flags=()) -> bool | None:
         return exports_libstdcxx(lib)
 
 
-def private_link_flags(cxx, folder) -> list[str]:
-    """The link flags for a library built by `cxx`: PRIVATE_STATIC_LIBS, plus a version script (in `folder`) where
-    the toolchain leaks a libstdc++ copy even so."""
+def private_link_flags(cxx, folder, exports=('PyInit_*',)) -> list[str]:
+    """The link flags for a library built by `cxx`: PRIVATE_STATIC_LIBS, plus a version script (in `folder`,
+    exporting `exports`) where the toolchain leaks a libstdc++ copy even so."""
     if toolchain_leaks(cxx):
-        return PRIVATE_STATIC_LIBS + version_script_flags(folder)
+        return PRIVATE_STATIC_LIBS + version_script_flags(folder, exports)
     return list(PRIVATE_STATIC_LIBS)
 
 

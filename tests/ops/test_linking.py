@@ -64,9 +64,7 @@ def _link(cxx, folder, name, *flags):
 
 def _project_flags(cxx, folder):
     """What the project links a library with on `cxx` (private_link_flags), exporting the test's function."""
-    flags = _linking.private_link_flags(cxx, folder)
-    return flags if flags == _linking.PRIVATE_STATIC_LIBS else (
-        _linking.PRIVATE_STATIC_LIBS + _linking.version_script_flags(folder, exports=('format_long',)))
+    return _linking.private_link_flags(cxx, folder, exports=('format_long',))
 
 
 def _formats(lib):
