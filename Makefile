@@ -3,7 +3,7 @@
 #   make test    the whole test suite (what CI runs)
 #   make bench   the CPU-sized benchmark suite -> benchmarks/out/
 # Each target bootstraps .venv on first use. An importable torch is kept as it is; otherwise the
-# CPU build torch==$(TORCH_PIN) is installed.
+# CPU build torch==$(TORCH_PIN) is installed, with numpy (torch warns when the kernels' build imports it without).
 
 PYTHON     ?= python3
 VENV       ?= .venv
@@ -32,7 +32,7 @@ $(STAMP): setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu)
 	  echo "ganinv: using torch $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
 	else \
 	  echo "ganinv: installing torch==$(TORCH_PIN) (CPU build)"; \
-	  $(BIN)/python -m pip install -q torch==$(TORCH_PIN); \
+	  $(BIN)/python -m pip install -q torch==$(TORCH_PIN) numpy; \
 	fi; \
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[$(EXTRAS)]'; \
 	touch $(STAMP)
