@@ -12,13 +12,14 @@ PY=${PY:-python3}
 export GANINV_PLUGINS_STRICT=1
 exec > >(tee -a "$OUT/recheck.log") 2>&1
 step() { local secs=$1; shift; echo; echo "=== [$(date -u +%T)] $*"; local t0=$SECONDS
-         timeout --kill-after=5 "$secs" "$@"; echo "=== exit $? after $((SECONDS - t0))s"; }
+         timeout --kill-after=5 "$secs" "$@"; local rc=$?; echo "=== exit $rc after $((SECONDS - t0))s"; return $rc; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null
-# the build's own lines (ganinv: ...) say whether _C had to be linked again to keep a libstdc++ copy private
+# the build's own lines (ganinv: ...) say whether _C had to be linked again to keep a libstdc++ copy private; they
+# are read after the step, so a build stopped by its time limit still shows them (and its log's tail)
 export PY OUT
 step 170 env TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} bash -c \
-  '"$PY" -m pip install -v --no-build-isolation --no-deps -e . > "$OUT/install.log" 2>&1; rc=$?
-   grep -a "ganinv: " "$OUT/install.log"; [ $rc = 0 ] || tail -30 "$OUT/install.log"; exit $rc'
+  '"$PY" -m pip install -v --no-build-isolation --no-deps -e . > "$OUT/install.log" 2>&1' || tail -30 "$OUT/install.log"
+grep -a "ganinv: " "$OUT/install.log"
 step 30 "$PY" -m ganinv_core.cli --doctor
 # the extension must not export a libstdc++ of its own (the image's g++ links one in statically: it crashed)
 step 60 "$PY" -m pytest tests/ops/test_linking.py -q -p no:cacheprovider
