@@ -20,24 +20,24 @@ struct Consts {
 };
 
 // y[i] for i in [0, n): s = x[i] + (BVEC ? bv[i] : bias). Order 0: the clamped output; order k > 0:
-// g[i] * gain * act^(k)(s), zeroed where the order-0 output is clamped.
-template <typename T, int A, int ORDER, bool CLAMP, bool BVEC>
+// g[i] * gain * act^(k)(s), zeroed where the order-0 output is clamped, and with ACC also added to acc[i].
+template <typename T, int A, int ORDER, bool CLAMP, bool BVEC, bool ACC = false>
 void span(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ y, const T* __restrict__ bv, T bias,
-          int64_t n, Consts<T> k) {
+          int64_t n, Consts<T> k, T* __restrict__ acc = nullptr) {
   for (int64_t i = 0; i < n; ++i) {
     const T s = x[i] + (BVEC ? bv[i] : bias);
     if constexpr (ORDER == 0) {
       const T v = act_eval<T>(A, 0, s, k.alpha) * k.gain;
       y[i] = CLAMP ? std::min(std::max(v, -k.clamp), k.clamp) : v;
     } else {
-      const T d = g[i] * act_eval<T>(A, ORDER, s, k.alpha) * k.gain;
+      T d = g[i] * act_eval<T>(A, ORDER, s, k.alpha) * k.gain;
       if constexpr (CLAMP) {
         const T v = act_eval<T>(A, 0, s, k.alpha) * k.gain;
         // A product of 0/1 factors, not a select: GCC vectorises this form only.
-        y[i] = d * ((v <= k.clamp ? T(1) : T(0)) * (v >= -k.clamp ? T(1) : T(0)));
-      } else {
-        y[i] = d;
+        d *= (v <= k.clamp ? T(1) : T(0)) * (v >= -k.clamp ? T(1) : T(0));
       }
+      y[i] = d;
+      if constexpr (ACC) acc[i] += d;
     }
   }
 }
@@ -46,9 +46,9 @@ void span(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ y, c
 // branch-free form GCC vectorises (checked with -fopt-info-vec for every instance): the slope
 // s > 0 ? gain : a gain (a = alpha for lrelu, 0 for relu, 1 for linear) and one select for the clamp
 // mask. (A product of 0/1 mask factors, or relu as s > 0 ? s gain : 0, leaves the loop scalar.)
-template <typename T, int A, int ORDER, bool CLAMP, bool BVEC>
+template <typename T, int A, int ORDER, bool CLAMP, bool BVEC, bool ACC = false>
 void span_pl(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ y, const T* __restrict__ bv,
-             T bias, int64_t n, Consts<T> k) {
+             T bias, int64_t n, Consts<T> k, T* __restrict__ acc = nullptr) {
   const T gain = k.gain, ag = (A == kLinear ? T(1) : A == kRelu ? T(0) : k.alpha) * k.gain, c = k.clamp;
   for (int64_t i = 0; i < n; ++i) {
     const T s = x[i] + (BVEC ? bv[i] : bias);
@@ -63,18 +63,20 @@ void span_pl(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ y
       }
     } else {
       const T v = s * slope;  // = gain * act(s) (and NaN at s = -inf for relu, masked like an overflow)
-      y[i] = g[i] * (CLAMP ? ((v <= c) & (v >= -c) ? slope : T(0)) : slope);  // torch.clamp's gradient mask
+      const T d = g[i] * (CLAMP ? ((v <= c) & (v >= -c) ? slope : T(0)) : slope);  // torch.clamp's gradient mask
+      y[i] = d;
+      if constexpr (ACC) acc[i] += d;
     }
   }
 }
 
 // `span`, or `span_pl` where it applies.
-template <typename T, int A, int ORDER, bool CLAMP, bool BVEC>
-void span_any(const T* x, const T* g, T* y, const T* bv, T bias, int64_t n, Consts<T> k) {
+template <typename T, int A, int ORDER, bool CLAMP, bool BVEC, bool ACC = false>
+void span_any(const T* x, const T* g, T* y, const T* bv, T bias, int64_t n, Consts<T> k, T* acc = nullptr) {
   if constexpr ((A == kLinear || A == kRelu || A == kLrelu) && ORDER < 2)
-    span_pl<T, A, ORDER, CLAMP, BVEC>(x, g, y, bv, bias, n, k);
+    span_pl<T, A, ORDER, CLAMP, BVEC, ACC>(x, g, y, bv, bias, n, k, acc);
   else
-    span<T, A, ORDER, CLAMP, BVEC>(x, g, y, bv, bias, n, k);
+    span<T, A, ORDER, CLAMP, BVEC, ACC>(x, g, y, bv, bias, n, k, acc);
 }
 
 template <typename T, int A, int ORDER, bool CLAMP>
@@ -154,13 +156,17 @@ at::Tensor bias_act_grad_cpu(const at::Tensor& g, const at::Tensor& x, const at:
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// bias_act_backward: dx as bias_act_grad(order 1) and db in the same pass. Where a bias value covers runs of
-// at least kBiasMinRun consecutive elements (NCHW planes, dim 1), each task computes whole runs and sums each one
-// while it is in cache (partial[r] for run r), added per channel afterwards in a fixed order (deterministic).
-// Shorter runs (channels_last, [N, C]): dx, then a reduction of it.
+// bias_act_backward: dx as bias_act_grad(order 1) and db in the same pass, each sum taken while its values are in
+// cache and added in an order that depends on the shape alone (deterministic, whatever the thread count):
+// - runs of at least kBiasMinRun consecutive elements per bias value (NCHW planes, dim 1): partial[r] per run r,
+//   added per channel afterwards;
+// - runs of one element (channels innermost: channels_last, [N, C]): rows of `size` elements, in fixed blocks of
+//   rows, each block's rows added into a partial row, the partial rows added afterwards.
+// Other short runs (2 to kBiasMinRun - 1 elements, e.g. 3x3 planes): dx, then a reduction of it.
 
 // Sum of v[0, n) in double: 32 lanes of T (8 independent vector chains, so the adds overlap), flushed into the
-// double total every 4096 elements.
+// double total every 4096 elements through 4 double chains (one chain of 32 dependent adds would cost more than
+// the whole sum of a 64-element run).
 template <typename T>
 double sum_span(const T* __restrict__ v, int64_t n) {
   constexpr int L = 32;
@@ -171,8 +177,10 @@ double sum_span(const T* __restrict__ v, int64_t n) {
     int64_t i = i0;
     for (; i + L <= i1; i += L)
       for (int l = 0; l < L; ++l) lane[l] += v[i + l];
-    double part = 0;
-    for (int l = 0; l < L; ++l) part += double(lane[l]);
+    double q[4] = {};
+    for (int l = 0; l < L; l += 4)
+      for (int j = 0; j < 4; ++j) q[j] += double(lane[l + j]);
+    double part = (q[0] + q[1]) + (q[2] + q[3]);
     for (; i < i1; ++i) part += double(v[i]);
     total += part;
   }
@@ -199,14 +207,52 @@ void backward_runs(const T* x, const T* b, const T* g, T* dx, T* db, const BiasA
   }
 }
 
-// (dx, db) for float32 / float64 x, g, b of one dtype.
+// dx over x's memory order (rows of b's length) and db = the sum of the rows. The rows are cut into blocks of
+// max(16, 32768 / size, rows / 1024) rows, fixed by the shape so that the sums' order does not depend on the thread
+// count, and so that `partial` (one double row per block) takes at most about 1/8 of x's bytes. Within a block, each row's dx
+// is added into T lanes as it is written (span's ACC), flushed into the block's partial row every kFlushRows rows
+// (as `sum_span` flushes every 4096 elements); db[c] adds the blocks' partials in order.
+constexpr int64_t kFlushRows = 128;
+
+template <typename T, int A, bool CLAMP>
+void backward_rows(const T* x, const T* b, const T* g, T* dx, T* db, const BiasActParams& p) {
+  const Consts<T> k{T(p.alpha), T(p.gain), T(p.clamp)};
+  const int64_t size = p.size_b, rows = p.numel / size;
+  const int64_t per_block = std::max({int64_t(16), 32768 / size, (rows + 1023) / 1024});
+  const int64_t blocks = (rows + per_block - 1) / per_block;
+  std::vector<double> partial(size_t(blocks * size), 0.0);
+  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<T> lane(static_cast<size_t>(size));
+    for (int64_t blk = k0; blk < k1; ++blk) {
+      double* part = partial.data() + blk * size;
+      const int64_t r1 = std::min(rows, (blk + 1) * per_block);
+      for (int64_t r = blk * per_block; r < r1; r += kFlushRows) {
+        std::fill(lane.begin(), lane.end(), T(0));
+        for (int64_t q = r; q < std::min(r1, r + kFlushRows); ++q) {
+          const int64_t i = q * size;
+          span_any<T, A, 1, CLAMP, true, true>(x + i, g + i, dx + i, b, T(0), size, k, lane.data());
+        }
+        for (int64_t c = 0; c < size; ++c) part[c] += double(lane[size_t(c)]);
+      }
+    }
+  });
+  for (int64_t c = 0; c < size; ++c) {
+    double total = 0;
+    for (int64_t blk = 0; blk < blocks; ++blk) total += partial[size_t(blk * size + c)];
+    db[c] = T(total);
+  }
+}
+
+// (dx, db) for float32 / float64 x, g, b of one dtype (runs of one element, or of at least kBiasMinRun).
 std::tuple<at::Tensor, at::Tensor> backward_fused(const at::Tensor& x, const at::Tensor& b, const at::Tensor& g,
                                                   const BiasActParams& p) {
   at::Tensor dx = maybe_poison(at::empty_like(x)), db = maybe_poison(at::empty_like(b));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ganinv_bias_act_backward_cpu", [&] {
     with_act(p.act, [&](auto a) {
       constexpr int A = decltype(a)::value;
-      const auto run_with = p.clamp >= 0 ? &backward_runs<scalar_t, A, true> : &backward_runs<scalar_t, A, false>;
+      const bool c = p.clamp >= 0;
+      const auto run_with = p.step_b == 1 ? c ? &backward_rows<scalar_t, A, true> : &backward_rows<scalar_t, A, false>
+                                          : c ? &backward_runs<scalar_t, A, true> : &backward_runs<scalar_t, A, false>;
       run_with(x.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
                dx.mutable_data_ptr<scalar_t>(), db.mutable_data_ptr<scalar_t>(), p);
     });
@@ -225,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cpu(const at::Tensor& g_in,
   TORCH_CHECK_VALUE(g_in.scalar_type() == x.scalar_type(), op, ": the gradient must match x in dtype (",
                     x.scalar_type(), "), got ", g_in.scalar_type());
   const at::Tensor g = like_x(g_in, x);
-  if (p.step_b < kBiasMinRun) {  // dx, then its sum; 16-bit: both from the float32 values, dx rounded once
+  if (p.step_b > 1 && p.step_b < kBiasMinRun) {  // dx, then its sum; 16-bit: both from the float32 values
     if (is_16bit(x)) {
       const at::Tensor dx = run_any(g.to(at::kFloat), x.to(at::kFloat), b.to(at::kFloat), 1, dim, act, alpha, gain,
                                     clamp, op);

@@ -161,15 +161,18 @@ def test_op(benchmark, kind, case, shape, impl, mode, monkeypatch):
 
 # bias_act's backward with a bias gradient: `bias_act_backward` (dx and db in one pass: the default) beside the
 # two-pass form it replaced (`bias_act_grad`, then a sum of dx over every axis but the channels), at the
-# conv layers' shapes. Ops called directly: no autograd engine, so the ratio is the kernels' own.
+# conv layers' shapes, NCHW and channels_last (channels innermost: fused on the CPU, two passes inside the op on
+# CUDA). Ops called directly: no autograd engine, so the ratio is the kernels' own.
 @pytest.mark.parametrize('variant', ['two-pass', 'one-pass'])
+@pytest.mark.parametrize('layout', ['nchw', 'cl'])
 @pytest.mark.parametrize('shape', [(n, CHANNELS[r], r, r) for n in BATCHES for r in RES],
                          ids=lambda s: f'b{s[0]}-{s[1]}x{s[2]}')
-def test_bias_act_backward(benchmark, shape, variant):
+def test_bias_act_backward(benchmark, shape, layout, variant):
     from ganinv_core.ops import _ext
     _ext.available(DEVICE.type)
     torch.manual_seed(0)
-    x, gy = torch.randn(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
+    fmt = torch.channels_last if layout == 'cl' else torch.contiguous_format
+    x, gy = (torch.randn(shape, device=DEVICE).contiguous(memory_format=fmt) for _ in range(2))
     b = torch.randn(shape[1], device=DEVICE)
     args = (1, _ext.ACT_CODES['lrelu'], 0.2, 2 ** 0.5, 256.0)
 
@@ -181,7 +184,7 @@ def test_bias_act_backward(benchmark, shape, variant):
             dx.sum((0, 2, 3))
         sync()
 
-    benchmark.extra_info.update(compare=f'bias_act_backward-{shape}', baseline=variant == 'two-pass',
+    benchmark.extra_info.update(compare=f'bias_act_backward-{layout}-{shape}', baseline=variant == 'two-pass',
                                 op='bias_act_backward', shape=list(shape), device=str(DEVICE))
     benchmark(step)
 

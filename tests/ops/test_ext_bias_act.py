@@ -223,9 +223,12 @@ def test_poisoning_exposes_unwritten_outputs(monkeypatch):
 
 # bias_act_backward: NCHW planes (fused: runs of one bias value, a multiple of the 16-byte pack and not, several
 # chunks per run on CUDA above 8192 elements, the CPU's 4096-element flush), a non-channel axis whose runs
-# alternate within a plane, and the short-run layouts that take dx + a reduction (channels_last, [N, C]).
+# alternate within a plane; channels innermost (channels_last, [N, C]; fused on the CPU: two blocks of rows, 128-row
+# flushes, a last block shorter than the others; dx + a reduction on CUDA); and runs of 2 to 15 elements (3x3
+# planes: dx + a reduction).
 BWD_CASES = [((2, 4, 8, 8), 1, 'contiguous'), ((1, 3, 9, 13), 1, 'contiguous'), ((2, 3, 100, 101), 1, 'contiguous'),
              ((2, 3, 5, 40), 2, 'contiguous'), ((2, 5, 7, 3), 1, 'channels_last'), ((7, 9), 1, 'contiguous'),
+             ((2, 3, 100, 101), 1, 'channels_last'), ((40, 1500), 1, 'contiguous'), ((2, 5, 3, 3), 1, 'contiguous'),
              ((3, 4, 5, 6), 1, 'strided'), ((0, 4, 8, 8), 1, 'contiguous')]
 
 
@@ -263,16 +266,23 @@ def test_backward_with_bias_gradient(act, dtype, device, gen, clear_of_kinks):
             close(gb, dbr, dtype, what + ' autograd db', gen, terms=x.numel() // b.numel())
 
 
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.parametrize('device', DEVICES)
-def test_backward_bias_gradient_is_deterministic(device, gen):
-    """The per-channel sums are added in a fixed order (no atomics): two runs agree bit for bit."""
-    x = draw((4, 3, 64, 129), 'contiguous', torch.float32, device, gen)
+def test_backward_bias_gradient_is_deterministic(device, layout, gen):
+    """The per-channel sums are added in an order fixed by the shape (no atomics, no per-thread partial sums): runs
+    agree bit for bit, on the CPU also with 1 and with 2 threads."""
+    x = draw((4, 3, 64, 129), layout, torch.float32, device, gen)
     b = draw((3,), 'contiguous', torch.float32, device, gen)
-    gy = draw((4, 3, 64, 129), 'contiguous', torch.float32, device, gen)
+    gy = draw((4, 3, 64, 129), layout, torch.float32, device, gen)
     first = torch.ops.ganinv.bias_act_backward(gy, x, b, 1, 2, 0.2, 2 ** 0.5, -1.0)
-    for _ in range(3):
-        again = torch.ops.ganinv.bias_act_backward(gy, x, b, 1, 2, 0.2, 2 ** 0.5, -1.0)
-        assert all(torch.equal(a, c) for a, c in zip(first, again))
+    threads = torch.get_num_threads()
+    try:
+        for n in (2, 1, 2) if device == 'cpu' else (threads,) * 3:
+            torch.set_num_threads(n)
+            again = torch.ops.ganinv.bias_act_backward(gy, x, b, 1, 2, 0.2, 2 ** 0.5, -1.0)
+            assert all(torch.equal(a, c) for a, c in zip(first, again)), f'{n} thread(s)'
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize('device,dtype', [('cpu', torch.float16), ('cpu', torch.bfloat16)] + [
