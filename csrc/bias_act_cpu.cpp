@@ -208,10 +208,10 @@ void backward_runs(const T* x, const T* b, const T* g, T* dx, T* db, const BiasA
 }
 
 // dx over x's memory order (rows of b's length) and db = the sum of the rows. The rows are cut into blocks of
-// max(16, 32768 / size, rows / 1024) rows, fixed by the shape so that the sums' order does not depend on the thread
-// count, and so that `partial` (one double row per block) takes at most about 1/8 of x's bytes. Within a block, each row's dx
-// is added into T lanes as it is written (span's ACC), flushed into the block's partial row every kFlushRows rows
-// (as `sum_span` flushes every 4096 elements); db[c] adds the blocks' partials in order.
+// max(16, 32768 / size, rows / 1024) rows: fixed by the shape, so the sums' order does not depend on the thread
+// count, and `partial` (one double row per block) takes at most about 1/8 of x's bytes. Within a block, each row of
+// dx is added into T lanes as it is written (span's ACC), flushed into the block's partial row every kFlushRows
+// rows (as `sum_span` flushes every 4096 elements); db[c] adds the blocks' partials in order.
 constexpr int64_t kFlushRows = 128;
 
 template <typename T, int A, bool CLAMP>
