@@ -13,8 +13,9 @@ Two steps keep it private, the second only where the first is not enough:
 
 `exports_libstdcxx` tells whether a built library exports a copy: setup.py's builder (`checked_build`) checks `_C`
 after linking and links it again with step 2 if needed, the just-in-time build probes its compiler first
-(`private_link_flags`), and `ganinv-run --doctor` checks the installed `_C`. No torch import here: setup.py loads this file by path, and runs it
-as a script (``python _linking.py LIB``: exit 1 when LIB exports a copy, 0 when not, 2 when it cannot tell).
+(`private_link_flags`), and `ganinv-run --doctor` checks the installed `_C`. No torch import here: setup.py loads
+this file by path. It also runs as a script (``python _linking.py LIB``: exit 1 when LIB exports a copy, 0 when
+not, 2 when it cannot tell).
 """
 import ctypes
 import subprocess

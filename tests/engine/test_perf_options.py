@@ -285,9 +285,9 @@ def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkey
 
     The two errors are samples of rounding noise, and their ratio wanders: CPU, random-64 (reduced blocks at 8-64),
     one draw, two sessions: bf16 1.7-2.1 % compiled, 1.9-2.2 % reference; fp16 (loss scaled) 0.69-0.83 % and
-    0.67-0.77 % (up to 1.24x). On an H200 the bf16
-    case, one draw, passed a bound of 1.25x in one run and not in the next (same code; the CUDA runs are not bitwise
-    repeatable). Hence 1.5x, and on a GPU (where a step is cheap) the mean over four w-noise draws."""
+    0.67-0.77 % (up to 1.24x). On an H200 the bf16 case, one draw, passed a bound of 1.25x in one run and not in the
+    next (same code; the CUDA runs are not bitwise repeatable). Hence 1.5x, and on a GPU (where a step is cheap) the
+    mean over four w-noise draws."""
     from ganinv_core.weights import load_generator
     G = load_generator(net, device=device)
     t = _target(G, 11, 12).to(device)
