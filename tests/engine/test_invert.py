@@ -9,6 +9,8 @@ from ganinv_core.engine._latents import Latents, image_generator
 from ganinv_core.io.images import render_seed, to_tensor
 from ganinv_core.io.latents import load_latent, render_latent, save_latent
 
+from _devices import gpu_only
+
 
 def seeds(G, *ss):
     imgs, ws = zip(*(render_seed(G, s) for s in ss))
@@ -156,8 +158,7 @@ def test_metrics_hand_made():
     assert m[1]['vs_clean']['psnr'] == pytest.approx(10 * math.log10(4 / sigma ** 2), abs=1e-3)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@gpu_only
 def test_batch_independence_on_gpu():
     from ganinv_core.weights import load_generator
     G = load_generator('random-32', device='cuda')

@@ -7,6 +7,8 @@ from ganinv_core.engine import Inversion, InversionError, invert
 from ganinv_core.engine._adam import Adam
 from ganinv_core.io.images import render_seed, to_tensor
 
+from _devices import CUDA, gpu_only
+
 KW = dict(losses=['mse', 'latent-dist', 'noise-reg'], steps=8, seed=5)
 
 
@@ -205,11 +207,7 @@ def test_foreach_adam_skip_and_counter():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-
-
-@pytest.mark.gpu
-@cuda
+@gpu_only
 def test_cuda_graph_equals_eager_on_gpu():
     from ganinv_core.weights import load_generator
     G = load_generator('random-64', device='cuda')
@@ -226,8 +224,7 @@ def test_cuda_graph_equals_eager_on_gpu():
     np.testing.assert_allclose(graph.history['total'], eager.history['total'], rtol=1e-2)
 
 
-@pytest.mark.gpu
-@cuda
+@gpu_only
 def test_auto_graph_captures_the_restoration_plugins_on_gpu():
     """cuda_graph='auto' (the command line's default) with colourisation + inpainting and every built-in loss: the
     step is captured (no fallback warning) and gives the eager numbers (tolerance as above)."""
@@ -275,8 +272,8 @@ def _rel(a, b):
 
 @pytest.mark.parametrize('device,net,precision', [
     ('cpu', 'random-64', 'bf16'), ('cpu', 'random-64', 'fp16'),
-    pytest.param('cuda', 'random-256', 'bf16', marks=[pytest.mark.gpu, cuda]),
-    pytest.param('cuda', 'random-256', 'fp16', marks=[pytest.mark.gpu, cuda])])
+    pytest.param('cuda', 'random-256', 'bf16', marks=CUDA.marks),
+    pytest.param('cuda', 'random-256', 'fp16', marks=CUDA.marks)])
 def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkeypatch):
     """The gradient that drives the optimisation, one step of it, in bf16 / fp16 against fp32 (reference ops): within
     10 % in norm, and not much further from it with the compiled ops than with the reference ops (a kernel rounding
@@ -300,8 +297,7 @@ def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkey
     assert err['ext'] <= 1.5 * err['ref'] + 1e-3, err
 
 
-@pytest.mark.gpu
-@cuda
+@gpu_only
 def test_reduced_precision_psnr_stays_near_fp32():
     """bf16 and fp16 (the generator's fp16 blocks in that dtype, the losses under autocast) end near fp32: mean final
     PSNR over 4 targets, a guard against a broken reduced-precision path (which costs several dB).

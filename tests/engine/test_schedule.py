@@ -5,6 +5,8 @@ import torch
 from ganinv_core.engine import _schedule as S
 from ganinv_core.engine._adam import Adam
 
+from _devices import DEVICES
+
 
 @pytest.mark.parametrize('t, want', [(0.0, 0.0), (0.025, 0.05), (0.05, 0.1), (0.5, 0.1), (0.75, 0.1),
                                      (0.875, 0.05), (1.0, 0.0)])
@@ -26,11 +28,9 @@ def test_schedule_tensors():
         assert float(noise[s]) == pytest.approx(3.0 * 0.05 * max(0, 1 - s / 200 / 0.75) ** 2, rel=1e-6)
 
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
 
 
-@pytest.mark.parametrize('device', ['cpu', CUDA])
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('fused', [True, False])
 def test_adam_equals_torch_adam(fused, device):
     torch.manual_seed(0)

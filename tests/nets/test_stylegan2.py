@@ -11,6 +11,8 @@ from ganinv_core import ops
 from ganinv_core.nets import Generator, modulated_conv2d
 from ganinv_core.ops import bias_act, setup_filter
 
+from _devices import DEVICES, gpu_only
+
 def test_state_dict_names_and_order_match_nvidia(nvidia):
     G, _, names = nvidia  # the fixture lists NVIDIA's parameters, then its buffers, each in module order
     assert [n for n, _ in G.named_parameters()] + [n for n, _ in G.named_buffers()] == names
@@ -403,8 +405,7 @@ def test_channels_last_lays_out_the_reduced_precision_blocks_only():
     assert layout == {4: False, 8: False, 16: False}  # fp32: no effect
 
 
-@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason='no CUDA device')])])
+@pytest.mark.parametrize('device', DEVICES)
 def test_channels_last_blocks_run_the_epilogue_kernel_in_nhwc(device, monkeypatch):
     """The reduced-precision blocks laid out channels-last reach the compiled epilogue in that layout (forward and
     backward, ToRGB's projection fused) and give the NCHW run's image and gradients within bf16 rounding (on CUDA
@@ -499,8 +500,7 @@ def test_w_avg_update_and_truncation_errors():
         G.mapping(torch.randn(1, 3), None)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@gpu_only
 def test_fp16_on_cuda_close_to_fp32(nvidia):
     G = _small(num_fp16_res=2, conv_clamp=256).cuda()
     ws = G.mapping(torch.randn(2, 16, device='cuda'), None)
@@ -508,8 +508,7 @@ def test_fp16_on_cuda_close_to_fp32(nvidia):
     assert a.dtype == torch.float32 and (a - b).abs().max() < 0.05
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@gpu_only
 @pytest.mark.parametrize('half', [None, torch.bfloat16])
 def test_torgb_projected_inside_conv1_on_cuda(half, monkeypatch):
     """ToRGB's backward inside conv1's epilogue through the CUDA kernel (float32 and bf16 blocks): the image and the
@@ -529,8 +528,7 @@ def test_torgb_projected_inside_conv1_on_cuda(half, monkeypatch):
         torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item())
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@gpu_only
 @pytest.mark.parametrize('half', [None, torch.bfloat16])
 def test_cross_block_fold_on_cuda(half, monkeypatch):
     """The cross-block fold through the CUDA kernels (the epilogue's output scale) and, with bf16 blocks, across a

@@ -13,11 +13,10 @@ import torch
 from ganinv_core.ops import _ext
 from ganinv_core.ops.bias_act import ACTIVATIONS, _bias_act_ref
 
+from _devices import CUDA, DEVICES
+
 pytestmark = pytest.mark.usefixtures('_poison')
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
-DEVICES = ['cpu', CUDA]
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (4e-3, 2e-3),
        torch.bfloat16: (3e-2, 2e-2)}  # (rtol, atol)
 

@@ -14,6 +14,8 @@ import torch
 from ganinv_core import ops
 from ganinv_core.ops import _backend, _ext, _jit
 
+from _devices import DEVICES
+
 
 @pytest.fixture
 def fresh_warnings(monkeypatch):
@@ -213,11 +215,9 @@ def test_bias_act_returns_x_dtype_whatever_the_bias_dtype(impl):
     torch.testing.assert_close(y, ops.bias_act(x, b.float(), act='lrelu', impl='ref'))
 
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                          reason='no CUDA device')])
 
 
-@pytest.mark.parametrize('dev', ['cpu', CUDA])
+@pytest.mark.parametrize('dev', DEVICES)
 def test_the_absent_operand_is_made_once_and_autograd_may_save_it(dev, monkeypatch):
     """The stand-in for an absent bias / noise / e is one 0-element tensor per device and dtype. First made inside
     inference mode it is still an ordinary tensor: a later differentiable call saves it for the backward, which an

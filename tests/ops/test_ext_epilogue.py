@@ -14,11 +14,10 @@ from ganinv_core import ops
 from ganinv_core.ops import OpArgumentError, _ext
 from ganinv_core.ops.bias_act import ACTIVATIONS, _bias_act_ref
 
+from _devices import DEVICES, gpu_only
+
 pytestmark = pytest.mark.usefixtures('_poison')
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
-DEVICES = ['cpu', CUDA]
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (4e-3, 4e-3),
        torch.bfloat16: (3e-2, 3e-2)}  # (rtol, atol relative to the reference's largest magnitude)
 # batch 1, odd sizes, one channel, 1x1 planes, planes larger than one CPU task / CUDA block (2500 > 2048); on CUDA
@@ -328,8 +327,7 @@ GROUPED_CASES = [(LRELU, 'per-image', 0, True, True, True), (LRELU, 'shared', 3,
                  (('linear', 0.0, 1.0, None), 'none', 1, True, True, False), (LRELU, 'per-image', 4, False, True, False)]
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+@gpu_only
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 def test_grouped_backward_kernel(dtype, gen, clear_of_kinks, monkeypatch):
     monkeypatch.setenv('GANINV_EPILOGUE_GROUPED', '1')

@@ -8,8 +8,8 @@ from torch._dynamo.backends.common import aot_autograd
 
 from ganinv_core.ops import _ext
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
+from _devices import DEVICES
+
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +26,7 @@ def _synth(G, ws, backend, monkeypatch, fused):
     return img.detach(), grad
 
 
-@pytest.mark.parametrize('device', ['cpu', CUDA])
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('fused', [True, False])
 def test_generator_same_outputs_with_either_backend(tiny, device, fused, monkeypatch):
     assert _ext.available(device)[0]

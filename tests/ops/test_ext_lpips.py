@@ -12,11 +12,10 @@ from ganinv_core import ops
 from ganinv_core.ops import OpArgumentError, _ext
 from ganinv_core.ops.lpips import _lpips_ref
 
+from _devices import DEVICES
+
 pytestmark = pytest.mark.usefixtures('_poison')
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
-DEVICES = ['cpu', CUDA]
 # batch 1, one channel, 1x1 planes, odd sizes, more channels than the CUDA kernel's 8 lanes, planes larger than
 # one CPU task (256 pixels) and one CUDA block (32)
 SHAPES = [(1, 1, 1, 1), (2, 5, 7, 9), (3, 19, 33, 17), (2, 64, 20, 20)]

@@ -11,11 +11,10 @@ from ganinv_core import ops
 from ganinv_core.ops import OpArgumentError, _ext
 from ganinv_core.ops.noise import _autocorr_ref
 
+from _devices import DEVICES
+
 pytestmark = pytest.mark.usefixtures('_poison')
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
-DEVICES = ['cpu', CUDA]
 SHAPES = [(1, 1, 1, 1), (2, 3, 1, 5), (2, 1, 2, 2), (1, 2, 7, 3), (3, 4, 8, 8), (2, 3, 64, 48)]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 

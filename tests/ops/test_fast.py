@@ -7,8 +7,8 @@ import torch
 
 from ganinv_core.ops import _fast
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
+from _devices import CUDA
+
 
 
 @pytest.mark.parametrize('raw', [True, False], ids=['raw', 'fallback'])

@@ -7,8 +7,8 @@ import torch
 from ganinv_core import ops
 from ganinv_core.ops import _backend, _ext, _selftest
 
-CUDA = pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason='no CUDA device')])
+from _devices import DEVICES
+
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def fresh(monkeypatch):
     monkeypatch.delenv('GANINV_SELFTEST', raising=False)
 
 
-@pytest.mark.parametrize('device', ['cpu', CUDA])
+@pytest.mark.parametrize('device', DEVICES)
 def test_every_op_passes_within_its_tolerance(device, fresh):
     assert _ext.available(device)[0]
     got = _selftest.results(device)
