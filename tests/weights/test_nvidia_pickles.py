@@ -150,6 +150,31 @@ def test_malicious_pickles_are_refused_and_nothing_runs(tmp_path, module, name, 
         assert os.path.exists(marker)
 
 
+@pytest.mark.parametrize('module, name, args, reason', [
+    # allow-listed names, each misused: every one has its own guard
+    ('numpy._core.multiarray', 'scalar', (np.dtype(object), bytes(8)), "scalar of dtype dtype('O') is not allowed"),
+    ('numpy.core.multiarray', '_reconstruct', (set, (0,), b'b'), 'of a class other than numpy.ndarray'),
+    ('_codecs', 'encode', ('text', 'rot13'), "_codecs.encode with encoding 'rot13' is not allowed"),
+    ('torch_utils.persistence', '_reconstruct_persistent_obj', ('meta',), 'malformed persistent object'),
+    ('torch_utils.persistence', '_reconstruct_persistent_obj', ({'state': None},), 'malformed persistent object'),
+])
+def test_allow_listed_globals_refuse_misuse(tmp_path, module, name, args, reason):
+    path = _evil_pickle(tmp_path / 'odd.pkl', module, name, args)
+    with pytest.raises(WeightsError, match='not a readable network pickle') as e:
+        load_generator(path)
+    assert reason in str(e.value) and str(path) in str(e.value) and '\n' not in str(e.value)
+
+
+def test_persistent_ids_and_truncation_are_refused(tmp_path):
+    """A `torch.save`-style persistent id (BINPERSID), and a stream cut inside the top-level dict."""
+    (tmp_path / 'pid.pkl').write_bytes(b'\x80\x03}X\x05\x00\x00\x00G_emaX\x01\x00\x00\x000Qs.')
+    (tmp_path / 'cut.pkl').write_bytes(b'\x80\x03}X\x05\x00\x00\x00G_ema')
+    for name, reason in (('pid.pkl', 'persistent ids are not used'), ('cut.pkl', 'truncated pickle')):
+        with pytest.raises(WeightsError, match=reason) as e:
+            load_generator(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and '\n' not in str(e.value)
+
+
 class _System:
     """Reduces to os.system(cmd): the classic pickle payload."""
 
