@@ -16,12 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import exc_line
+
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _LIST_KEYS = ('target', 'degradation', 'loss')
 
 
 class ConfigError(ValueError):
     """A config file or flag combination is not valid (one line naming it and the reason)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (a ConfigError: no usage block, which runs to 13 lines here)."""
+
+    def error(self, message):
+        raise ConfigError(f'{message} (see {self.prog} --help)')
 
 
 def _snapshots(text: str) -> list[int]:
@@ -64,8 +73,8 @@ def _fraction(text) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The ``ganinv-run`` parser. Every default is None here; ``DEFAULTS`` fills what neither flags nor
     the config file set, so a flag always overrides the file."""
-    p = argparse.ArgumentParser(prog='ganinv-run', description='Restore face photos by StyleGAN2 inversion.',
-                                argument_default=None)
+    p = _Parser(prog='ganinv-run', description='Restore face photos by StyleGAN2 inversion.',
+                argument_default=None)
     a = p.add_argument
     a('--network', help='generator: .pkl/.safetensors path, URL, short name (ffhq) or random-32/64/256/1024')
     a('--target', nargs='+', action='extend', metavar='PATH', help='image files, folders or seed:N (repeatable)')
@@ -511,7 +520,7 @@ def _device(name: str | None):
         dev = torch.device(name)
         torch.zeros(1, device=dev)
     except (RuntimeError, AssertionError) as e:
-        raise ConfigError(f'--device {name!r}: not usable here ({str(e).splitlines()[0] if str(e) else type(e).__name__})') from None
+        raise ConfigError(f'--device {name!r}: not usable here ({exc_line(e)})') from None
     return dev
 
 
@@ -564,12 +573,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def convert_main(argv: list[str] | None = None) -> int:
     """Entry point of ``ganinv-convert SRC DST [--overwrite]``: any supported network -> .safetensors."""
-    p = argparse.ArgumentParser(prog='ganinv-convert', description='Convert a StyleGAN2 network to .safetensors.')
+    p = _Parser(prog='ganinv-convert', description='Convert a StyleGAN2 network to .safetensors.')
     p.add_argument('src', help='.pkl (NVIDIA, TF or PyTorch), .safetensors, URL or short name')
     p.add_argument('dst', help='output .safetensors file')
     p.add_argument('--overwrite', action='store_true', help='replace DST if it exists')
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        args = p.parse_args(sys.argv[1:] if argv is None else argv)
         from ganinv_core import weights
         weights.convert(args.src, args.dst, overwrite=args.overwrite)
     except ValueError as e:

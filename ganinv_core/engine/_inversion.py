@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import torch
 
+from .._errors import exc_line
 from . import _latents, _precision, _schedule, _wstats
 from ._adam import Adam
 from ._pipeline import build_losses, pipeline
@@ -294,7 +295,7 @@ def _compiled(module, backend: str):
     try:
         fast = torch.compile(module, backend=backend)
     except Exception as e:  # noqa: BLE001 - an optional speed-up must never stop a run
-        _warn_once('compile', f'compile: torch.compile failed ({type(e).__name__}: {e}); running eagerly'.splitlines()[0])
+        _warn_once('compile', f'compile: torch.compile failed ({exc_line(e)}); running eagerly')
         return module
     state = {'ok': True}
 
@@ -304,8 +305,7 @@ def _compiled(module, backend: str):
                 return fast(*args, **kwargs)
             except Exception as e:  # noqa: BLE001
                 state['ok'] = False
-                _warn_once('compile', f'compile: the compiled synthesis failed ({type(e).__name__}: {e}); '
-                           'running eagerly'.splitlines()[0])
+                _warn_once('compile', f'compile: the compiled synthesis failed ({exc_line(e)}); running eagerly')
         return module(*args, **kwargs)
     return call
 
@@ -354,5 +354,5 @@ def _capture(inv: Inversion):
         torch.cuda.synchronize(inv.device)
         _release(graph)   # a capture that failed partway: its pool freed now, not whenever the collector gets to it
         restore()
-        _warn_once('graph', f'cuda_graph: capture failed ({type(e).__name__}: {e}); running eagerly'.splitlines()[0])
+        _warn_once('graph', f'cuda_graph: capture failed ({exc_line(e)}); running eagerly')
         return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._errors import exc_line
+
 
 def _suite(a: torch.Tensor, b: torch.Tensor, vgg, errors: dict) -> list[dict]:
     """PSNR, SSIM, LPIPS between batches ``a`` and ``b`` [N,3,H,W] in [-1,1]; one dict per image.
@@ -19,7 +21,7 @@ def _suite(a: torch.Tensor, b: torch.Tensor, vgg, errors: dict) -> list[dict]:
                 raise ValueError('no VGG16 loaded (it comes with the vgg16 loss)')
             vals = [float(v) for v in fn(a, b).reshape(-1)]
         except Exception as e:  # noqa: BLE001 - a metric that cannot run is reported, not fatal
-            errors[name] = f'{type(e).__name__}: {e}'.splitlines()[0]
+            errors[name] = exc_line(e)
             vals = [None] * a.shape[0]
         for d, v in zip(out, vals):
             d[name] = v

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .._errors import exc_line
+
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.gif')
 MAX_PIXELS = 100_000_000   # refuse larger images (decompression bombs) before decoding them
 _SEED = re.compile(r'^seed:(\d+)$')
@@ -95,7 +97,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     except Image.DecompressionBombError:  # Pillow's own, stricter-than-ours limit on some formats
         raise ImageError(f'{path}: larger than the limit of {max_pixels} pixels (decompression bomb?)') from None
     except (OSError, ValueError) as e:
-        raise ImageError(f'{path}: cannot decode ({str(e).splitlines()[0] if str(e) else type(e).__name__})') from None
+        raise ImageError(f'{path}: cannot decode ({exc_line(e)})') from None
 
 
 def _rgb(im: Image.Image) -> np.ndarray:

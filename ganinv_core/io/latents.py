@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._errors import exc_line
 from .outputs import write_npz
 
 
@@ -42,7 +43,7 @@ def load_latent(path: str | Path) -> dict:
     except LatentFileError:
         raise
     except (OSError, ValueError, EOFError) as e:
-        raise LatentFileError(f'{path}: not a readable .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})') from None
+        raise LatentFileError(f'{path}: not a readable .npz ({exc_line(e)})') from None
     if w.ndim == 2:
         w = w[:, None]
     if w.ndim != 3:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._errors import exc_line
+
 NVIDIA_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt'
 #: (in, out) channels of the 13 convolutions; 'M' = 2x2 max pool.
 CFG = [(3, 64), (64, 64), 'M', (64, 128), (128, 128), 'M', (128, 256), (256, 256), (256, 256), 'M',
@@ -230,7 +232,7 @@ def _load_state_dict(path: str) -> dict:
     try:
         sd = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure of an untrusted file becomes one clear line
-        raise VGG16Error(f'{path}: cannot read it as a torch state dict ({type(e).__name__}: {e})'.splitlines()[0]) from None
+        raise VGG16Error(f'{path}: cannot read it as a torch state dict ({exc_line(e)})') from None
     if not isinstance(sd, dict):
         raise VGG16Error(f'{path}: expected a state dict, got {type(sd).__name__}')
     return sd.get('state_dict', sd)

@@ -16,6 +16,7 @@ import threading
 
 import torch
 
+from .._errors import exc_line
 from ._fast import getenv
 
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}   # max |got - ref| / max(1, max |ref|)
@@ -184,7 +185,7 @@ def _check(op, dev, dtypes):
                     return False, f'{what} {str(dt)[6:]}: error {err:.2g} > {TOL[dt]:g}'
                 errs[dt] = max(errs.get(dt, 0.0), err)
         except Exception as exc:  # noqa: BLE001  (a kernel that raises fails its check; the message says how)
-            return False, f'{str(dt)[6:]}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}'
+            return False, f'{str(dt)[6:]}: {exc_line(exc)}'
     return True, 'max error ' + ', '.join(f'{e:.1g} ({str(dt)[6:]})' for dt, e in errs.items())
 
 

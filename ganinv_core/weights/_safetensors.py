@@ -3,6 +3,7 @@ import json
 import os
 import tempfile
 
+from .._errors import exc_line
 from ._errors import WeightsError
 
 FORMAT = 'ganinv-stylegan2'
@@ -53,8 +54,7 @@ def read(path):
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WeightsError(f'{path}: not a readable safetensors file ({msg})') from None
+        raise WeightsError(f'{path}: not a readable safetensors file ({exc_line(e)})') from None
     if meta.get('format') != FORMAT or 'init_kwargs' not in meta:
         raise WeightsError(f'{path}: safetensors file without ganinv generator metadata '
                            f'(format={meta.get("format")!r}); write it with ganinv-convert')

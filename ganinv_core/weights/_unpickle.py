@@ -14,6 +14,7 @@ import pickle
 import numpy as np
 import torch
 
+from .._errors import exc_line
 from ._errors import WeightsError
 
 
@@ -151,5 +152,4 @@ def safe_load_pickle(path):
         except WeightsError:
             raise
         except Exception as e:  # noqa: BLE001 -- any parse failure of untrusted data is one line
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise WeightsError(f'{path}: not a readable network pickle ({type(e).__name__}: {msg})') from None
+            raise WeightsError(f'{path}: not a readable network pickle ({exc_line(e)})') from None

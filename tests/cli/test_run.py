@@ -240,10 +240,9 @@ def test_device_and_precision_flags(tmp_path, capsys):
     m = json.loads((tmp_path / 'p' / 'seed1' / 'metrics.json').read_text())
     assert m['precision'] == 'bf16 (last 1 step fp32)'
     assert json.loads((tmp_path / 'p' / 'run.json').read_text())['config']['polish'] == 0.34
-    with pytest.raises(SystemExit) as exit_:  # argparse: usage, then the one-line error
-        run(['--target', 'seed:1', '--polish', '2', '--outdir', tmp_path / 'q'])
-    assert exit_.value.code == 2
-    assert "argument --polish: must be a fraction in [0, 1], got '2'" in capsys.readouterr().err
+    code, out = run(['--target', 'seed:1', '--polish', '2', '--outdir', tmp_path / 'q'], capsys)
+    assert code == 2
+    assert out.err == "error: argument --polish: must be a fraction in [0, 1], got '2' (see ganinv-run --help)\n"
     assert not (tmp_path / 'q').exists()
 
 
@@ -287,6 +286,9 @@ def test_config_file(tmp_path, capsys):
     rj = json.loads((tmp_path / 'o' / 'run.json').read_text())
     assert rj['config']['latent-space'] == 'w+' and rj['config']['steps'] == 3
     capsys.readouterr()
+    cfg.write_text('steps = [\n')
+    assert cli.main(['--config', str(cfg)]) == 2
+    assert f"{cfg}: not valid TOML" in capsys.readouterr().err
     cfg.write_text('stpes = 3\n')
     assert cli.main(['--config', str(cfg)]) == 2
     assert f"{cfg}: unknown key 'stpes'" in capsys.readouterr().err
@@ -309,6 +311,13 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--device', 'nosuch'], "--device 'nosuch': not usable here"),
     (['--target', 'seed:1', '--mask', 'm.png', '--simulate'], '--mask: marks damage in a real photo'),
     ([], '--target: give at least one'),
+    # flags argparse refuses: one line too, not its usage block
+    (['--target', 'seed:1', '--steps', '0'], "argument --steps: must be >= 1, got '0' (see ganinv-run --help)"),
+    (['--target', 'seed:1', '--snapshots', '5,x'], "argument --snapshots: expected comma-separated step numbers"),
+    (['--target', 'seed:1', '--face', 'biggest'], "argument --face: expected 'largest', 'all' or a face index"),
+    (['--target', 'seed:1', '--latent-space', 'z'], "argument --latent-space: invalid choice: 'z'"),
+    (['--target', 'seed:1', '--stpes', '3'], 'unrecognized arguments: --stpes 3'),
+    (['--target', 'seed:1', '--config', 'missing.toml'], 'missing.toml: no such config file'),
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
     code, out = run([*args, '--outdir', tmp_path / 'o'], capsys)
@@ -333,6 +342,9 @@ def test_convert(tmp_path, capsys):
     assert G2.img_resolution == 32
     assert cli.convert_main(['random-32', str(tmp_path / 'g.safetensors')]) == 2
     assert 'g.safetensors' in capsys.readouterr().err
+    assert cli.convert_main(['random-32']) == 2
+    assert capsys.readouterr().err == ('error: the following arguments are required: dst '
+                                       '(see ganinv-convert --help)\n')
 
 
 def test_example_plugin_listed_and_usable(tmp_path):

@@ -72,6 +72,36 @@ def test_compile_option_runs_and_matches(G):
     _same(invert(G, t, compile='eager', **kw), invert(G, t, **kw), 1e-5)
 
 
+def test_compile_failures_fall_back_to_eager_with_one_warning(G, monkeypatch):
+    """compile= is an optional speed-up: torch.compile raising, or the compiled synthesis raising on its first call,
+    gives one warning naming the error and the eager run's numbers (the compiled callable is not tried again)."""
+    from ganinv_core.engine import _inversion
+    t = _target(G, 7)
+    kw = dict(KW, steps=3)
+    eager = invert(G, t, **kw)
+    calls = []
+
+    def broken_compile(module, backend):
+        raise RuntimeError(f'no compiler for {backend}\nsecond line')
+
+    def broken_graph(module, backend):
+        def fast(*args, **kwargs):
+            calls.append(backend)
+            raise RuntimeError('inductor lowering failed')
+        return fast
+    for fake, message in ((broken_compile, 'torch.compile failed (RuntimeError: no compiler for inductor); running '
+                                           'eagerly'),
+                          (broken_graph, 'the compiled synthesis failed (RuntimeError: inductor lowering failed); '
+                                         'running eagerly')):
+        monkeypatch.setattr(torch, 'compile', fake)
+        monkeypatch.setattr(_inversion, '_WARNED', set())
+        with pytest.warns(RuntimeWarning) as record:
+            res = invert(G, t, compile=True, **kw)
+        assert [str(w.message) for w in record] == [f'compile: {message}']
+        _same(res, eager, 0)
+    assert calls == ['inductor']
+
+
 def test_bf16_runs_the_generator_fp16_blocks_in_bf16_on_cpu(G):
     """precision='bf16': the top num_fp16_res blocks compute in bfloat16 during the step (any device), the
     image and the optimised latents stay float32, and the run converges like fp32 (same start, same targets)."""

@@ -1,0 +1,8 @@
+"""Error-message helpers shared by every layer (imports nothing from ganinv_core)."""
+
+
+def exc_line(e: BaseException) -> str:
+    """``'TypeName: first line of the message'`` (``'TypeName'`` alone when the message is empty): an exception
+    quoted inside a one-line error or warning, whose own message may run to many lines (torch's do)."""
+    msg = str(e).strip()
+    return f'{type(e).__name__}: {msg.splitlines()[0]}' if msg else type(e).__name__
