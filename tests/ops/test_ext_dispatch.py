@@ -246,17 +246,41 @@ def test_cuda_unavailable_reason_on_cpu_only_torch():
     assert _ext.available('cuda') == (False, 'this torch build has no CUDA support')
 
 
+def _doctor_rows(report: str) -> list[list[str]]:
+    """The report's table: [device, op, backend, reason] per row."""
+    return [ln.split(None, 3) for ln in report.splitlines() if ln.split()[:1] in (['cpu'], ['cuda'])]
+
+
 def test_doctor_report_lists_every_op_and_device(monkeypatch):
     monkeypatch.delenv('GANINV_OPS', raising=False)
     report = ops.doctor_report()
     assert f'torch {torch.__version__}' in report
-    rows = [ln.split() for ln in report.splitlines() if ln.strip().split()[:1] in (['cpu'], ['cuda'])]
+    rows = _doctor_rows(report)
     assert {(r[0], r[1]) for r in rows} == {(d, o) for d in ('cpu', 'cuda')
                                            for o in ('bias_act', 'upfirdn2d', 'modconv_epilogue', 'lpips_distance',
                                                      'noise_autocorr')}
     assert all(r[2] == 'ext' for r in rows if r[0] == 'cpu')
     if not torch.cuda.is_available():
         assert all(r[2] == 'ref' and len(r) > 3 for r in rows if r[0] == 'cuda')  # with the reason
+
+
+def test_doctor_reports_what_is_wrong_instead_of_failing(monkeypatch):
+    """A bad GANINV_OPS, a missing tool and a remembered build failure are lines of the report, not exceptions;
+    GANINV_OPS=ref puts every row on the reference path and says why."""
+    from ganinv_core.ops import _jit, doctor
+    monkeypatch.setenv('GANINV_OPS', 'fast')
+    real_which = doctor.shutil.which
+    monkeypatch.setattr(doctor.shutil, 'which', lambda cmd: None if cmd == 'nvcc' else real_which(cmd))
+    monkeypatch.setattr(_jit, '_FAILED', {'/cache/abc': 'nvcc exited with 1 (log: /cache/abc/build.log)'})
+    report = ops.doctor_report()
+    assert "  ! doctor: GANINV_OPS must be auto, ref or ext, got 'fast'" in report.splitlines()
+    assert '  nvcc: not found' in report.splitlines()
+    assert report.splitlines()[-2:] == ['  remembered build failures (delete the FAILED file or set GANINV_REBUILD=1 '
+                                        'to retry):', '    nvcc exited with 1 (log: /cache/abc/build.log)']
+    cpu = [r for r in _doctor_rows(report) if r[0] == 'cpu']
+    assert len(cpu) == 5 and all(r[2] == 'ext' for r in cpu)   # a bad value reads as auto here
+    monkeypatch.setenv('GANINV_OPS', 'ref')
+    assert [r[2:] for r in _doctor_rows(ops.doctor_report())] == [['ref', 'GANINV_OPS=ref']] * 10
 
 
 # --- the just-in-time build machinery, with fake builders -------------------------------------------------
