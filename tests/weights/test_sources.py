@@ -42,6 +42,39 @@ def test_save_generator_refuses_overwrite_and_checks_metadata(tmp_path):
         load_generator('ffhqq')
 
 
+def test_safetensors_that_do_not_match_their_config_are_refused(tmp_path):
+    """A file whose tensors or config were edited: each mismatch is one line naming the file, the tensor and the
+    reason, never a half-loaded generator."""
+    import json
+    from safetensors.torch import save_file
+    from ganinv_core.weights._safetensors import FORMAT
+    G = load_generator('random-32')
+    state = {k: v.contiguous() for k, v in G.state_dict().items()}
+    key = 'synthesis.b8.conv0.weight'
+    o, i, k, _ = state[key].shape
+
+    def write(name, tensors, kwargs=G.init_kwargs):
+        save_file(tensors, str(tmp_path / name), metadata={'format': FORMAT, 'init_kwargs': json.dumps(kwargs)})
+        return tmp_path / name
+    bad_cfg = dict(G.init_kwargs, img_resolution=48)   # not a power of two
+    cases = [
+        (write('missing.safetensors', {k: v for k, v in state.items() if k != key}), f"missing: ['{key}']"),
+        (write('extra.safetensors', {**state, 'synthesis.b8.extra': torch.zeros(1)}),
+         "unexpected: ['synthesis.b8.extra']"),
+        (write('shape.safetensors', {**state, key: state[key][:, :-1].contiguous()}),
+         f'{key} has shape {(o, i - 1, k, k)}, expected {(o, i, k, k)}'),
+        (write('config.safetensors', state, bad_cfg), 'unsupported generator configuration'),
+    ]
+    (tmp_path / 'folder.safetensors').mkdir()
+    cases.append((tmp_path / 'folder.safetensors', 'is a directory, not a network file'))
+    for path, reason in cases:
+        with pytest.raises(WeightsError) as e:
+            load_generator(path)
+        assert str(e.value).startswith(f'{path}: ') and reason in str(e.value) and '\n' not in str(e.value), e.value
+    G2 = load_generator(write('good.safetensors', state))   # the unedited copy loads: the edits are what is refused
+    assert all(torch.equal(v, G2.state_dict()[k]) for k, v in state.items())
+
+
 class FakeResponse(io.BytesIO):
     def __init__(self, data, length=None):
         super().__init__(data)
