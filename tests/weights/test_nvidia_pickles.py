@@ -251,6 +251,38 @@ def test_unsupported_networks(tmp_path):
         load_generator(write_pickle(tmp_path / 'd.pkl', edit=discriminator))
 
 
+def _edit_g_ema(change):
+    """A `write_pickle` edit: G_ema's stub built here, then `change(meta_state, kw)` applied to it."""
+    def edit(top, kw, G):
+        top['G_ema'] = _stub(G, sys.modules['torch_utils.persistence']._reconstruct_persistent_obj,
+                             sys.modules['dnnlib.util'].EasyDict, 'src', kw)
+        change(top['G_ema'].meta, kw)
+    return edit
+
+
+def _module_state(meta, *path):
+    for name in path:
+        meta = meta['state']['_modules'][name].meta
+    return meta['state']
+
+
+@pytest.mark.parametrize('change, reason', [
+    (lambda m, kw: m.update(version=5), 'unknown persistence format version 5 (expected 6)'),
+    (lambda m, kw: _module_state(m, 'mapping')['_parameters'].update(extra=[0.5]),
+     'G_ema: mapping.extra is a list, not a tensor'),
+    (lambda m, kw: _module_state(m, 'synthesis', 'b8')['_modules'].update(conv0={'weight': 1}),
+     'G_ema: synthesis.b8.conv0 is a dict, not a network module'),
+    (lambda m, kw: kw.pop('w_dim'), 'G_ema._init_kwargs lacks w_dim'),
+    (lambda m, kw: m['state'].update(_init_kwargs='z_dim=64'), 'G_ema has malformed _init_args / _init_kwargs'),
+    (lambda m, kw: m['state'].update(_init_args=tuple(range(9))), 'G_ema has malformed _init_args / _init_kwargs'),
+])
+def test_malformed_generator_pickles_are_refused(tmp_path, change, reason):
+    path = write_pickle(tmp_path / 'odd.pkl', edit=_edit_g_ema(change))
+    with pytest.raises(WeightsError) as e:
+        load_generator(path)
+    assert str(e.value) == f'{path}: {reason}'
+
+
 def test_tensorflow_pickles_are_not_supported(tmp_path, monkeypatch):
     mod = types.ModuleType('dnnlib.tflib.network')
 
