@@ -231,6 +231,10 @@ def _match(tensors: list[tuple[str, torch.Tensor]], where: str):
 def _load_state_dict(path: str) -> dict:
     try:
         sd = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's weights-only refusal: the reason follows a long preamble that
+        why = str(e).partition('WeightsUnpickler error:')[2].split('\n')   # suggests weights_only=False
+        why = next((w.strip() for w in why if w.strip()), exc_line(e))
+        raise VGG16Error(f'{path}: not a state dict of plain tensors ({why}; nothing in it was run)') from None
     except Exception as e:  # noqa: BLE001 - any failure of an untrusted file becomes one clear line
         raise VGG16Error(f'{path}: cannot read it as a torch state dict ({exc_line(e)})') from None
     if not isinstance(sd, dict):
@@ -269,7 +273,10 @@ def from_torchvision(path: str, heads: str | None = None) -> VGG16Features:
                 for j in range(5)]
     except StopIteration:
         raise VGG16Error(f'{heads or path}: expected LPIPS keys lin0..lin4 (lin{{k}}.model.1.weight)') from None
-    return VGG16Features().set_weights(convs, lins)
+    try:
+        return VGG16Features().set_weights(convs, lins)
+    except VGG16Error as e:
+        raise VGG16Error(f'{path}: {e}') from None
 
 
 def from_nvidia(path: str) -> VGG16Features:

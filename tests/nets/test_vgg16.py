@@ -93,6 +93,36 @@ def test_torchvision_state_dict_plus_heads(tmp_path):
             V.load_vgg16(str(tmp_path / 'vgg16-tv.pth'))
 
 
+def test_torchvision_files_that_are_not_vgg16_are_refused(tmp_path):
+    """Each refusal is one line naming the file and what is wrong (a torch error's first line quoted whole)."""
+    convs, lins = _tensors()
+    idx = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+    sd = {f'features.{i}.{k}': t for i, (w, b) in zip(idx, convs) for k, t in (('weight', w), ('bias', b))}
+    heads = {f'lin{k}.model.1.weight': w.view(1, -1, 1, 1) for k, w in enumerate(lins)}
+    (tmp_path / 'text.pth').write_text('not a checkpoint\n')
+    torch.save([1, 2], tmp_path / 'list.pth')
+    (tmp_path / 'cut.pth').write_bytes((tmp_path / 'list.pth').read_bytes()[:300])
+    torch.save({k: v for k, v in sd.items() if not k.startswith('features.28.')}, tmp_path / 'twelve.pth')
+    torch.save({**sd, **{k: v for k, v in heads.items() if not k.startswith('lin4.')}}, tmp_path / 'fourheads.pth')
+    torch.save({**sd, **heads, 'lin2.model.1.weight': torch.ones(1, 255, 1, 1)}, tmp_path / 'badhead.pth')
+    torch.save({**sd, **heads, 'features.5.weight': torch.ones(128, 64, 5, 5)}, tmp_path / 'badconv.pth')
+    cases = {'text.pth': 'not a state dict of plain tensors (Unsupported operand 110; nothing in it was run)',
+             'cut.pth': 'cannot read it as a torch state dict (RuntimeError: ',
+             'list.pth': 'expected a state dict, got list',
+             'twelve.pth': 'expected torchvision VGG16 keys features.N.weight for 13 convolutions, found 12',
+             'fourheads.pth': 'expected LPIPS keys lin0..lin4',
+             'badhead.pth': 'LPIPS head of 255 values does not match 256 channels',
+             'badconv.pth': 'convolution shape (128, 64, 5, 5) does not match VGG16 (128, 64, 3, 3)'}
+    for name, reason in cases.items():
+        with pytest.raises(V.VGG16Error) as e:
+            V.load_vgg16(str(tmp_path / name))
+        msg = str(e.value)
+        assert msg.startswith(f'{tmp_path / name}: ') and reason in msg and '\n' not in msg, msg
+        assert msg.endswith(')') or name not in ('text.pth', 'cut.pth'), msg   # a quoted error closed, not cut
+    with pytest.raises(V.VGG16Error, match="VGG16 source 'random:x': expected random or random:<integer seed>"):
+        V.load_vgg16('random:x')
+
+
 class _NvidiaLike(torch.nn.Module):
     """A module with NVIDIA's vgg16.pt call signature; names unlike ours, heads stored before the trunk."""
 
