@@ -382,3 +382,46 @@ def test_a_process_first_op_call_may_be_inside_torch_compile():
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                        env={**os.environ, 'GANINV_OPS': 'auto'})
     assert r.returncode == 0 and 'traced' in r.stdout, r.stderr[-2000:]
+
+
+_WITHOUT_C = '''
+import importlib.abc, sys, warnings
+class Hide(importlib.abc.MetaPathFinder):  # an install whose extension did not build
+    def find_spec(self, name, path, target=None):
+        if name == 'ganinv_core._C':
+            raise ImportError('simulated: no _C here')
+sys.meta_path.insert(0, Hide())
+import torch
+from ganinv_core import ops
+x, b = torch.randn(2, 3, 4, 4), torch.randn(3)
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter('always')
+    y = ops.bias_act(x, b, act='lrelu')
+    ops.upfirdn2d(x, ops.setup_filter([1, 3, 3, 1]), up=2)
+print('WARNINGS', len(w), w[0].message)
+print('SAME AS REF', torch.equal(y, ops.bias_act(x, b, act='lrelu', impl='ref')))
+try:
+    ops.bias_act(x, b, impl='ext')
+except ops.ExtUnavailableError as e:
+    print('EXT', e)
+print(ops.doctor_report())
+'''
+
+
+def test_without_the_extension_every_op_takes_the_reference_and_says_why():
+    """A real process whose `ganinv_core._C` does not import, with the just-in-time build off: the ops run on the
+    reference path after one warning naming the import error; impl='ext' fails with that reason; the doctor's
+    rows say it for every op."""
+    r = subprocess.run([sys.executable, '-c', _WITHOUT_C], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'GANINV_JIT': '0', 'GANINV_OPS': 'auto'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    why = 'ganinv_core._C is not importable (simulated: no _C here); just-in-time build disabled (GANINV_JIT=0)'
+    out = r.stdout.splitlines()
+    assert out[0] == f'WARNINGS 1 ganinv.ops: using the slower reference path on cpu: {why} (see `ganinv-run ' \
+                     '--doctor`; GANINV_OPS=ref silences this)'
+    assert out[1] == 'SAME AS REF True'
+    assert out[2] == f'EXT bias_act: the compiled kernels were requested (GANINV_OPS=ext / impl=ext) but cannot run ' \
+                     f'on cpu: {why}'
+    cpu = [r for r in _doctor_rows(r.stdout) if r[0] == 'cpu']
+    assert len(cpu) == 5 and all(r[2:] == ['ref', why] for r in cpu), cpu
+    assert '  extension: ganinv_core._C not importable (simulated: no _C here)' in out
