@@ -137,17 +137,36 @@ def test_bias_act_first_and_second_derivatives(act):
     assert torch.autograd.gradgradcheck(fn, (x, b), fast_mode=True)
 
 
-def test_bad_arguments_raise_one_line():
-    x = torch.zeros(1, 2, 4, 4)
-    for call in (lambda: ops.bias_act(x, act='gelu'), lambda: ops.bias_act(x, torch.zeros(3)),
-                 lambda: ops.bias_act(x, torch.zeros(2), dim=4), lambda: ops.bias_act(x, dim=-5),
-                 lambda: ops.upfirdn2d(x[0], ops.setup_filter([1, 1])), lambda: ops.upfirdn2d(x, None, up=0),
-                 lambda: ops.upfirdn2d(x, None, padding=[1, 2, 3]),
-                 lambda: ops.upfirdn2d(x, torch.ones(3, 3), padding=-1)):
-        with pytest.raises(OpArgumentError) as e:
-            call()
-        assert '\n' not in str(e.value)
-    assert issubclass(OpArgumentError, ValueError)
+_X = torch.zeros(1, 2, 4, 4)
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: ops.bias_act(_X.numpy()), 'bias_act: x must be a tensor, got ndarray'),
+    (lambda: ops.bias_act(_X, act='gelu'), "bias_act: act='gelu' is unknown; valid: linear, relu, lrelu"),
+    (lambda: ops.bias_act(_X, torch.zeros(3)), 'bias_act: b has 3 elements but x.shape[1] is 2 (x shape (1, 2, 4, 4))'),
+    (lambda: ops.bias_act(_X, torch.zeros(1, 2)), 'bias_act: b must be a 1-D tensor or None'),
+    (lambda: ops.bias_act(_X, torch.zeros(2), dim=4), 'bias_act: dim=4 is not an axis of x (x shape (1, 2, 4, 4))'),
+    (lambda: ops.bias_act(_X, dim=-5), 'bias_act: dim=-5 is not an axis of x'),
+    (lambda: ops.bias_act(_X, dim=1.0), 'bias_act: dim=1.0 is not an axis of x'),
+    (lambda: ops.upfirdn2d(_X[0], ops.setup_filter([1, 1])),
+     'upfirdn2d: x must be a 4-D [N, C, H, W] tensor, got (2, 4, 4)'),
+    (lambda: ops.upfirdn2d(_X, None, up=0), 'upfirdn2d: up must be a positive int or a pair of them, got [0, 0]'),
+    (lambda: ops.upfirdn2d(_X, None, padding=[1, 2, 3]),
+     'upfirdn2d: padding must be an int or 2 or 4 ints, got [1, 2, 3]'),
+    (lambda: ops.upfirdn2d(_X, None, padding=1.5), 'upfirdn2d: padding must be an int or 2 or 4 ints, got 1.5'),
+    (lambda: ops.upfirdn2d(_X, torch.ones(3, 3), padding=-1),
+     'upfirdn2d: the padded input (2x2) is smaller than the filter (3x3)'),
+    (lambda: ops.upfirdn2d(_X, torch.ones(0)), 'upfirdn2d: f must be a non-empty 1-D or 2-D tensor or None'),
+    (lambda: ops.upfirdn2d(_X, torch.ones(2, 2, 2)), 'upfirdn2d: f must be a non-empty 1-D or 2-D tensor or None'),
+    (lambda: ops.setup_filter(torch.ones(2, 2, 2)), 'setup_filter: f must be a non-empty scalar, 1-D or 2-D, got '
+                                                    'shape (2, 2, 2)'),
+    (lambda: ops.setup_filter([]), 'setup_filter: f must be a non-empty scalar, 1-D or 2-D, got shape (0,)'),
+])
+def test_bad_arguments_raise_one_line(call, message):
+    with pytest.raises(OpArgumentError) as e:
+        call()
+    assert str(e.value).startswith(message) and '\n' not in str(e.value), str(e.value)
+    assert isinstance(e.value, ValueError)
 
 
 def test_dispatch_to_ext_with_normalised_arguments(monkeypatch):
