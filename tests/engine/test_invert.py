@@ -117,6 +117,26 @@ def test_bad_arguments(G):
         invert(G, target, losses=['mse'], steps=0)
     with pytest.raises(InversionError, match='W\\+ latent'):
         invert(G, target, losses=['mse'], steps=1, init={'w': torch.randn(1, G.synthesis.num_ws, G.w_dim)})
+    n = G.synthesis.num_ws
+    with pytest.raises(ValueError, match=rf'init: latent of shape \(1, 3, {G.w_dim}\) does not fit '
+                                         rf'\[1\|1, 1\|{n}, w_dim\]'):
+        invert(G, target, losses=['mse'], steps=1, init={'w': torch.randn(1, 3, G.w_dim)})
+    with pytest.raises(InversionError, match=r'targets: expected float \[N,C,H,W\] in \[-1,1\] or uint8 \[N,H,W,C\], '
+                                             r'got \(1, 3, 32, 32\) torch.int64'):
+        invert(G, target.long(), losses=['mse'], steps=1)
+    with pytest.raises(InversionError, match='polish: must be a fraction of the steps in \\[0, 1\\], got 2'):
+        invert(G, target, losses=['mse'], steps=1, polish=2)
+
+
+def test_uint8_targets_and_a_2d_init_are_their_float_and_3d_forms(G):
+    """A uint8 [N,H,W,C] photo is the float [N,C,H,W] target in [-1, 1]; an init w [N, w_dim] is [N, 1, w_dim]."""
+    target, _ = seeds(G, 1)
+    photo = ((target + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    w0 = G.mapping.w_avg[None] + 0.1
+    kw = dict(losses=['mse'], steps=2, seed=1)
+    a = invert(G, photo, init={'w': w0}, **kw)
+    b = invert(G, torch.from_numpy(photo).permute(0, 3, 1, 2).float() / 127.5 - 1, init={'w': w0[:, None]}, **kw)
+    assert torch.equal(a.targets, b.targets) and torch.equal(a.w, b.w)
 
 
 def test_noise_renormalised_per_image(G):
