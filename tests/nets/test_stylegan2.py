@@ -116,6 +116,20 @@ def test_modulated_conv2d_gradcheck(fused, up):
     assert torch.autograd.gradcheck(fn, (s, n), fast_mode=True)
 
 
+@pytest.mark.parametrize('fused', [True, False])
+def test_modulated_conv2d_float16_does_not_overflow(fused):
+    """float16 input with weights and styles whose products pass float16's range (65504): the pre-scaling that
+    NVIDIA applies for fp16 keeps the demodulated result finite and within float16 rounding of float64 (on the CPU
+    too, where the generator itself never computes in float16)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 6, 6, generator=g)
+    w, s = torch.randn(4, 8, 3, 3, generator=g) * 300, torch.randn(2, 8, generator=g) * 300
+    want = modulated_conv2d(x.double(), w.double(), s.double(), padding=1, fused_modconv=fused)
+    y = modulated_conv2d(x.half(), w, s, padding=1, fused_modconv=fused)
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.double(), want, rtol=0, atol=2e-3 * want.abs().max().item())
+
+
 @pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
 def test_torgb_per_sample_weight_equals_modulate_then_conv(layout):
     """The non-fused 1x1 no-demod conv (ToRGB) multiplies by [N,O,I] weights: same values and gradients as
