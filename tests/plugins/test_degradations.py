@@ -77,6 +77,30 @@ def test_blur_kernel_from_image(tmp_path):
     torch.testing.assert_close(d.weight, torch.full((5, 5), 1 / 25))
 
 
+@pytest.mark.parametrize('spec, message', [
+    ('blur:sigma=0', "degradation 'blur': sigma=0.0 must be > 0"),
+    ('blur:kernel={tmp}/none.npy', "degradation 'blur': kernel='{tmp}/none.npy' is not a file"),
+    ('blur:kernel={tmp}/text.npy', "blur kernel '{tmp}/text.npy': cannot read it ("),
+    ('blur:kernel={tmp}/neg.npy', "blur kernel '{tmp}/neg.npy': need a finite, non-negative 2-D array with a "
+                                  'positive sum'),
+    ('blur:kernel={tmp}/flat.npy', "blur kernel '{tmp}/flat.npy': need a finite, non-negative 2-D array"),
+    ('downsample:factor=1', "degradation 'downsample': factor=1 must be in 2-32"),
+    ('inpaint:mode=box,box=0.5:0.1:0.2:0.9', "degradation 'inpaint': box='0.5:0.1:0.2:0.9' must be x0:y0:x1:y1 "
+                                             'with 0 <= x0 < x1 <= 1'),
+    ('inpaint:mode=box,box=a:b:c:d', "degradation 'inpaint': box='a:b:c:d' must be x0:y0:x1:y1"),
+    ('inpaint:mode=center,size=1.5', "degradation 'inpaint': size=1.5 must be in (0, 1]"),
+    ('noise:sigma=-0.1', "degradation 'noise': sigma=-0.1 must be >= 0"),
+])
+def test_bad_parameters_are_refused_by_name(tmp_path, spec, message):
+    """Each check of the built-in degradations: a one-line error naming the plugin, the parameter and its value."""
+    np.save(tmp_path / 'neg.npy', np.array([[1.0, -0.5], [0.2, 0.3]]))
+    np.save(tmp_path / 'flat.npy', np.ones(4))
+    (tmp_path / 'text.npy').write_text('not numpy')
+    with pytest.raises(ValueError) as e:
+        get_registry().build_degradation(spec.format(tmp=tmp_path))
+    assert str(e.value).startswith(message.format(tmp=tmp_path)) and '\n' not in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize('method', ['area', 'bicubic'])
 def test_downsample_constant(method):
     x = torch.full((2, 3, 32, 32), 0.3)
