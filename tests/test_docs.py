@@ -9,7 +9,7 @@ from PIL import Image
 DOCS = Path(__file__).resolve().parent.parent / 'docs'
 SWAPS = [("load_generator('ffhq', device='cuda')", "load_generator('random-32', device='cpu')"),
          ('target.cuda()', 'target'),
-         ("losses=['vgg16', 'latent-dist', 'noise-reg']", "losses=['mse', 'latent-dist', 'noise-reg']"),  # no VGG16 offline
+         ("losses=['vgg16', 'latent-dist', 'noise-reg']", "losses=['mse', 'latent-dist', 'noise-reg']"),  # offline
          ('steps=1000', 'steps=2')]
 
 
