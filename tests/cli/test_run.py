@@ -166,6 +166,10 @@ def test_existing_outputs_are_kept(tmp_path, capsys):
     assert {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()} == before
     assert run(['--target', 'seed:1', '--steps', '4', '--outdir', tmp_path, '--overwrite'], capsys)[0] == 0
     assert json.loads((tmp_path / 'seed1' / 'metrics.json').read_text())['steps'] == 4
+    (tmp_path / 'notes.txt').write_text('mine')
+    code, out = run(['--target', 'seed:1', '--outdir', tmp_path / 'notes.txt', '--overwrite'], capsys)
+    assert code == 2 and out.err == f'error: {tmp_path / "notes.txt"}: exists and is not a folder\n'
+    assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
 def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch):
