@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def w_stats(G: torch.nn.Module, use_cache: bool = True) -> tuple[np.ndarray, flo
     try:
         with np.load(path, allow_pickle=False) as f:
             return f['w_avg'].astype(np.float32), float(f['w_std'])
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):   # missing or damaged: recompute
         pass
     w_avg, w_std = compute_w_stats(G)
     try:

@@ -6,6 +6,7 @@ Re-render with ``G.synthesis(w, noise_mode='const', noise={layer: buf}, force_fp
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +36,17 @@ def load_latent(path: str | Path) -> dict:
         ``{'w': float32 [N, rows, w_dim], 'noise': {layer: float32 [N,1,R,R]}}`` (noise may be empty).
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise LatentFileError(f'{path}: a single array (.npy format), not an .npz archive holding "w"')
+        with f:
             if 'w' not in f.files:
                 raise LatentFileError(f'{path}: no array "w" in this .npz (keys: {", ".join(f.files) or "none"})')
             w = f['w'].astype(np.float32)
             noise = {k[len('noise.'):]: f[k].astype(np.float32) for k in f.files if k.startswith('noise.')}
     except LatentFileError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise LatentFileError(f'{path}: not a readable .npz ({exc_line(e)})') from None
     if w.ndim == 2:
         w = w[:, None]

@@ -24,12 +24,13 @@ def read_kernel(path: str) -> torch.Tensor:
     """
     try:
         if path.lower().endswith('.npy'):
-            k = np.load(path, allow_pickle=False).astype(np.float64)
+            with open(path, 'rb') as f:   # the .npy format only: no .npz archive, no pickle
+                k = np.lib.format.read_array(f, allow_pickle=False).astype(np.float64)
         else:
             from PIL import Image
             with Image.open(path) as im:
                 k = np.asarray(im.convert('F'), dtype=np.float64)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise ValueError(f'blur kernel {path!r}: cannot read it ({e})') from None
     if k.ndim != 2 or not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
         raise ValueError(f'blur kernel {path!r}: need a finite, non-negative 2-D array with a positive sum')

@@ -25,6 +25,24 @@ def test_w_stats_cached_per_network(G, monkeypatch, tmp_path):
     assert first[1] == again[1]
 
 
+def test_a_corrupt_or_unwritable_cache_costs_only_recomputation(G, monkeypatch, tmp_path):
+    """A damaged cache entry is recomputed and replaced; a cache that cannot be written is skipped, not an error."""
+    monkeypatch.setenv('GANINV_CACHE', str(tmp_path / 'c'))
+    want = _wstats.compute_w_stats(G)
+    entry = tmp_path / 'c' / 'wstats' / f'{_wstats.network_hash(G)}.npz'
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b'PK\x03\x04 not a zip')
+    got = _wstats.w_stats(G)
+    np.testing.assert_array_equal(got[0], want[0])
+    with np.load(entry) as f:                                       # rewritten whole
+        np.testing.assert_array_equal(f['w_avg'], want[0])
+    (tmp_path / 'file').write_text('')
+    monkeypatch.setenv('GANINV_CACHE', str(tmp_path / 'file'))      # its 'wstats' folder cannot be made
+    got = _wstats.w_stats(G)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1]
+
+
 def test_network_hash_follows_weights(G):
     import copy
     H = copy.deepcopy(G)

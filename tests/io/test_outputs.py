@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -86,5 +87,12 @@ def test_latent_roundtrip_and_errors(tmp_path):
     with pytest.raises(LatentFileError, match=r'other\.npz: no array "w"'):
         load_latent(tmp_path / 'other.npz')
     (tmp_path / 'junk.npz').write_bytes(b'junk')
-    with pytest.raises(LatentFileError, match=r'junk\.npz: not a readable \.npz'):
-        load_latent(tmp_path / 'junk.npz')
+    (tmp_path / 'zip.npz').write_bytes(b'PK\x03\x04' + bytes(40))                     # a zip's magic, no zip
+    (tmp_path / 'cut.npz').write_bytes((tmp_path / 'p.npz').read_bytes()[:200])
+    np.save(tmp_path / 'w.npy', w)
+    (tmp_path / 'w.npy').rename(tmp_path / 'flat.npz')                                    # one array, no archive
+    for name in ('junk.npz', 'zip.npz', 'cut.npz'):
+        with pytest.raises(LatentFileError, match=re.escape(name) + r': not a readable \.npz \(\w+'):
+            load_latent(tmp_path / name)
+    with pytest.raises(LatentFileError, match=r'flat\.npz: a single array \(\.npy format\), not an \.npz archive'):
+        load_latent(tmp_path / 'flat.npz')

@@ -81,6 +81,8 @@ def test_blur_kernel_from_image(tmp_path):
     ('blur:sigma=0', "degradation 'blur': sigma=0.0 must be > 0"),
     ('blur:kernel={tmp}/none.npy', "degradation 'blur': kernel='{tmp}/none.npy' is not a file"),
     ('blur:kernel={tmp}/text.npy', "blur kernel '{tmp}/text.npy': cannot read it ("),
+    ('blur:kernel={tmp}/archive.npy', "blur kernel '{tmp}/archive.npy': cannot read it ("),   # an .npz inside
+    ('blur:kernel={tmp}/cut.npy', "blur kernel '{tmp}/cut.npy': cannot read it ("),
     ('blur:kernel={tmp}/neg.npy', "blur kernel '{tmp}/neg.npy': need a finite, non-negative 2-D array with a "
                                   'positive sum'),
     ('blur:kernel={tmp}/flat.npy', "blur kernel '{tmp}/flat.npy': need a finite, non-negative 2-D array"),
@@ -96,6 +98,10 @@ def test_bad_parameters_are_refused_by_name(tmp_path, spec, message):
     np.save(tmp_path / 'neg.npy', np.array([[1.0, -0.5], [0.2, 0.3]]))
     np.save(tmp_path / 'flat.npy', np.ones(4))
     (tmp_path / 'text.npy').write_text('not numpy')
+    np.savez(tmp_path / 'archive.npz', k=np.ones((3, 3)))
+    (tmp_path / 'archive.npz').rename(tmp_path / 'archive.npy')
+    np.save(tmp_path / 'cut.npy', np.ones((9, 9)))
+    (tmp_path / 'cut.npy').write_bytes((tmp_path / 'cut.npy').read_bytes()[:150])
     with pytest.raises(ValueError) as e:
         get_registry().build_degradation(spec.format(tmp=tmp_path))
     assert str(e.value).startswith(message.format(tmp=tmp_path)) and '\n' not in str(e.value), str(e.value)
