@@ -1,8 +1,10 @@
 """`load_generator` / `save_generator` / `convert`: every accepted source -> a Generator, and back to disk."""
 import os
 
+from .._errors import exc_line
 from . import _hub, _nvidia, _safetensors
-from ._errors import WeightsError
+from ._config import check_config
+from ._errors import UnsupportedNetworkError, WeightsError
 from ._random import RANDOM_NETWORKS, random_generator
 
 _PICKLE_MAGIC = b'\x80'   # pickle protocol >= 2
@@ -28,9 +30,15 @@ def _build(cfg, state_dict, path):
     """Generator from ADA-nested config + NVIDIA-named state dict (resample_filter buffers optional)."""
     from ..nets import Generator
     try:
+        check_config(cfg)
+    except WeightsError as e:
+        raise WeightsError(f'{path}: {e}') from None
+    if cfg['c_dim']:
+        raise UnsupportedNetworkError(f'{path}: conditional networks (c_dim={cfg["c_dim"]}) are not supported')
+    try:
         G = Generator(**cfg)
-    except (TypeError, ValueError, KeyError) as e:
-        raise WeightsError(f'{path}: unsupported generator configuration ({e})') from None
+    except (TypeError, ValueError, KeyError, ArithmeticError, RuntimeError) as e:
+        raise WeightsError(f'{path}: unsupported generator configuration ({exc_line(e)})') from None
     own = G.state_dict()
     state = {k: v for k, v in state_dict.items() if not k.endswith('resample_filter')}
     missing = [k for k in own if k not in state and not k.endswith('resample_filter')]

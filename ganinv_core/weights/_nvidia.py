@@ -89,7 +89,7 @@ def read_nvidia_pickle(path):
 
     Raises:
         WeightsError: unreadable / refused file, no G_ema, malformed network.
-        UnsupportedNetworkError: StyleGAN3, conditional or TensorFlow networks.
+        UnsupportedNetworkError: StyleGAN3 or TensorFlow networks (conditional ones: `load_generator`).
     """
     data = safe_load_pickle(path)
     if isinstance(data, tuple) and any(isinstance(x, TFNetworkStub) for x in data):
@@ -117,8 +117,6 @@ def read_nvidia_pickle(path):
         cfg = _config(g)
     except WeightsError as e:
         raise WeightsError(f'{path}: {e}') from None
-    if cfg['c_dim']:
-        raise UnsupportedNetworkError(f'{path}: conditional networks (c_dim={cfg["c_dim"]}) are not supported')
     layout = 'stylegan2-ada-pytorch' if 'synthesis_kwargs' in (g.state.get('_init_kwargs') or {}) else 'stylegan3'
     _log.info('%s: G_ema from a %s pickle, module_src sha256 %s', path, layout, g.src_sha256)
     return cfg, state_dict

@@ -56,14 +56,14 @@ def test_safetensors_that_do_not_match_their_config_are_refused(tmp_path):
     def write(name, tensors, kwargs=G.init_kwargs):
         save_file(tensors, str(tmp_path / name), metadata={'format': FORMAT, 'init_kwargs': json.dumps(kwargs)})
         return tmp_path / name
-    bad_cfg = dict(G.init_kwargs, img_resolution=48)   # not a power of two
+    bad_cfg = dict(G.init_kwargs, synthesis_kwargs=dict(G.init_kwargs['synthesis_kwargs'], channel_mult=2))  # no such
     cases = [
         (write('missing.safetensors', {k: v for k, v in state.items() if k != key}), f"missing: ['{key}']"),
         (write('extra.safetensors', {**state, 'synthesis.b8.extra': torch.zeros(1)}),
          "unexpected: ['synthesis.b8.extra']"),
         (write('shape.safetensors', {**state, key: state[key][:, :-1].contiguous()}),
          f'{key} has shape {(o, i - 1, k, k)}, expected {(o, i, k, k)}'),
-        (write('config.safetensors', state, bad_cfg), 'unsupported generator configuration'),
+        (write('config.safetensors', state, bad_cfg), 'unsupported generator configuration (TypeError: '),
     ]
     (tmp_path / 'folder.safetensors').mkdir()
     cases.append((tmp_path / 'folder.safetensors', 'is a directory, not a network file'))
@@ -73,6 +73,49 @@ def test_safetensors_that_do_not_match_their_config_are_refused(tmp_path):
         assert str(e.value).startswith(f'{path}: ') and reason in str(e.value) and '\n' not in str(e.value), e.value
     G2 = load_generator(write('good.safetensors', state))   # the unedited copy loads: the edits are what is refused
     assert all(torch.equal(v, G2.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize('edit, message', [
+    (dict(z_dim=0), 'z_dim=0 must be an integer in [1, 2048]'),                      # was a ZeroDivisionError
+    (dict(w_dim=10 ** 9), 'w_dim=1000000000 must be an integer in [1, 2048]'),       # was an allocation of that size
+    (dict(img_resolution=48), 'img_resolution=48 must be a power of 2 in [4, 4096]'),
+    (dict(img_channels=True), 'img_channels=True must be an integer in [1, 4]'),
+    (dict(mapping_kwargs='x'), "mapping_kwargs must be a dict, got str"),
+    (dict(mapping_kwargs=dict(num_layers=8, activation='gelu')), "mapping_kwargs.activation='gelu' must be one of "),
+    (dict(synthesis_kwargs=dict(channel_base=-1)), 'synthesis_kwargs.channel_base=-1 must be an integer in '),
+    (dict(synthesis_kwargs=dict(conv_clamp='x')), "synthesis_kwargs.conv_clamp='x' must be null or a number > 0"),
+    (dict(synthesis_kwargs=dict(num_fp16_res=1.5)), 'synthesis_kwargs.num_fp16_res=1.5 must be an integer in [0, 13]'),
+    (dict(synthesis_kwargs=dict(resample_filter=[1, 'x'])), "synthesis_kwargs.resample_filter=[1, 'x'] must be a "),
+    (dict(synthesis_kwargs=dict(architecture='unet')), "synthesis_kwargs.architecture='unet' must be one of 'orig', "),
+])
+def test_a_config_out_of_range_is_refused_before_anything_is_built(tmp_path, monkeypatch, edit, message):
+    """A network file's configuration, checked key by key: one line naming the key, its value and the range."""
+    import json
+    from safetensors.torch import save_file
+    from ganinv_core.nets import stylegan2
+    from ganinv_core.weights._safetensors import FORMAT
+    G = load_generator('random-32')
+    monkeypatch.setattr(stylegan2.Generator, '__init__', lambda *a, **k: pytest.fail('built from a bad config'))
+    path = tmp_path / 'g.safetensors'
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(path),
+              metadata={'format': FORMAT, 'init_kwargs': json.dumps({**G.init_kwargs, **edit})})
+    with pytest.raises(WeightsError) as e:
+        load_generator(path)
+    assert str(e.value).startswith(f'{path}: generator configuration: {message}'), str(e.value)
+
+
+def test_a_conditional_network_file_is_refused_whatever_its_format(tmp_path):
+    """As for NVIDIA pickles: a .safetensors file whose config has c_dim > 0 is refused by name, not loaded."""
+    import json
+    from safetensors.torch import save_file
+    from ganinv_core.weights import UnsupportedNetworkError
+    from ganinv_core.weights._safetensors import FORMAT
+    G = load_generator('random-32')
+    path = tmp_path / 'c.safetensors'
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(path),
+              metadata={'format': FORMAT, 'init_kwargs': json.dumps({**G.init_kwargs, 'c_dim': 10})})
+    with pytest.raises(UnsupportedNetworkError, match=rf'^{path}: conditional networks \(c_dim=10\) are not supported'):
+        load_generator(path)
 
 
 class FakeResponse(io.BytesIO):
