@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Iterable, Mapping
 
@@ -65,6 +66,8 @@ def coerce(param: Param, value: Any, where: str) -> Any:
         bad = not isinstance(value, str)
     if bad:
         raise SpecError(f'{where}: {param.name}={given!r} is not a valid {t.__name__}; expected {param.describe()}')
+    if t is float and not math.isfinite(value):   # no parameter means anything at inf or nan
+        raise SpecError(f'{where}: {param.name}={given!r} is not a finite number; expected {param.describe()}')
     if param.choices and value not in param.choices:
         raise SpecError(f'{where}: {param.name}={value!r} is not one of {"|".join(map(str, param.choices))}')
     return value

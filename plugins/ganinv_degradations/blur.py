@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from ganinv_core.hooks import Degradation, Param
 from ganinv_core.metrics import gaussian_window
 
+MAX_SIZE = 1025   # the largest kernel side (odd): already wider than a 1024² image
+
 
 def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
     """[size, size] normalised, centred Gaussian: the outer product of the 1-D window with itself."""
@@ -34,6 +36,8 @@ def read_kernel(path: str) -> torch.Tensor:
         raise ValueError(f'blur kernel {path!r}: cannot read it ({e})') from None
     if k.ndim != 2 or not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
         raise ValueError(f'blur kernel {path!r}: need a finite, non-negative 2-D array with a positive sum')
+    if max(k.shape) > MAX_SIZE:
+        raise ValueError(f'blur kernel {path!r}: {k.shape[1]}x{k.shape[0]} is larger than {MAX_SIZE} pixels a side')
     return torch.from_numpy(k / k.sum()).float()
 
 
@@ -58,6 +62,9 @@ class Blur(Degradation):
             size = self.size or 2 * math.ceil(3 * self.sigma) + 1
             if size < 1 or size % 2 == 0:
                 raise self.fail('size', 'must be a positive odd number')
+            if size > MAX_SIZE:
+                raise self.fail('size' if self.size else 'sigma',
+                                f'gives a {size}-pixel kernel; at most {MAX_SIZE}')
             k = gaussian_kernel(self.sigma, size)
         self.register_buffer('weight', k, persistent=False)
 

@@ -1,4 +1,6 @@
 """Spec strings and typed parameters: parsing, coercion, and the one-line errors that list what is valid."""
+import math
+
 import pytest
 
 from ganinv_core.hooks import Degradation, Param, Registry, SpecError, hookimpl, parse_spec
@@ -51,6 +53,8 @@ def test_build_typed_values(reg):
     ('toy:q=1', r"unknown key 'q'; valid keys: k \(int, default 3\), s \(float"),
     ('toy:k=1.5', r"k='1.5' is not a valid int"),
     ('toy:s=abc', r"s='abc' is not a valid float"),
+    ('toy:s=inf', r"s='inf' is not a finite number; expected s \(float"),
+    ('toy:s=NaN', r"s='NaN' is not a finite number"),
     ('toy:on=maybe', r"is not a valid bool"),
     ('toy:mode=c', r"mode='c' is not one of a\|b"),
 ])
@@ -62,7 +66,7 @@ def test_build_errors_list_what_is_valid(reg, spec, match):
 
 def test_python_values_are_checked():
     assert Toy(k=4.0, s=2).config['k'] == 4
-    for bad in (dict(k=1.5), dict(k=True), dict(s='x'), dict(on=2)):
+    for bad in (dict(k=1.5), dict(k=True), dict(s='x'), dict(on=2), dict(s=float('nan')), dict(s=-math.inf)):
         with pytest.raises(SpecError):
             Toy(**bad)
 

@@ -79,6 +79,12 @@ def test_blur_kernel_from_image(tmp_path):
 
 @pytest.mark.parametrize('spec, message', [
     ('blur:sigma=0', "degradation 'blur': sigma=0.0 must be > 0"),
+    ('blur:sigma=nan', "degradation 'blur': sigma='nan' is not a finite number"),
+    ('blur:sigma=1e999', "degradation 'blur': sigma='1e999' is not a finite number"),      # was an OverflowError
+    ('blur:sigma=171', "degradation 'blur': sigma=171.0 gives a 1027-pixel kernel; at most 1025"),
+    ('blur:sigma=1e11', "degradation 'blur': sigma=100000000000.0 gives a 600000000001-pixel kernel"),  # was 4.8 TB
+    ('blur:size=2001', "degradation 'blur': size=2001 gives a 2001-pixel kernel; at most 1025"),
+    ('blur:kernel={tmp}/wide.npy', "blur kernel '{tmp}/wide.npy': 1100x3 is larger than 1025 pixels a side"),
     ('blur:kernel={tmp}/none.npy', "degradation 'blur': kernel='{tmp}/none.npy' is not a file"),
     ('blur:kernel={tmp}/text.npy', "blur kernel '{tmp}/text.npy': cannot read it ("),
     ('blur:kernel={tmp}/archive.npy', "blur kernel '{tmp}/archive.npy': cannot read it ("),   # an .npz inside
@@ -97,6 +103,7 @@ def test_bad_parameters_are_refused_by_name(tmp_path, spec, message):
     """Each check of the built-in degradations: a one-line error naming the plugin, the parameter and its value."""
     np.save(tmp_path / 'neg.npy', np.array([[1.0, -0.5], [0.2, 0.3]]))
     np.save(tmp_path / 'flat.npy', np.ones(4))
+    np.save(tmp_path / 'wide.npy', np.ones((3, 1100)))
     (tmp_path / 'text.npy').write_text('not numpy')
     np.savez(tmp_path / 'archive.npz', k=np.ones((3, 3)))
     (tmp_path / 'archive.npz').rename(tmp_path / 'archive.npy')
