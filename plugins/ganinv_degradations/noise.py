@@ -16,6 +16,8 @@ class Noise(Degradation):
         super().__init__(**kwargs)
         if self.sigma < 0:
             raise self.fail('sigma', 'must be >= 0')
+        if not 0 <= self.seed < 2 ** 32:
+            raise self.fail('seed', 'must be in [0, 2**32)')
 
     def forward(self, x):
         """x + sigma * 2/255 * n, n ~ N(0, 1) drawn from ``seed`` (one map per image), clipped to [-1, 1]."""

@@ -98,6 +98,10 @@ def test_blur_kernel_from_image(tmp_path):
     ('inpaint:mode=box,box=a:b:c:d', "degradation 'inpaint': box='a:b:c:d' must be x0:y0:x1:y1"),
     ('inpaint:mode=center,size=1.5', "degradation 'inpaint': size=1.5 must be in (0, 1]"),
     ('noise:sigma=-0.1', "degradation 'noise': sigma=-0.1 must be >= 0"),
+    ('noise:seed=-5', "degradation 'noise': seed=-5 must be in [0, 2**32)"),
+    ('noise:seed=99999999999999999999', "degradation 'noise': seed=99999999999999999999 must be in [0, 2**32)"),
+    ('inpaint:mode=strokes,seed=-1', "degradation 'inpaint': seed=-1 must be in [0, 2**32)"),  # was numpy's own
+    ('inpaint:mode=strokes,strokes=100000000', "degradation 'inpaint': strokes=100000000 must be in [0, 256]"),  # hung
 ])
 def test_bad_parameters_are_refused_by_name(tmp_path, spec, message):
     """Each check of the built-in degradations: a one-line error naming the plugin, the parameter and its value."""

@@ -34,6 +34,18 @@ def test_ssim_loss_is_one_minus_ssim():
     assert SSIM()(LossContext(pred=p, target=t)).item() == pytest.approx(1 - ref, abs=1e-5)
 
 
+@pytest.mark.parametrize('spec, message', [
+    ('ssim:window=2', "loss 'ssim': window=2 must be an odd number in [3, 255]"),
+    ('ssim:window=100001', "loss 'ssim': window=100001 must be an odd number in [3, 255]"),
+    ('mse:weight=nan', "loss 'mse': weight='nan' is not a finite number"),
+    ('latent-dist:weight=1e999', "loss 'latent-dist': weight='1e999' is not a finite number"),
+])
+def test_bad_parameters_are_refused_by_name(spec, message):
+    with pytest.raises(ValueError) as e:
+        get_registry().build_loss(spec)
+    assert str(e.value).startswith(message) and '\n' not in str(e.value), str(e.value)
+
+
 def test_latent_dist_w_and_wplus():
     w_avg = torch.tensor([1.0, 2.0])
     w = torch.tensor([[[1.0, 2.0], [3.0, 2.0]], [[1.0, 4.0], [1.0, 4.0]]])   # [N=2, K=2, D=2]
