@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import math
 import os
 import platform
 import sys
@@ -62,6 +63,14 @@ def _positive(text) -> int:
     return v
 
 
+def _rate(text) -> float:
+    """A finite number >= 0 (0: render the --init latent as it is); the type of ``--lr``."""
+    v = float(text)
+    if not 0 <= v < math.inf:
+        raise argparse.ArgumentTypeError(f'must be a finite number >= 0, got {text!r}')
+    return v
+
+
 def _fraction(text) -> float:
     """A number in [0, 1]; the type of ``--polish``."""
     v = float(text)
@@ -83,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     a('--mask', metavar='FILE', help='mask for inpainting a real photo: white = known, black = damaged; the photo\'s size')
     a('--simulate', action='store_true', help='targets are clean: degrade them first, then compare with them')
     a('--steps', type=_positive, help='optimisation steps (default 1000)')
-    a('--lr', type=float, help='peak learning rate (default 0.1)')
+    a('--lr', type=_rate, help='peak learning rate (default 0.1)')
     a('--latent-space', choices=('w', 'w+'), help='optimise one w (w, default) or one per layer (w+)')
     a('--no-noise-opt', action='store_true', help="keep the generator's constant noise instead of optimising it")
     a('--init', metavar='NPZ', help='start from a latent file (projected_w.npz) instead of w_avg')

@@ -10,6 +10,7 @@ captured once and replayed), ``compile`` (``torch.compile`` of the synthesis net
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -97,6 +98,8 @@ class Inversion:
                  polish: float = 0.0):
         if not isinstance(steps, int) or steps < 1:
             raise InversionError(f'steps: must be a positive integer, got {steps!r}')
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
+            raise InversionError(f'lr: must be a finite number >= 0, got {lr!r}')
         if isinstance(polish, bool) or not isinstance(polish, (int, float)) or not 0 <= polish <= 1:
             raise InversionError(f'polish: must be a fraction of the steps in [0, 1], got {polish!r}')
         device = torch.device(device) if device is not None else next(iter(G.parameters())).device

@@ -126,6 +126,9 @@ def test_bad_arguments(G):
         invert(G, target.long(), losses=['mse'], steps=1)
     with pytest.raises(InversionError, match='polish: must be a fraction of the steps in \\[0, 1\\], got 2'):
         invert(G, target, losses=['mse'], steps=1, polish=2)
+    for lr in (-0.1, float('nan'), float('inf'), True):   # ascent, or a NaN loss blamed on the learning rate
+        with pytest.raises(InversionError, match=f'lr: must be a finite number >= 0, got {lr!r}'):
+            invert(G, target, losses=['mse'], steps=1, lr=lr)
 
 
 def test_uint8_targets_and_a_2d_init_are_their_float_and_3d_forms(G):
