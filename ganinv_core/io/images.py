@@ -142,14 +142,18 @@ def load_mask(path: str | Path, photo_shape: tuple[int, int], size: int) -> np.n
     binary.
 
     Raises:
-        ImageError: unreadable, or its size differs from the photo's ``(H, W)``.
+        ImageError: unreadable, its size differs from the photo's ``(H, W)``, or no pixel is known.
     """
     m = read_image(path)
     if m.shape[:2] != tuple(photo_shape):
         raise ImageError(f'{path}: mask is {m.shape[1]}x{m.shape[0]} but the photo is '
                          f'{photo_shape[1]}x{photo_shape[0]}')
     grey = m.mean(axis=2).astype(np.uint8)
-    return (square(grey, size, Image.NEAREST) > 127).astype(np.float32)
+    known = (square(grey, size, Image.NEAREST) > 127).astype(np.float32)
+    if not known.any():
+        raise ImageError(f'{path}: the mask marks no pixel of the photo\'s centre square as known (white = known, '
+                         'black = damage): nothing to restore from')
+    return known
 
 
 @torch.no_grad()

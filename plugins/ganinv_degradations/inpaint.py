@@ -78,12 +78,16 @@ class Inpaint(Degradation):
             if not (self.path and os.path.isfile(self.path)):
                 raise self.fail('path', 'must name an existing mask image when mode=file')
             self._image = read_mask_image(self.path)
+            if self._image.getextrema()[1] <= 127:
+                raise self.fail('path', 'marks no pixel as known (white = known, black = damage): nothing to '
+                                'restore from')
         if self.mode == 'box':
             try:
                 self._box = [float(v) for v in self.box.split(':')]
             except ValueError:
                 self._box = []
-            if len(self._box) != 4 or not (0 <= self._box[0] < self._box[2] <= 1 and 0 <= self._box[1] < self._box[3] <= 1):
+            x0, y0, x1, y1 = self._box if len(self._box) == 4 else (0, 0, 0, 0)
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
                 raise self.fail('box', 'must be x0:y0:x1:y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1')
         if self.mode == 'center' and not 0 < self.size <= 1:
             raise self.fail('size', 'must be in (0, 1]')

@@ -115,6 +115,10 @@ def test_mask_must_match_photo(tmp_path):
     assert known.shape == (20, 20) and known[10, 10] == 0 and known[0, 0] == 1
     with pytest.raises(ImageError, match=r'm\.png: mask is 40x20 but the photo is 30x30'):
         images.load_mask(tmp_path / 'm.png', (30, 30), 20)
+    m[:, 10:30] = 0                                  # known pixels only outside the centre square the photo keeps
+    Image.fromarray(m).save(tmp_path / 'edges.png')
+    with pytest.raises(ImageError, match=r"edges\.png: the mask marks no pixel of the photo's centre square as known"):
+        images.load_mask(tmp_path / 'edges.png', (20, 40), 20)
 
 
 def test_seed_targets_and_tensors(G):

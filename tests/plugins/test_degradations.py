@@ -46,6 +46,9 @@ def test_inpaint_unreadable_mask_fails_at_construction(tmp_path):
     (tmp_path / 'm.png').write_text('not an image')
     with pytest.raises(ValueError, match=r"inpaint mask '.*m\.png': cannot read it as an image"):
         Inpaint(mode='file', path=str(tmp_path / 'm.png'))
+    Image.fromarray(np.full((8, 8), 127, np.uint8)).save(tmp_path / 'dark.png')
+    with pytest.raises(ValueError, match=r"degradation 'inpaint': path='.*dark\.png' marks no pixel as known"):
+        Inpaint(mode='file', path=str(tmp_path / 'dark.png'))
 
 
 def test_inpaint_strokes_seeded():
