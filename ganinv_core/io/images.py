@@ -42,11 +42,13 @@ def expand_targets(specs: list[str]) -> list[Target]:
     """
     out: list[Target] = []
     for spec in specs:
-        m = _SEED.match(spec)
-        if m:
+        m, p = _SEED.match(spec), Path(spec)
+        if m and int(m[1]) < 2 ** 32:
             out.append(Target(f'seed{int(m[1])}', spec, seed=int(m[1])))
             continue
-        p = Path(spec)
+        if spec.startswith('seed:') and not p.exists():
+            out.append(Target('seed', spec, error=f'{spec}: a seed must be a whole number in [0, 2**32)'))
+            continue
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in EXTENSIONS and f.is_file())
             if not files:

@@ -105,6 +105,10 @@ def test_expand_targets(tmp_path):
     assert ts[3].seed == 7
     assert 'folder has no images' in ts[4].error and 'no such file' in ts[5].error
     assert all(t.error is None for t in ts[:4])
+    bad = images.expand_targets(['seed:-1', 'seed:abc', 'seed:4294967296', 'seed:4294967295'])
+    assert [t.error for t in bad[:3]] == [f'{s}: a seed must be a whole number in [0, 2**32)'
+                                          for s in ('seed:-1', 'seed:abc', 'seed:4294967296')]
+    assert bad[3].seed == 2 ** 32 - 1 and bad[3].error is None   # numpy's RandomState takes it
 
 
 def test_mask_must_match_photo(tmp_path):
