@@ -578,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # every input error of ganinv is a ValueError subclass with a one-line message
         _say(f'error: {e}')
         return EXIT_BAD_INPUT
+    except OSError as e:     # the system refused a read or write (disk full, a folder that cannot be made)
+        _say(f'error: {e}')
+        return EXIT_FAIL
 
 
 def convert_main(argv: list[str] | None = None) -> int:

@@ -77,10 +77,15 @@ def write_npz(path: str | Path, arrays: dict) -> None:
 
 
 def check_free(outdir: str | Path, names: list[str], overwrite: bool) -> None:
-    """Refuse (before any work) to replace ``run.json`` or any target folder unless ``overwrite``."""
+    """Refuse (before any work) an output folder that cannot be made, or to replace ``run.json`` or any target
+    folder unless ``overwrite``."""
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputExistsError(f'{outdir}: exists and is not a folder')
+    base = next(p for p in (outdir.absolute(), *outdir.absolute().parents) if p.exists())
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise OutputExistsError(f'{outdir}: cannot be created: {base} is '
+                                f'{"not a folder" if not base.is_dir() else "not writable"}')
     if overwrite:
         return
     taken = [n for n in ['run.json', *names] if (outdir / n).exists()]

@@ -23,19 +23,23 @@ def write(state_dict, init_kwargs, path, overwrite=False):
     """
     from safetensors.torch import save_file
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise WeightsError(f'{path}: is a folder, not a file name')
     if os.path.exists(path) and not overwrite:
-        raise WeightsError(f'{path}: already exists (pass overwrite=True to replace it)')
+        raise WeightsError(f'{path}: already exists (pass --overwrite / overwrite=True to replace it)')
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     meta = {'format': FORMAT, 'format_version': '1', 'init_kwargs': json.dumps(init_kwargs)}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.safetensors')
-    os.close(fd)
+    folder, tmp = os.path.dirname(os.path.abspath(path)), None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.safetensors')
+        os.close(fd)
         save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
+    except OSError as e:
+        raise WeightsError(f'{path}: cannot write it ({exc_line(e)})') from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 

@@ -351,6 +351,23 @@ def test_convert(tmp_path, capsys):
     assert cli.convert_main(['random-32']) == 2
     assert capsys.readouterr().err == ('error: the following arguments are required: dst '
                                        '(see ganinv-convert --help)\n')
+    for dst, why in ((tmp_path, 'is a folder, not a file name'),
+                     (tmp_path / 'g.safetensors' / 'x.safetensors', 'cannot write it (FileExistsError: ')):
+        assert cli.convert_main(['random-32', str(dst), '--overwrite']) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: {dst}: {why}') and err.count('\n') == 1, err
+    assert load_generator(str(tmp_path / 'g.safetensors')).img_resolution == 32   # untouched
+
+
+def test_a_system_error_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
+    """The disk filling up (any OSError outside the input checks): one line, exit 1, no traceback."""
+    from ganinv_core.io import outputs
+
+    def full(*a, **k):
+        raise OSError(28, 'No space left on device', str(tmp_path / 'o' / 'run.json'))
+    monkeypatch.setattr(outputs, 'write_json', full)
+    code, out = run(['--target', 'seed:1', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 1 and out.err == f"error: [Errno 28] No space left on device: '{tmp_path / 'o' / 'run.json'}'\n"
 
 
 def test_example_plugin_listed_and_usable(tmp_path):

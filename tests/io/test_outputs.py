@@ -40,6 +40,10 @@ def test_check_free(tmp_path):
     with pytest.raises(outputs.OutputExistsError, match=r'a: already exists; pass --overwrite'):
         outputs.check_free(tmp_path, ['a', 'b'], overwrite=False)
     outputs.check_free(tmp_path, ['a'], overwrite=True)
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(outputs.OutputExistsError, match=rf'^{tmp_path}/file/out/deeper: cannot be created: '
+                                                       rf'{tmp_path}/file is not a folder$'):
+        outputs.check_free(tmp_path / 'file' / 'out' / 'deeper', ['a'], overwrite=True)
 
 
 def test_json_is_strict(tmp_path):
