@@ -80,7 +80,16 @@ def _as_images(x, name: str, device: torch.device) -> torch.Tensor:
         x = x[None]
     if x.ndim != 4 or not x.is_floating_point():
         raise InversionError(f'{name}: expected float [N,C,H,W] in [-1,1] or uint8 [N,H,W,C], got {tuple(x.shape)} {x.dtype}')
-    return x.to(device, torch.float32)
+    x = x.to(device, torch.float32)
+    # checked once, before the loop: a NaN would fail at the first step as if the run diverged, and 0-255 floats
+    # would run to a meaningless end (a generator's raw output, which may pass [-1, 1] a little, is a valid target)
+    lo, hi = torch.aminmax(x)
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+        raise InversionError(f'{name}: contains NaN or inf')
+    if lo < -16 or hi > 16:
+        raise InversionError(f'{name}: values span [{lo:.3g}, {hi:.3g}]; expected [-1, 1] (a uint8 [N,H,W,C] '
+                             'array is converted for you)')
+    return x
 
 
 def _check_finite(chunk: torch.Tensor, first: int, names: list[str]) -> None:

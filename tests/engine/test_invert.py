@@ -124,6 +124,10 @@ def test_bad_arguments(G):
     with pytest.raises(InversionError, match=r'targets: expected float \[N,C,H,W\] in \[-1,1\] or uint8 \[N,H,W,C\], '
                                              r'got \(1, 3, 32, 32\) torch.int64'):
         invert(G, target.long(), losses=['mse'], steps=1)
+    with pytest.raises(InversionError, match=r'targets: values span \[0, 255\]; expected \[-1, 1\] \(a uint8'):
+        invert(G, (target + 1) * 127.5, losses=['mse'], steps=1)                # 0-255 floats
+    with pytest.raises(InversionError, match='clean: contains NaN or inf'):
+        invert(G, target, clean=target * float('nan'), losses=['mse'], steps=1)
     with pytest.raises(InversionError, match='polish: must be a fraction of the steps in \\[0, 1\\], got 2'):
         invert(G, target, losses=['mse'], steps=1, polish=2)
     for lr in (-0.1, float('nan'), float('inf'), True):   # ascent, or a NaN loss blamed on the learning rate
