@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import exc_line
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _LIST_KEYS = ('target', 'degradation', 'loss')
@@ -523,14 +522,10 @@ def run(args) -> int:
 def _device(name: str | None):
     """``--device`` -> torch.device, checked by placing a tensor on it (default cuda if available, else cpu)."""
     import torch
+    from ._devices import usable_device
     if name is None:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        dev = torch.device(name)
-        torch.zeros(1, device=dev)
-    except (RuntimeError, AssertionError) as e:
-        raise ConfigError(f'--device {name!r}: not usable here ({exc_line(e)})') from None
-    return dev
+    return usable_device(name, '--device')
 
 
 def _with_mask(args, G, pipe, targets):

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import torch
 
+from .._devices import usable_device
 from .._errors import exc_line
 from . import _latents, _precision, _schedule, _wstats
 from ._adam import Adam
@@ -102,7 +103,9 @@ class Inversion:
             raise InversionError(f'lr: must be a finite number >= 0, got {lr!r}')
         if isinstance(polish, bool) or not isinstance(polish, (int, float)) or not 0 <= polish <= 1:
             raise InversionError(f'polish: must be a fraction of the steps in [0, 1], got {polish!r}')
-        device = torch.device(device) if device is not None else next(iter(G.parameters())).device
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise InversionError(f'seed: must be an integer, got {seed!r}')
+        device = usable_device(device, 'device') if device is not None else next(iter(G.parameters())).device
         target = _as_images(targets, 'targets', device)
         n, res = target.shape[0], G.img_resolution
         try:

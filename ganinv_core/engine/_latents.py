@@ -43,7 +43,11 @@ class Latents:
         w = w_avg.reshape(1, 1, -1).repeat(n, rows, 1)
         init = init or {}
         if init.get('w') is not None:
-            w = _fit_w(torch.as_tensor(init['w'], dtype=torch.float32, device=dev), n, rows, self.num_ws)
+            try:
+                w = torch.as_tensor(init['w'], dtype=torch.float32, device=dev)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f'init: w must be an array of numbers, got {type(init["w"]).__name__}') from None
+            w = _fit_w(w, n, rows, self.num_ws, w_avg.shape[-1])
         self.w = w.detach().clone().requires_grad_(True)
         self.layers = [name for name, _ in G.synthesis.noise_layers()]
         consts = dict(G.synthesis.named_buffers())
@@ -100,12 +104,12 @@ class Latents:
             buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
 
 
-def _fit_w(w: torch.Tensor, n: int, rows: int, num_ws: int) -> torch.Tensor:
+def _fit_w(w: torch.Tensor, n: int, rows: int, num_ws: int, w_dim: int) -> torch.Tensor:
     """Shape an initial latent [N|1, 1|num_ws, w_dim] into [n, rows, w_dim]."""
     if w.ndim == 2:
         w = w[:, None]
-    if w.ndim != 3 or w.shape[0] not in (1, n) or w.shape[1] not in (1, num_ws):
-        raise ValueError(f'init: latent of shape {tuple(w.shape)} does not fit [{n}|1, 1|{num_ws}, w_dim]')
+    if w.ndim != 3 or w.shape[0] not in (1, n) or w.shape[1] not in (1, num_ws) or w.shape[2] != w_dim:
+        raise ValueError(f'init: latent of shape {tuple(w.shape)} does not fit [{n}|1, 1|{num_ws}, {w_dim}]')
     if rows == 1 and w.shape[1] > 1:
         if not torch.allclose(w, w[:, :1].expand_as(w)):
             raise ValueError('init: a W+ latent (rows differ) cannot start a W run; use latent_space="w+"')

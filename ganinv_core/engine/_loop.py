@@ -61,6 +61,9 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     Raises:
         InversionError: bad arguments, or a loss that became NaN/inf (naming the step and images).
     """
+    bad = next((cb for cb in callbacks if not callable(cb)), None)
+    if bad is not None:
+        raise InversionError(f'callbacks: {bad!r} is not callable')
     inv = Inversion(G, targets, degradations=degradations, losses=losses, steps=steps, latent_space=latent_space,
                     optimize_noise=optimize_noise, lr=lr, init=init, seed=seed, precision=precision, clean=clean,
                     indices=indices, w_stats=w_stats, device=device, modconv=modconv, cuda_graph=cuda_graph,

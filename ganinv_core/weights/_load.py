@@ -1,6 +1,7 @@
 """`load_generator` / `save_generator` / `convert`: every accepted source -> a Generator, and back to disk."""
 import os
 
+from .._devices import usable_device
 from .._errors import exc_line
 from . import _hub, _nvidia, _safetensors
 from ._config import check_config
@@ -100,7 +101,7 @@ def load_generator(source, device='cpu'):
     else:
         path = _local_path(source)
         G = _build(*_read(path), path)
-    return G.eval().requires_grad_(False).to(device)
+    return G.eval().requires_grad_(False).to(usable_device(device, 'device'))
 
 
 def save_generator(G, path, overwrite=False):

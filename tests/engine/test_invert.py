@@ -119,13 +119,24 @@ def test_bad_arguments(G):
         invert(G, target, losses=['mse'], steps=1, init={'w': torch.randn(1, G.synthesis.num_ws, G.w_dim)})
     n = G.synthesis.num_ws
     with pytest.raises(ValueError, match=rf'init: latent of shape \(1, 3, {G.w_dim}\) does not fit '
-                                         rf'\[1\|1, 1\|{n}, w_dim\]'):
+                                         rf'\[1\|1, 1\|{n}, {G.w_dim}\]'):
         invert(G, target, losses=['mse'], steps=1, init={'w': torch.randn(1, 3, G.w_dim)})
     with pytest.raises(InversionError, match=r'targets: expected float \[N,C,H,W\] in \[-1,1\] or uint8 \[N,H,W,C\], '
                                              r'got \(1, 3, 32, 32\) torch.int64'):
         invert(G, target.long(), losses=['mse'], steps=1)
     with pytest.raises(InversionError, match=r'targets: values span \[0, 255\]; expected \[-1, 1\] \(a uint8'):
         invert(G, (target + 1) * 127.5, losses=['mse'], steps=1)                # 0-255 floats
+    with pytest.raises(ValueError, match=rf'init: latent of shape \(1, 1, 5\) does not fit '
+                                         rf'\[1\|1, 1\|{n}, {G.w_dim}\]'):
+        invert(G, target, losses=['mse'], steps=1, init={'w': np.zeros((1, 1, 5))})    # was a synthesis error
+    with pytest.raises(ValueError, match='init: w must be an array of numbers, got str'):
+        invert(G, target, losses=['mse'], steps=1, init={'w': 'x'})
+    with pytest.raises(InversionError, match="seed: must be an integer, got 'a'"):
+        invert(G, target, losses=['mse'], steps=1, seed='a')
+    with pytest.raises(InversionError, match='callbacks: 1 is not callable'):
+        invert(G, target, losses=['mse'], steps=1, callbacks=[1])
+    with pytest.raises(ValueError, match="device 'nosuch': not usable here \\(RuntimeError: "):
+        invert(G, target, losses=['mse'], steps=1, device='nosuch')
     with pytest.raises(InversionError, match='clean: contains NaN or inf'):
         invert(G, target, clean=target * float('nan'), losses=['mse'], steps=1)
     with pytest.raises(InversionError, match='polish: must be a fraction of the steps in \\[0, 1\\], got 2'):

@@ -25,6 +25,15 @@ def test_random_networks_are_seeded_and_independent_of_global_rng():
     assert set(weights.RANDOM_NETWORKS) == {'random-32', 'random-64', 'random-256', 'random-1024'}
 
 
+def test_an_unusable_device_is_named():
+    """load_generator's device is checked where it is given: torch's reason, in one line naming the argument."""
+    with pytest.raises(ValueError, match=r"^device 'nosuch': not usable here \(RuntimeError: Expected one of cpu"):
+        load_generator('random-32', device='nosuch')
+    if torch.version.cuda is None:   # a CPU-only torch: was its bare AssertionError
+        with pytest.raises(ValueError, match=r"^device 'cuda': not usable here \(AssertionError: Torch not compiled"):
+            load_generator('random-32', device='cuda')
+
+
 def test_save_generator_refuses_overwrite_and_checks_metadata(tmp_path):
     G = load_generator('random-32')
     save_generator(G, tmp_path / 'g.safetensors')
