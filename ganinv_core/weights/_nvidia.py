@@ -40,6 +40,9 @@ def _walk(stub, prefix, state_dict, classes):
     """
     classes.add(stub.class_name)
     st = stub.state
+    for group in ('_parameters', '_buffers', '_modules'):
+        if not isinstance(st.get(group) or {}, dict):
+            raise WeightsError(f'{prefix}{group} is a {type(st[group]).__name__}, not a dict')
     for group in ('_parameters', '_buffers'):
         for k, v in (st.get(group) or {}).items():
             if v is not None:
@@ -68,6 +71,9 @@ def _config(g_stub):
     missing = [k for k in _G_ARGS[:5] if k not in cfg]
     if missing:
         raise WeightsError(f'G_ema._init_kwargs lacks {", ".join(missing)}')
+    for group in ('mapping_kwargs', 'synthesis_kwargs'):
+        if not isinstance(kwargs.get(group) or {}, dict):
+            raise WeightsError(f'G_ema._init_kwargs.{group} is a {type(kwargs[group]).__name__}, not a dict')
     cfg['mapping_kwargs'] = dict(kwargs.pop('mapping_kwargs', None) or {})
     synthesis = dict(kwargs.pop('synthesis_kwargs', None) or {})
     synthesis.update(kwargs)  # stylegan3 repo: synthesis kwargs passed flat
