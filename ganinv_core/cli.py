@@ -449,6 +449,9 @@ def run(args) -> int:
         raise ConfigError('--target: give at least one image file, folder or seed:N')
     if not args.network:
         raise ConfigError('--network: give a network (path, URL, short name such as ffhq, or random-64)')
+    late = [s for s in args.snapshots if s > args.steps]
+    if late:
+        raise ConfigError(f'--snapshots: step {late[0]} is past the last step ({args.steps}, --steps)')
     device = _device(args.device)
     if args.save_video:
         from ganinv_core.io.video import check_available

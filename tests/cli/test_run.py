@@ -324,6 +324,7 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--latent-space', 'z'], "argument --latent-space: invalid choice: 'z'"),
     (['--target', 'seed:1', '--stpes', '3'], 'unrecognized arguments: --stpes 3'),
     (['--target', 'seed:1', '--config', 'missing.toml'], 'missing.toml: no such config file'),
+    (['--target', 'seed:1', '--snapshots', '2,10'], '--snapshots: step 10 is past the last step (3, --steps)'),
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
     code, out = run([*args, '--outdir', tmp_path / 'o'], capsys)
