@@ -62,6 +62,15 @@ def _positive(text) -> int:
     return v
 
 
+def _steps(text) -> int:
+    """An integer in [1, MAX_STEPS]; the type of ``--steps``."""
+    from ganinv_core.engine._inversion import MAX_STEPS
+    v = int(text)
+    if not 1 <= v <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f'must be in [1, {MAX_STEPS}], got {text!r}')
+    return v
+
+
 def _rate(text) -> float:
     """A finite number >= 0 (0: render the --init latent as it is); the type of ``--lr``."""
     v = float(text)
@@ -90,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     a('--loss', action='append', metavar='SPEC', help="loss spec, e.g. 'vgg16:weight=1' (repeatable; default vgg16, latent-dist, noise-reg)")
     a('--mask', metavar='FILE', help='mask for inpainting a real photo: white = known, black = damaged; the photo\'s size')
     a('--simulate', action='store_true', help='targets are clean: degrade them first, then compare with them')
-    a('--steps', type=_positive, help='optimisation steps (default 1000)')
+    a('--steps', type=_steps, help='optimisation steps (default 1000)')
     a('--lr', type=_rate, help='peak learning rate (default 0.1)')
     a('--latent-space', choices=('w', 'w+'), help='optimise one w (w, default) or one per layer (w+)')
     a('--no-noise-opt', action='store_true', help="keep the generator's constant noise instead of optimising it")

@@ -68,6 +68,9 @@ def resolve_modconv(modconv: str, device: torch.device, n: int) -> bool:
     return modconv == 'fused'
 
 
+#: the schedule and the loss history take memory in proportion to the steps: 10**6 is 3 hours at 10 ms a step
+MAX_STEPS = 1_000_000
+
 class Inversion:
     """One batch's optimisation state; see ``invert`` for the arguments it shares.
 
@@ -97,8 +100,8 @@ class Inversion:
                  precision: str = 'fp32', clean=None, indices=None, w_stats: tuple | None = None, device=None,
                  modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
                  polish: float = 0.0):
-        if not isinstance(steps, int) or steps < 1:
-            raise InversionError(f'steps: must be a positive integer, got {steps!r}')
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise InversionError(f'steps: must be an integer in [1, {MAX_STEPS}], got {steps!r}')
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
             raise InversionError(f'lr: must be a finite number >= 0, got {lr!r}')
         if isinstance(polish, bool) or not isinstance(polish, (int, float)) or not 0 <= polish <= 1:

@@ -316,7 +316,9 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--mask', 'm.png', '--simulate'], '--mask: marks damage in a real photo'),
     ([], '--target: give at least one'),
     # flags argparse refuses: one line too, not its usage block
-    (['--target', 'seed:1', '--steps', '0'], "argument --steps: must be >= 1, got '0' (see ganinv-run --help)"),
+    (['--target', 'seed:1', '--steps', '0'], "argument --steps: must be in [1, 1000000], got '0' (see ganinv-run "
+                                             '--help)'),
+    (['--target', 'seed:1', '--steps', '99999999999'], "argument --steps: must be in [1, 1000000]"),  # was OOM-killed
     (['--target', 'seed:1', '--lr', 'nan'], "argument --lr: must be a finite number >= 0, got 'nan'"),
     (['--target', 'seed:1', '--lr=-0.1'], "argument --lr: must be a finite number >= 0, got '-0.1'"),
     (['--target', 'seed:1', '--snapshots', '5,x'], "argument --snapshots: expected comma-separated step numbers"),

@@ -113,8 +113,9 @@ def test_bad_arguments(G):
         invert(G, target, losses=['mse'], steps=1, latent_space='z')
     with pytest.raises(InversionError, match='precision'):
         invert(G, target, losses=['mse'], steps=1, precision='fp8')
-    with pytest.raises(InversionError, match='steps'):
-        invert(G, target, losses=['mse'], steps=0)
+    for steps in (0, 10 ** 7, True, 2.0):
+        with pytest.raises(InversionError, match=rf'steps: must be an integer in \[1, 1000000\], got {steps!r}'):
+            invert(G, target, losses=['mse'], steps=steps)
     with pytest.raises(InversionError, match='W\\+ latent'):
         invert(G, target, losses=['mse'], steps=1, init={'w': torch.randn(1, G.synthesis.num_ws, G.w_dim)})
     n = G.synthesis.num_ws
