@@ -396,7 +396,7 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
     from ganinv_core.engine import invert
     from ganinv_core.io import images, video
     n = len(batch)
-    frames = [video.VideoWriter() for _ in batch] if args.save_video else None
+    frames = [video.VideoWriter(outdir) for _ in batch] if args.save_video else None
     snaps: list[dict] = [dict() for _ in batch]
     shown = [images.square(j.target, G.img_resolution, images.Image.NEAREST) for j in batch]
     bar = None
@@ -425,12 +425,14 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      clean=clean, indices=[j.index for j in batch], report_steps=args.snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
                      channels_last=args.channels_last, polish=args.polish)
+        composite = res.mask is not None and _hides_only(pipe, G.img_resolution)
+        return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composite, pasted)
+                for i, j in enumerate(batch)]
     finally:
         if bar is not None:
             bar.close()
-    composite = res.mask is not None and _hides_only(pipe, G.img_resolution)
-    return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composite, pasted)
-            for i, j in enumerate(batch)]
+        for f in frames or ():   # a failed or interrupted batch: its unfinished videos' temporary files go
+            f.close()
 
 
 def _summary(name: str, outdir, m: dict) -> str:

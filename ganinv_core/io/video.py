@@ -1,7 +1,9 @@
 """progress.mp4: frames of the optimisation, written with imageio's ffmpeg plugin (H.264)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +28,53 @@ def check_available() -> None:
 
 
 class VideoWriter:
-    """Collect uint8 (H, W, 3) frames and encode them with ``write`` (atomically).
+    """Encode uint8 (H, W, 3) frames as they come into a hidden temporary file in ``folder``; ``write`` moves the
+    finished video into place and ``close`` drops an unfinished one. No frame is kept in memory (a 1024² run holds
+    one frame, not the hundreds of megabytes of all of them).
 
     Args:
+        folder: where the temporary file goes (on the file system of the final path: the move is a rename).
         fps: frames per second (the projector uses 10).
     """
 
-    def __init__(self, fps: int = 10):
-        self.fps = fps
-        self.frames: list[np.ndarray] = []
+    def __init__(self, folder: str | Path, fps: int = 10):
+        self.folder, self.fps = Path(folder), fps
+        self.count, self._writer, self._tmp, self._size = 0, None, None, None
 
     def append(self, frame: np.ndarray) -> None:
-        """Add one uint8 (H, W, 3) frame (all frames of one video have one size)."""
-        self.frames.append(np.ascontiguousarray(frame, dtype=np.uint8))
+        """Encode one uint8 (H, W, 3) frame; every frame of a video has the first one's size (sides padded to even
+        numbers, as yuv420p needs)."""
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if self._writer is None:
+            import imageio.v2 as imageio
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix='.progress-', suffix='.tmp.mp4')
+            os.close(fd)
+            self._tmp, self._size = Path(tmp), frame.shape[:2]
+            self._writer = imageio.get_writer(tmp, format='FFMPEG', mode='I', fps=self.fps, codec='libx264',
+                                              bitrate='16M', macro_block_size=1, ffmpeg_log_level='error')
+        if frame.shape[:2] != self._size:
+            raise ValueError(f'video: frame {frame.shape[:2]} differs from the first one {self._size}')
+        h, w = self._size
+        self._writer.append_data(np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0))))
+        self.count += 1
 
     def write(self, path: str | Path) -> None:
-        """Encode the frames into ``path`` (sides padded to even numbers, as yuv420p needs); none: no file."""
-        if not self.frames:
-            return
-        import imageio.v2 as imageio
-        path = Path(path)
-        h, w = self.frames[0].shape[:2]
-        ph, pw = h + h % 2, w + w % 2
-        tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp.mp4')
-        try:
-            with imageio.get_writer(tmp, format='FFMPEG', mode='I', fps=self.fps, codec='libx264',
-                                    bitrate='16M', macro_block_size=1, ffmpeg_log_level='error') as wr:
-                for f in self.frames:
-                    wr.append_data(np.pad(f, ((0, ph - h), (0, pw - w), (0, 0))))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        """Finish the video and move it to ``path`` (no frames: no file)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            os.replace(self._tmp, path)
+            self._tmp = None
+
+    def close(self) -> None:
+        """Drop an unfinished video and its temporary file (after ``write``: nothing to do)."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
 
 
 def side_by_side(*imgs: np.ndarray) -> np.ndarray:

@@ -172,7 +172,10 @@ def test_existing_outputs_are_kept(tmp_path, capsys):
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
-def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize('video', [False, True])
+def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch, video):
+    if video:   # the interrupted target's video, encoded as it went, leaves no temporary file either
+        pytest.importorskip('imageio_ffmpeg')
     import ganinv_core.engine as engine
     real, calls = engine.invert, []
 
@@ -184,12 +187,13 @@ def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(engine, 'invert', interrupted)
     code, out = run(['--target', 'seed:1', 'seed:2', 'seed:3', '--batch-size', '1', '--snapshots', '1',
-                     '--outdir', tmp_path], capsys)
+                     '--outdir', tmp_path] + ['--save-video'] * video, capsys)
     assert code == 130 and out.err.strip() == f'interrupted: 1 finished target(s) kept in {tmp_path}'
     assert len(calls) == 2  # the third target was never started
     check_outputs(tmp_path / 'seed1')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json', 'seed1']  # no partial folder or file
-    assert sorted(p.name for p in (tmp_path / 'seed1').iterdir()) == sorted([*FILES, 'step0001.png'])
+    assert sorted(p.name for p in (tmp_path / 'seed1').iterdir()) == sorted([*FILES, 'step0001.png']
+                                                                             + ['progress.mp4'] * video)
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert rj['status'] == 'interrupted' and rj['targets'] == {'seed1': {'status': 'ok', 'folder': 'seed1'}}
 
@@ -208,6 +212,7 @@ def test_video_and_snapshots(tmp_path, capsys):
     r.close()
     assert np.abs(first[:, :32].astype(int) - png(d / 'target.png')).mean() < 8  # left: the target
     assert sorted(p.name for p in d.iterdir() if p.name.startswith('.') or 'tmp' in p.name) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json', 'seed1']   # no temporary video left
 
 
 def test_save_video_without_ffmpeg_fails_first(tmp_path, capsys, monkeypatch):

@@ -62,12 +62,18 @@ def test_plots_decode(tmp_path):
 
 
 def test_video_frames(tmp_path):
+    """Frames are encoded as they come into a hidden temporary file, moved into place by write; none: no file;
+    close drops an unfinished video."""
     pytest.importorskip('imageio_ffmpeg')
-    w = video.VideoWriter(fps=5)
+    w = video.VideoWriter(tmp_path, fps=5)
     w.write(tmp_path / 'none.mp4')  # no frames: no file
     for k in range(6):
         w.append(np.full((31, 47, 3), 40 * k, np.uint8))  # odd sides are padded for yuv420p
+    assert w.count == 6 and [p.name[:10] for p in tmp_path.iterdir()] == ['.progress-']   # encoding as it goes
+    with pytest.raises(ValueError, match=r'video: frame \(30, 47\) differs from the first one \(31, 47\)'):
+        w.append(np.zeros((30, 47, 3), np.uint8))
     w.write(tmp_path / 'v.mp4')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['v.mp4']
     import imageio.v2 as imageio
     r = imageio.get_reader(tmp_path / 'v.mp4', format='FFMPEG')
     assert r.count_frames() == 6
@@ -75,6 +81,9 @@ def test_video_frames(tmp_path):
     r.close()
     assert frames[0].shape == (32, 48, 3)
     assert abs(int(frames[5][:31, :47].mean()) - 200) < 8
+    dropped = video.VideoWriter(tmp_path)
+    dropped.append(frames[0])
+    dropped.close()                                    # an interrupted run: its temporary file goes
     assert sorted(p.name for p in tmp_path.iterdir()) == ['v.mp4']
 
 
