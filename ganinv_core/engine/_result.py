@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 
 class InversionError(ValueError):
@@ -83,6 +84,8 @@ def _as_images(x, name: str, device: torch.device) -> torch.Tensor:
     x = x.to(device, torch.float32)
     # checked once, before the loop: a NaN would fail at the first step as if the run diverged, and 0-255 floats
     # would run to a meaningless end (a generator's raw output, which may pass [-1, 1] a little, is a valid target)
+    if is_fake(x):   # traced without data (benchmarks/roofline.py): nothing to check
+        return x
     lo, hi = torch.aminmax(x)
     if not (torch.isfinite(lo) and torch.isfinite(hi)):
         raise InversionError(f'{name}: contains NaN or inf')
