@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _LIST_KEYS = ('target', 'degradation', 'loss')
 

@@ -71,6 +71,12 @@ def resolve_modconv(modconv: str, device: torch.device, n: int) -> bool:
 #: the schedule and the loss history take memory in proportion to the steps: 10**6 is 3 hours at 10 ms a step
 MAX_STEPS = 1_000_000
 
+
+def _real(v) -> bool:
+    """An int or float argument (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 class Inversion:
     """One batch's optimisation state; see ``invert`` for the arguments it shares.
 
@@ -100,13 +106,13 @@ class Inversion:
                  precision: str = 'fp32', clean=None, indices=None, w_stats: tuple | None = None, device=None,
                  modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
                  polish: float = 0.0):
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        if not (_real(steps) and isinstance(steps, int) and 1 <= steps <= MAX_STEPS):
             raise InversionError(f'steps: must be an integer in [1, {MAX_STEPS}], got {steps!r}')
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
+        if not (_real(lr) and 0 <= lr < math.inf):
             raise InversionError(f'lr: must be a finite number >= 0, got {lr!r}')
-        if isinstance(polish, bool) or not isinstance(polish, (int, float)) or not 0 <= polish <= 1:
+        if not (_real(polish) and 0 <= polish <= 1):
             raise InversionError(f'polish: must be a fraction of the steps in [0, 1], got {polish!r}')
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        if not (isinstance(seed, np.integer) or _real(seed) and isinstance(seed, int)):
             raise InversionError(f'seed: must be an integer, got {seed!r}')
         device = usable_device(device, 'device') if device is not None else next(iter(G.parameters())).device
         target = _as_images(targets, 'targets', device)
