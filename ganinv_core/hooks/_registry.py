@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import pluggy
 
+from .._errors import exc_line
 from ._base import Degradation, LandmarkDetector, Loss
 from ._spec import _NAME, SpecError, parse_spec
 from ._specs import HOOKS, PROJECT, GanInvSpecs
@@ -119,7 +120,7 @@ class Registry:
         except Exception as e:  # a broken plugin must not take ganinv down
             if obj is not None and self.pm.is_registered(obj):
                 self.pm.unregister(obj)
-            info.error = (f'{type(e).__name__}: {e}'.splitlines() or [''])[0]
+            info.error = exc_line(e)
             _fail(f'ganinv plugin {name!r} ({dist or what}) is broken and was skipped: {info.error}', e)
             return
         for kind, classes in found.items():
@@ -189,7 +190,14 @@ class Registry:
         if name not in table:
             valid = ', '.join(sorted(table)) or 'none installed'
             raise SpecError(f'{kind} spec {spec!r}: unknown {kind} {name!r}; available: {valid}')
-        return table[name][0](**{**kwargs, **overrides})
+        cls, plugin = table[name]
+        try:
+            return cls(**{**kwargs, **overrides})
+        except ValueError:
+            raise   # a SpecError or the component's own check: it names the component and the parameter
+        except Exception as e:  # noqa: BLE001 - a third party's bug, named, instead of a bare traceback
+            raise PluginError(f'{kind} {name!r} (plugin {plugin!r}): building it from {spec!r} failed '
+                              f'({exc_line(e)})') from e
 
     def build_degradation(self, spec: str | Degradation, **overrides) -> Degradation:
         """A Degradation from ``name`` or ``name:key=value,...`` (keyword overrides win)."""

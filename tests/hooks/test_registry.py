@@ -209,6 +209,32 @@ def test_builtins_listing_shows_distribution_version_params_and_flags():
         third.format_plugin_list().splitlines()
 
 
+def test_a_component_that_fails_to_build_is_named_with_its_plugin():
+    """A third-party component whose constructor raises something other than a ValueError (a bug of its own) gives
+    a one-line PluginError naming the component, its plugin and the spec; its own ValueErrors pass through."""
+    class Fragile(Degradation):
+        name, help = 'fragile', 'h'
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            raise KeyError('weights')
+
+    class Checked(Degradation):
+        name, help = 'checked', 'h'
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            raise self.fail('x', 'is wrong')
+    reg = Registry([_plugin_module('acme_plugin', ganinv_degradations=lambda: [Fragile, Checked])], entry_points=False)
+    with pytest.raises(PluginError) as e:
+        reg.build_degradation('fragile')
+    assert str(e.value) == ("degradation 'fragile' (plugin 'acme_plugin'): building it from 'fragile' failed "
+                            "(KeyError: 'weights')") and isinstance(e.value.__cause__, KeyError)
+    with pytest.raises(ValueError, match=r"^degradation 'checked': x=None is wrong$") as e:
+        reg.build_degradation('checked')
+    assert not isinstance(e.value, PluginError)
+
+
 def test_instance_with_overrides_is_an_error():
     from ganinv_core.hooks import SpecError
     reg = Registry([_plugin_module('p1', ganinv_degradations=lambda: [_degradation('d1')])], entry_points=False)
