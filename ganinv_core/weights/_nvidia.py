@@ -28,6 +28,12 @@ def _plain(v):
     return v
 
 
+def _a(v) -> str:
+    """``'a list'``, ``'an int'``: the type of ``v`` with its article, for messages."""
+    name = type(v).__name__
+    return f'{"an" if name[0] in "aeiou" else "a"} {name}'
+
+
 def _walk(stub, prefix, state_dict, classes):
     """Collect the parameters and buffers of a stub tree under NVIDIA's dotted names.
 
@@ -42,18 +48,18 @@ def _walk(stub, prefix, state_dict, classes):
     st = stub.state
     for group in ('_parameters', '_buffers', '_modules'):
         if not isinstance(st.get(group) or {}, dict):
-            raise WeightsError(f'{prefix}{group} is a {type(st[group]).__name__}, not a dict')
+            raise WeightsError(f'{prefix}{group} is {_a(st[group])}, not a dict')
     for group in ('_parameters', '_buffers'):
         for k, v in (st.get(group) or {}).items():
             if v is not None:
                 if not isinstance(v, torch.Tensor):
-                    raise WeightsError(f'{prefix}{k} is a {type(v).__name__}, not a tensor')
+                    raise WeightsError(f'{prefix}{k} is {_a(v)}, not a tensor')
                 state_dict[prefix + k] = v.detach().contiguous()
     for k, child in (st.get('_modules') or {}).items():
         if isinstance(child, PersistentStub):
             _walk(child, f'{prefix}{k}.', state_dict, classes)
         elif child is not None:
-            raise WeightsError(f'{prefix}{k} is a {type(child).__name__}, not a network module')
+            raise WeightsError(f'{prefix}{k} is {_a(child)}, not a network module')
 
 
 def _config(g_stub):
@@ -73,7 +79,7 @@ def _config(g_stub):
         raise WeightsError(f'G_ema._init_kwargs lacks {", ".join(missing)}')
     for group in ('mapping_kwargs', 'synthesis_kwargs'):
         if not isinstance(kwargs.get(group) or {}, dict):
-            raise WeightsError(f'G_ema._init_kwargs.{group} is a {type(kwargs[group]).__name__}, not a dict')
+            raise WeightsError(f'G_ema._init_kwargs.{group} is {_a(kwargs[group])}, not a dict')
     cfg['mapping_kwargs'] = dict(kwargs.pop('mapping_kwargs', None) or {})
     synthesis = dict(kwargs.pop('synthesis_kwargs', None) or {})
     synthesis.update(kwargs)  # stylegan3 repo: synthesis kwargs passed flat
@@ -102,7 +108,7 @@ def read_nvidia_pickle(path):
         raise UnsupportedNetworkError(f'{path}: TensorFlow StyleGAN2 pickles are not supported; convert it with '
                                       "NVIDIA's stylegan2-ada-pytorch `legacy.py --source ... --dest ...` first")
     if not isinstance(data, dict):
-        raise WeightsError(f'{path}: not an NVIDIA network pickle (top level is a {type(data).__name__}, '
+        raise WeightsError(f'{path}: not an NVIDIA network pickle (top level is {_a(data)}, '
                            'expected a dict with G_ema)')
     g = data.get('G_ema')
     if not isinstance(g, PersistentStub):

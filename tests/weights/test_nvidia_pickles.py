@@ -274,7 +274,7 @@ def _module_state(meta, *path):
      'G_ema: synthesis.b8.conv0 is a dict, not a network module'),
     (lambda m, kw: _module_state(m, 'mapping').update(_buffers='w_avg'),
      'G_ema: mapping._buffers is a str, not a dict'),
-    (lambda m, kw: m['state'].update(_modules=5), 'G_ema: _modules is a int, not a dict'),
+    (lambda m, kw: m['state'].update(_modules=5), 'G_ema: _modules is an int, not a dict'),
     (lambda m, kw: kw.update(mapping_kwargs='x'), 'G_ema._init_kwargs.mapping_kwargs is a str, not a dict'),
     (lambda m, kw: kw.pop('w_dim'), 'G_ema._init_kwargs lacks w_dim'),
     (lambda m, kw: m['state'].update(_init_kwargs='z_dim=64'), 'G_ema has malformed _init_args / _init_kwargs'),
