@@ -1,6 +1,7 @@
 """What the engine hands out: the result, progress reports and its error type; input checks."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -81,18 +82,18 @@ def _as_images(x, name: str, device: torch.device) -> torch.Tensor:
         x = x[None]
     if x.ndim != 4 or not x.is_floating_point():
         raise InversionError(f'{name}: expected float [N,C,H,W] in [-1,1] or uint8 [N,H,W,C], got {tuple(x.shape)} {x.dtype}')
-    x = x.to(device, torch.float32)
     # checked once, before the loop: a NaN would fail at the first step as if the run diverged, and 0-255 floats
-    # would run to a meaningless end (a generator's raw output, which may pass [-1, 1] a little, is a valid target)
-    if is_fake(x):   # traced without data (benchmarks/roofline.py): nothing to check
-        return x
-    lo, hi = torch.aminmax(x)
-    if not (torch.isfinite(lo) and torch.isfinite(hi)):
-        raise InversionError(f'{name}: contains NaN or inf')
-    if lo < -16 or hi > 16:
-        raise InversionError(f'{name}: values span [{lo:.3g}, {hi:.3g}]; expected [-1, 1] (a uint8 [N,H,W,C] '
-                             'array is converted for you)')
-    return x
+    # would run to a meaningless end (a generator's raw output, which may pass [-1, 1] a little, is a valid target).
+    # Where the input lies (usually the host), with one read of the result; not on a tensor traced without data
+    # (benchmarks/roofline.py).
+    if not is_fake(x):
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise InversionError(f'{name}: contains NaN or inf')
+        if lo < -16 or hi > 16:
+            raise InversionError(f'{name}: values span [{lo:.3g}, {hi:.3g}]; expected [-1, 1] (a uint8 [N,H,W,C] '
+                                 'array is converted for you)')
+    return x.to(device, torch.float32)
 
 
 def _check_finite(chunk: torch.Tensor, first: int, names: list[str]) -> None:
