@@ -18,6 +18,7 @@ import torch
 
 from .._devices import usable_device
 from .._errors import exc_line
+from ..hooks import blame
 from . import _latents, _precision, _schedule, _wstats
 from ._adam import Adam
 from ._pipeline import build_losses, pipeline
@@ -150,12 +151,13 @@ class Inversion:
         self.polish_at, self._polish = (steps - k, full) if k else (steps, None)
         self.precision_label = self.prec.name + (f' (last {k} step{"s" * (k != 1)} {full.name})' if k else '')
         self.lrs, self.sigmas = _schedule.schedule(steps, self.w_std, lr, device)
-        self.mask = self.pipe.mask(torch.zeros(n, G.img_channels, res, res, device=device))
         self.names = [t.name for t in self.terms]
         self.weights = torch.tensor([float(getattr(t, 'weight', 1.0)) for t in self.terms], device=device)
-        with self.prec.autocast():
-            for t in self.terms:
-                t.prepare(target, self.mask)
+        with blame('before the first step', InversionError):
+            self.mask = self.pipe.mask(torch.zeros(n, G.img_channels, res, res, device=device))
+            with self.prec.autocast():
+                for t in self.terms:
+                    t.prepare(target, self.mask)
         self.opt = Adam(self.lat.params)
         self.scaler = _precision.LossScaler(device, self.prec.name == 'fp16')
         self.hist = torch.zeros(steps, n, len(self.terms) + 1, device=device)
@@ -213,6 +215,11 @@ class Inversion:
         """Advance one optimisation step (no host sync)."""
         if self.done >= self.steps:
             raise InversionError(f'step: all {self.steps} steps are done')
+        with blame(f'at step {self.done + 1}', InversionError):   # a plugin's bug: one line naming it
+            self._step()
+        self.done += 1
+
+    def _step(self) -> None:
         if self.done == self.polish_at and self._polish is not None:
             self._switch_precision(self._polish)
         with self.prec.mode():
@@ -230,7 +237,6 @@ class Inversion:
             else:
                 self._body(self.done)
                 self.opt.zero_grad()
-        self.done += 1
 
     def _switch_precision(self, prec: _precision.Precision) -> None:
         """Run the remaining steps at ``prec``: the losses' targets prepared again at it, and (with ``cuda_graph``)
@@ -266,7 +272,7 @@ class Inversion:
         if not all(torch.isfinite(p).all() for p in lat.params):
             raise InversionError('latents: became NaN/inf during the optimisation')
         images = self.render()
-        with torch.no_grad():
+        with torch.no_grad(), blame('degrading the restoration', InversionError):
             degraded = self.pipe(images)
         hist = self.hist[:self.done]
         history = {k: hist[:, :, j].cpu().numpy() for j, k in enumerate(self.names + ['total'])}

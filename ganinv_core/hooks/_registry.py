@@ -199,6 +199,14 @@ class Registry:
             raise PluginError(f'{kind} {name!r} (plugin {plugin!r}): building it from {spec!r} failed '
                               f'({exc_line(e)})') from e
 
+    def origin(self, component) -> str:
+        """``"plugin 'name'"`` for an instance of a registered component class, else ``'not a registered plugin'``
+        (a component built in user code and passed in directly)."""
+        entry = self.components.get(getattr(component, 'kind', ''), {}).get(getattr(component, 'name', ''))
+        if entry is not None and type(component) is entry[0]:
+            return f'plugin {entry[1]!r}'
+        return 'not a registered plugin'
+
     def build_degradation(self, spec: str | Degradation, **overrides) -> Degradation:
         """A Degradation from ``name`` or ``name:key=value,...`` (keyword overrides win)."""
         return self._build('degradation', spec, overrides)
@@ -225,7 +233,8 @@ class Registry:
                         flag = '  [not cuda_graph_safe: a run using it steps eagerly]'
                     lines.append(f'  {kind} {cname}: {cls.help}{flag}')
                     lines += [f'      {p.name}={p.default!r}  ({p.type.__name__}'
-                              + (f', {"|".join(map(str, p.choices))}' if p.choices else '') + f')  {p.help}'
+                              + (f', {"|".join(map(str, p.choices))}' if p.choices else '')
+                              + (f', {p.range_text()}' if p.bounds else '') + f')  {p.help}'
                               for p in cls.params]
         return '\n'.join(lines) if lines else 'no ganinv plugins installed'
 

@@ -158,7 +158,9 @@ def align_faces(photo, size, detector='dlib', which='largest', *, supersample=4,
     if not (which in ('largest', 'all') or (isinstance(which, (int, np.integer)) and not isinstance(which, bool))):
         raise AlignError(f"which: expected 'largest', 'all' or a face index, got {which!r}")
     det = _resolve_detector(detector)
-    found = [np.asarray(lm, dtype=np.float64) for lm in det.detect(photo)]
+    from ganinv_core.hooks import blame
+    with blame('detecting faces', AlignError):
+        found = [np.asarray(lm, dtype=np.float64) for lm in det.detect(photo)]
     bad = [lm.shape for lm in found if lm.shape != (68, 2)]
     if bad:
         raise AlignError(f'detector {getattr(det, "name", det)!r}: returned landmarks of shape {bad[0]}, '
