@@ -1,7 +1,8 @@
 """``ganinv-run`` and ``ganinv-convert``: flags and TOML config -> the Python API -> files. See docs/cli.md.
 
-Exit codes: 0 ok; 1 an inversion failed (NaN/inf) or an unexpected error; 2 bad input (each problem printed
-as one line naming the file and the reason; the other targets are still processed); 130 interrupted.
+Exit codes: 0 ok; 1 an inversion failed (NaN/inf, a plugin's error, out of memory for one photo) or an unexpected
+error; 2 bad input (each problem printed as one line naming the file and the reason; the other targets are still
+processed); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ._errors import exc_line
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _LIST_KEYS = ('target', 'degradation', 'loss')
@@ -293,8 +296,9 @@ def _align(photo, res, which, detector, source):
 def _simulate(pipe, clean: np.ndarray) -> np.ndarray:
     """Degrade one clean image (batch of one, so the result does not depend on batching)."""
     import torch
+    from ganinv_core.hooks import PluginError, blame
     from ganinv_core.io.images import to_tensor, to_uint8
-    with torch.no_grad():
+    with torch.no_grad(), blame('degrading the clean photo (--simulate)', PluginError):
         return to_uint8(pipe.simulate(to_tensor(clean)))[0]
 
 
@@ -503,16 +507,35 @@ def run(args) -> int:
     t0 = time.perf_counter()
     pasted: dict = {}
     try:
-        bs = args.batch_size
-        for b in range(0, len(jobs), bs):
-            batch = jobs[b:b + bs]
-            desc = f'batch {b // bs + 1}/{-(-len(jobs) // bs)}'
+        pending, bs, k = list(jobs), args.batch_size, 0
+        while pending:
+            batch, k = pending[:bs], k + 1
+            desc = f'batch {k}/{k - 1 + -(-len(pending) // bs)}'
+            names, ms, error, oom = ", ".join(j.name for j in batch), None, '', False
             try:
                 ms = _run_batch(args, G, pipe, losses, batch, outdir, desc, init, pasted)
             except InversionError as e:
-                _say(f'error: {", ".join(j.name for j in batch)}: {e}')
+                error = str(e)
+            except Exception as e:   # noqa: BLE001 - only out-of-memory is handled; the rest re-raised as is
+                if not _out_of_memory(e):
+                    raise
+                error, oom = f'out of memory on {device} ({exc_line(e)[:200]})', True
+            if oom:
+                _free_memory(device)   # the failed batch's tensors are garbage once its exception is gone
+                if len(batch) > 1:     # images never interact: halving the batch changes no result
+                    bs = len(batch) // 2
+                    note = f'{names}: out of memory on {device} with {len(batch)} photos at once; ' \
+                           f'continuing {bs} at a time'
+                    record.setdefault('notes', []).append(note)
+                    _say(f'note: {note}')
+                    continue
+                error = f'{error}; one photo at {G.img_resolution}x{G.img_resolution} does not fit: free memory ' \
+                        'on the device, or try --precision bf16 (about half the memory of fp32)'
+            pending = pending[len(batch):]
+            if ms is None:
+                _say(f'error: {names}: {error}')
                 for j in batch:
-                    record['targets'][j.name] = {'status': 'failed', 'error': str(e)}
+                    record['targets'][j.name] = {'status': 'failed', 'error': error}
                 code = EXIT_FAIL if code == EXIT_OK else code
                 continue
             for j, m in zip(batch, ms):
@@ -530,6 +553,22 @@ def run(args) -> int:
     outputs.write_json(outdir / 'run.json', record)
     print(f'outputs: {outdir}/ (run.json, one folder per target)', flush=True)
     return code
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A device (CUDA, MPS) or the host ran out of memory for the batch."""
+    import torch
+    said = ("can't allocate memory", 'MPS backend out of memory')   # the CPU's and Apple's allocators
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and any(s in str(e) for s in said))
+
+
+def _free_memory(device) -> None:
+    """Return a failed batch's memory: collect its tensors, then release the allocator's cached blocks."""
+    import gc
+    import torch
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
 
 
 def _device(name: str | None):

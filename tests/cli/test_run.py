@@ -378,6 +378,61 @@ def test_a_system_error_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
     assert code == 1 and out.err == f"error: [Errno 28] No space left on device: '{tmp_path / 'o' / 'run.json'}'\n"
 
 
+def _memory_limit(monkeypatch, fits: int, error):
+    """invert() raises ``error`` at step 1 for batches of more than ``fits`` photos; returns the sizes tried."""
+    import ganinv_core.engine as engine
+    real, sizes = engine.invert, []
+
+    def limited(G, targets, **k):
+        sizes.append(len(targets))
+        if len(targets) > fits:
+            def oom(p):
+                if p.step:
+                    raise error
+            k['callbacks'] = [*k['callbacks'], oom]
+        return real(G, targets, **k)
+    monkeypatch.setattr(engine, 'invert', limited)
+    return sizes
+
+
+def test_out_of_memory_halves_the_batch_and_changes_no_result(tmp_path, capsys, monkeypatch):
+    targets = ['--target', 'seed:1', 'seed:2', 'seed:3', 'seed:4', 'seed:5', '--simulate', '--degradation',
+               'grayscale', '--seed', '5']
+    assert run([*targets, '--batch-size', '1', '--outdir', tmp_path / 'one'], capsys)[0] == 0
+    sizes = _memory_limit(monkeypatch, 2, torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB'))
+    code, out = run([*targets, '--batch-size', '4', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 0, out.err
+    assert sizes == [4, 2, 2, 1]    # the rest of the run keeps the size that fits
+    note = 'seed1, seed2, seed3, seed4: out of memory on cpu with 4 photos at once; continuing 2 at a time'
+    assert out.err == f'note: {note}\n'
+    rj = json.loads((tmp_path / 'o' / 'run.json').read_text())
+    assert rj['status'] == 'done' and rj['notes'] == [note]
+    for k in range(1, 6):
+        a, b = (load_latent(tmp_path / d / f'seed{k}' / 'projected_w.npz') for d in ('one', 'o'))
+        np.testing.assert_allclose(a['w'], b['w'], rtol=0, atol=2e-3)
+        check_outputs(tmp_path / 'o' / f'seed{k}')
+
+
+def test_one_photo_out_of_memory_is_one_line_and_the_others_go_on(tmp_path, capsys, monkeypatch):
+    sizes = _memory_limit(monkeypatch, 0, RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                                                       "can't allocate memory: you tried to allocate 99 bytes."))
+    code, out = run(['--target', 'seed:1', 'seed:2', '--batch-size', '2', '--outdir', tmp_path], capsys)
+    assert code == 1 and sizes == [2, 1, 1]
+    errors = [ln for ln in out.err.splitlines() if ln.startswith('error:')]
+    assert len(errors) == 2 and errors[0].startswith('error: seed1: out of memory on cpu (RuntimeError: [enforce')
+    assert errors[0].endswith('one photo at 32x32 does not fit: free memory on the device, or try --precision '
+                              'bf16 (about half the memory of fp32)')
+    rj = json.loads((tmp_path / 'run.json').read_text())
+    assert [v['status'] for v in rj['targets'].values()] == ['failed', 'failed']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json']
+
+
+def test_other_errors_from_a_batch_are_not_taken_for_out_of_memory(tmp_path, capsys, monkeypatch):
+    _memory_limit(monkeypatch, 0, RuntimeError('an engine bug'))
+    with pytest.raises(RuntimeError, match='an engine bug'):
+        run(['--target', 'seed:1', '--outdir', tmp_path], capsys)
+
+
 def test_example_plugin_listed_and_usable(tmp_path):
     """The template plugin, installed into a --target folder on PYTHONPATH, is listed and usable."""
     import shutil
