@@ -24,20 +24,40 @@ class Param:
         default: value used when the key is absent (``None`` allowed: "not set").
         help: one line shown by ``ganinv-run --list-plugins``.
         choices: optional tuple of allowed values.
+        bounds: optional ``(low, high)`` for an ``int`` or ``float``, both included; either may be None (no bound).
     """
     name: str
     type: type
     default: Any
     help: str
     choices: tuple | None = None
+    bounds: tuple | None = None
 
     def __post_init__(self):
         if self.type not in (int, float, str, bool):
             raise SpecError(f'Param {self.name!r}: type must be int, float, str or bool, not {self.type!r}')
+        if self.bounds is not None:
+            if self.type not in (int, float) or len(self.bounds) != 2:
+                raise SpecError(f'Param {self.name!r}: bounds must be (low, high) and only for an int or a float')
+            if self.default is not None and not self.within(self.default):
+                raise SpecError(f'Param {self.name!r}: default {self.default!r} is outside {self.range_text()}')
+
+    def within(self, value) -> bool:
+        """``value`` lies within ``bounds`` (always, without bounds)."""
+        lo, hi = self.bounds or (None, None)
+        return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+    def range_text(self) -> str:
+        """``'[low, high]'``, ``'>= low'`` or ``'<= high'`` ('' without bounds)."""
+        lo, hi = self.bounds or (None, None)
+        return f'[{lo}, {hi}]' if lo is not None and hi is not None else \
+            f'>= {lo}' if lo is not None else f'<= {hi}' if hi is not None else ''
 
     def describe(self) -> str:
-        """``name (type, default X[, one of a|b])``."""
+        """``name (type, default X[, one of a|b][, in [lo, hi]])``."""
         extra = f', one of {"|".join(map(str, self.choices))}' if self.choices else ''
+        if self.bounds:
+            extra += f', {self.range_text()}' if self.range_text()[0] in '<>' else f', in {self.range_text()}'
         return f'{self.name} ({self.type.__name__}, default {self.default!r}{extra})'
 
 
@@ -70,6 +90,9 @@ def coerce(param: Param, value: Any, where: str) -> Any:
         raise SpecError(f'{where}: {param.name}={given!r} is not a finite number; expected {param.describe()}')
     if param.choices and value not in param.choices:
         raise SpecError(f'{where}: {param.name}={value!r} is not one of {"|".join(map(str, param.choices))}')
+    if not param.within(value):
+        text = param.range_text()
+        raise SpecError(f'{where}: {param.name}={value!r} must be {text if text[0] in "<>" else "in " + text}')
     return value
 
 

@@ -24,21 +24,41 @@ def read_kernel(path: str) -> torch.Tensor:
     Raises:
         ValueError: the file cannot be read, or is not a finite, non-negative 2-D array with a positive sum.
     """
+    from PIL import Image
+
+    def too_big(shape):   # checked on the header, before the pixels are read or decoded
+        return len(shape) == 2 and max(shape) > MAX_SIZE
     try:
         if path.lower().endswith('.npy'):
             with open(path, 'rb') as f:   # the .npy format only: no .npz archive, no pickle
+                version = np.lib.format.read_magic(f)
+                header = {(1, 0): np.lib.format.read_array_header_1_0,
+                          (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if header is not None and too_big(shape := header(f)[0]):
+                    raise _TooBig(shape)
+                f.seek(0)
                 k = np.lib.format.read_array(f, allow_pickle=False).astype(np.float64)
         else:
-            from PIL import Image
             with Image.open(path) as im:
+                if too_big(im.size[::-1]):
+                    raise _TooBig(im.size[::-1])
                 k = np.asarray(im.convert('F'), dtype=np.float64)
+    except Image.DecompressionBombError as e:   # Pillow refuses it on opening: far over any kernel size
+        raise ValueError(f'blur kernel {path!r}: larger than {MAX_SIZE} pixels a side ({e})') from None
+    except _TooBig as e:
+        h, w = e.args[0]
+        raise ValueError(f'blur kernel {path!r}: {w}x{h} is larger than {MAX_SIZE} pixels a side') from None
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f'blur kernel {path!r}: cannot read it ({e})') from None
     if k.ndim != 2 or not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
         raise ValueError(f'blur kernel {path!r}: need a finite, non-negative 2-D array with a positive sum')
-    if max(k.shape) > MAX_SIZE:
+    if too_big(k.shape):   # a header format not read above (.npy 3.0)
         raise ValueError(f'blur kernel {path!r}: {k.shape[1]}x{k.shape[0]} is larger than {MAX_SIZE} pixels a side')
     return torch.from_numpy(k / k.sum()).float()
+
+
+class _TooBig(Exception):
+    """A kernel file whose header gives a side over MAX_SIZE (args: (height, width))."""
 
 
 class Blur(Degradation):
@@ -47,7 +67,7 @@ class Blur(Degradation):
     help = 'Gaussian blur, or a kernel from an image / .npy file (deblurring)'
     cuda_graph_safe = True
     params = (Param('sigma', float, 2.0, 'Gaussian standard deviation in pixels'),
-              Param('size', int, 0, 'kernel side (odd); 0 = 2*ceil(3*sigma)+1'),
+              Param('size', int, 0, 'kernel side (odd); 0 = 2*ceil(3*sigma)+1', bounds=(0, MAX_SIZE)),
               Param('kernel', str, None, 'path of a kernel image or .npy file (overrides sigma and size)'))
 
     def __init__(self, **kwargs):

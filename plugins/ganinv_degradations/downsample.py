@@ -9,13 +9,8 @@ class Downsample(Degradation):
     name = 'downsample'
     help = 'downsample by an integer factor 2-32 (super-resolution); the target may be the small image'
     cuda_graph_safe = True
-    params = (Param('factor', int, 4, 'downsampling factor, 2-32'),
+    params = (Param('factor', int, 4, 'downsampling factor', bounds=(2, 32)),
               Param('method', str, 'area', 'area (box mean) or bicubic (antialiased)', ('area', 'bicubic')))
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        if not 2 <= self.factor <= 32:
-            raise self.fail('factor', 'must be in 2-32')
 
     def output_size(self, size):
         """size / factor; the factor must divide the side."""

@@ -68,9 +68,9 @@ class Inpaint(Degradation):
               Param('path', str, None, 'mode=file: mask image, white = known'),
               Param('box', str, '0.25:0.25:0.75:0.75', 'mode=box: x0:y0:x1:y1 as fractions of the side'),
               Param('size', float, 0.4, 'mode=center: side of the centred square, fraction of the image side'),
-              Param('strokes', int, 4, 'mode=strokes: number of strokes (0-256)'),
+              Param('strokes', int, 4, 'mode=strokes: number of strokes', bounds=(0, 256)),
               Param('width', float, 0.06, 'mode=strokes: stroke width, fraction of the image side'),
-              Param('seed', int, 0, 'mode=strokes: random seed'))
+              Param('seed', int, 0, 'mode=strokes: random seed', bounds=(0, 2 ** 32 - 1)))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -91,10 +91,6 @@ class Inpaint(Degradation):
                 raise self.fail('box', 'must be x0:y0:x1:y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1')
         if self.mode == 'center' and not 0 < self.size <= 1:
             raise self.fail('size', 'must be in (0, 1]')
-        if self.mode == 'strokes' and not 0 <= self.strokes <= 256:
-            raise self.fail('strokes', 'must be in [0, 256]')
-        if not 0 <= self.seed < 2 ** 32:
-            raise self.fail('seed', 'must be in [0, 2**32)')
         if self.mode == 'strokes' and not 0 < self.width <= 1:
             raise self.fail('width', 'must be in (0, 1]')
         self._cache = {}

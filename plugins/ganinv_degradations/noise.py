@@ -9,15 +9,8 @@ class Noise(Degradation):
     name = 'noise'
     help = 'additive Gaussian noise, applied to a clean input in simulation only (denoising)'
     simulate_only = True
-    params = (Param('sigma', float, 25.0, 'standard deviation in 0-255 pixel units'),
-              Param('seed', int, 0, 'random seed of the noise (same seed, same noise)'))
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        if self.sigma < 0:
-            raise self.fail('sigma', 'must be >= 0')
-        if not 0 <= self.seed < 2 ** 32:
-            raise self.fail('seed', 'must be in [0, 2**32)')
+    params = (Param('sigma', float, 25.0, 'standard deviation in 0-255 pixel units', bounds=(0, None)),
+              Param('seed', int, 0, 'random seed of the noise (same seed, same noise)', bounds=(0, 2 ** 32 - 1)))
 
     def forward(self, x):
         """x + sigma * 2/255 * n, n ~ N(0, 1) drawn from ``seed`` (one map per image), clipped to [-1, 1]."""

@@ -49,14 +49,10 @@ class DlibDetector(LandmarkDetector):
     name = 'dlib'
     help = "dlib HOG face detector + 68-point shape predictor (FFHQ's); needs pip install -e '.[align]'"
     params = (
-        Param('upsample', int, 1, 'upsample the photo this many times before detecting (finds smaller faces)'),
+        Param('upsample', int, 1, 'upsample the photo this many times before detecting (finds smaller faces)',
+              bounds=(0, 4)),
         Param('threshold', float, 0.5, 'minimum detection score; lower finds more faces and more false ones'),
     )
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        if not 0 <= self.upsample <= 4:
-            raise self.fail('upsample', 'must be in 0..4')
 
     def detect(self, image: np.ndarray) -> list[np.ndarray]:
         """Landmarks of every face found.

@@ -8,12 +8,12 @@ class SSIM(Loss):
     name = 'ssim'
     help = '1 - SSIM (Gaussian window, over windows made of known pixels only)'
     cuda_graph_safe = True
-    params = (Param('window', int, 11, 'side of the Gaussian window (odd, 3-255)'),)
+    params = (Param('window', int, 11, 'side of the Gaussian window (odd)', bounds=(3, 255)),)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if not 3 <= self.window <= 255 or self.window % 2 == 0:
-            raise self.fail('window', 'must be an odd number in [3, 255]')
+        if self.window % 2 == 0:
+            raise self.fail('window', 'must be odd')
 
     def forward(self, ctx):
         """[N] 1 - mean SSIM."""

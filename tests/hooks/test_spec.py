@@ -86,3 +86,43 @@ def test_builtin_range_checks_name_the_key():
                          (Inpaint, dict(mode='strokes', width=0.0), 'width'), (SSIM, dict(window=4), 'window')]:
         with pytest.raises(SpecError, match=f"'{cls.name}': {key}="):
             cls(**kw)
+
+
+class Bounded(Degradation):
+    name = 'bounded'
+    help = 'test: bounded parameters'
+    params = (Param('n', int, 2, 'both ends', bounds=(1, 8)), Param('x', float, 0.0, 'low end only', bounds=(0, None)),
+              Param('y', float, -1.0, 'high end only', bounds=(None, 0.5)))
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize('kw, message', [
+    (dict(n=0), "degradation 'bounded': n=0 must be in [1, 8]"),
+    (dict(n='9'), "degradation 'bounded': n=9 must be in [1, 8]"),     # spec text, converted then checked
+    (dict(x=-1e-9), "degradation 'bounded': x=-1e-09 must be >= 0"),
+    (dict(y=0.6), "degradation 'bounded': y=0.6 must be <= 0.5"),
+])
+def test_bounds_are_checked_with_both_ends_included(kw, message):
+    with pytest.raises(SpecError) as e:
+        Bounded(**kw)
+    assert str(e.value) == message
+    ok = Bounded(n=1, x=0, y=0.5).config
+    assert ok == {'n': 1, 'x': 0.0, 'y': 0.5} and Bounded(n='8').n == 8
+
+
+def test_bounds_are_declared_sensibly_and_listed():
+    with pytest.raises(SpecError, match=r"Param 'n': default 0 is outside \[1, 8\]"):
+        Param('n', int, 0, 'x', bounds=(1, 8))
+    with pytest.raises(SpecError, match='only for an int or a float'):
+        Param('s', str, 'a', 'x', bounds=(0, 1))
+    assert Bounded.params[0].describe() == 'n (int, default 2, in [1, 8])'
+    assert Bounded.params[1].describe() == 'x (float, default 0.0, >= 0)'
+
+    @hookimpl
+    def ganinv_degradations():
+        return [Bounded]
+    listing = Registry({'b': type('P', (), {'ganinv_degradations': staticmethod(ganinv_degradations)})()},
+                       entry_points=False).format_plugin_list()
+    assert "      n=2  (int, [1, 8])  both ends" in listing and "      y=-1.0  (float, <= 0.5)  high end only" in listing

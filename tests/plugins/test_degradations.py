@@ -80,14 +80,31 @@ def test_blur_kernel_from_image(tmp_path):
     torch.testing.assert_close(d.weight, torch.full((5, 5), 1 / 25))
 
 
+def png_claiming(path, width, height):
+    """A 1x1 grey PNG whose header (IHDR, with a valid CRC) claims ``width`` x ``height``: decoding it would fail,
+    so an error about its size shows the size was checked first."""
+    import io
+    import zlib
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(buf, 'PNG')
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b'IHDR'
+    data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, 'big')
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize('spec, message', [
     ('blur:sigma=0', "degradation 'blur': sigma=0.0 must be > 0"),
     ('blur:sigma=nan', "degradation 'blur': sigma='nan' is not a finite number"),
     ('blur:sigma=1e999', "degradation 'blur': sigma='1e999' is not a finite number"),      # was an OverflowError
     ('blur:sigma=171', "degradation 'blur': sigma=171.0 gives a 1027-pixel kernel; at most 1025"),
     ('blur:sigma=1e11', "degradation 'blur': sigma=100000000000.0 gives a 600000000001-pixel kernel"),  # was 4.8 TB
-    ('blur:size=2001', "degradation 'blur': size=2001 gives a 2001-pixel kernel; at most 1025"),
+    ('blur:size=2001', "degradation 'blur': size=2001 must be in [0, 1025]"),
     ('blur:kernel={tmp}/wide.npy', "blur kernel '{tmp}/wide.npy': 1100x3 is larger than 1025 pixels a side"),
+    ('blur:kernel={tmp}/huge.npy', "blur kernel '{tmp}/huge.npy': 30000x30000 is larger than 1025"),  # header only
+    ('blur:kernel={tmp}/tall.png', "blur kernel '{tmp}/tall.png': 3x2000 is larger than 1025"),  # never decoded
+    ('blur:kernel={tmp}/bomb.png', "blur kernel '{tmp}/bomb.png': larger than 1025 pixels a side (Image size"),
     ('blur:kernel={tmp}/none.npy', "degradation 'blur': kernel='{tmp}/none.npy' is not a file"),
     ('blur:kernel={tmp}/text.npy', "blur kernel '{tmp}/text.npy': cannot read it ("),
     ('blur:kernel={tmp}/archive.npy', "blur kernel '{tmp}/archive.npy': cannot read it ("),   # an .npz inside
@@ -95,15 +112,16 @@ def test_blur_kernel_from_image(tmp_path):
     ('blur:kernel={tmp}/neg.npy', "blur kernel '{tmp}/neg.npy': need a finite, non-negative 2-D array with a "
                                   'positive sum'),
     ('blur:kernel={tmp}/flat.npy', "blur kernel '{tmp}/flat.npy': need a finite, non-negative 2-D array"),
-    ('downsample:factor=1', "degradation 'downsample': factor=1 must be in 2-32"),
+    ('downsample:factor=1', "degradation 'downsample': factor=1 must be in [2, 32]"),
+    ('downsample:factor=33', "degradation 'downsample': factor=33 must be in [2, 32]"),
     ('inpaint:mode=box,box=0.5:0.1:0.2:0.9', "degradation 'inpaint': box='0.5:0.1:0.2:0.9' must be x0:y0:x1:y1 "
                                              'with 0 <= x0 < x1 <= 1'),
     ('inpaint:mode=box,box=a:b:c:d', "degradation 'inpaint': box='a:b:c:d' must be x0:y0:x1:y1"),
     ('inpaint:mode=center,size=1.5', "degradation 'inpaint': size=1.5 must be in (0, 1]"),
     ('noise:sigma=-0.1', "degradation 'noise': sigma=-0.1 must be >= 0"),
-    ('noise:seed=-5', "degradation 'noise': seed=-5 must be in [0, 2**32)"),
-    ('noise:seed=99999999999999999999', "degradation 'noise': seed=99999999999999999999 must be in [0, 2**32)"),
-    ('inpaint:mode=strokes,seed=-1', "degradation 'inpaint': seed=-1 must be in [0, 2**32)"),  # was numpy's own
+    ('noise:seed=-5', "degradation 'noise': seed=-5 must be in [0, 4294967295]"),
+    ('noise:seed=4294967296', "degradation 'noise': seed=4294967296 must be in [0, 4294967295]"),
+    ('inpaint:mode=strokes,seed=-1', "degradation 'inpaint': seed=-1 must be in [0, 4294967295]"),  # was numpy's
     ('inpaint:mode=strokes,strokes=100000000', "degradation 'inpaint': strokes=100000000 must be in [0, 256]"),  # hung
 ])
 def test_bad_parameters_are_refused_by_name(tmp_path, spec, message):
@@ -116,6 +134,10 @@ def test_bad_parameters_are_refused_by_name(tmp_path, spec, message):
     (tmp_path / 'archive.npz').rename(tmp_path / 'archive.npy')
     np.save(tmp_path / 'cut.npy', np.ones((9, 9)))
     (tmp_path / 'cut.npy').write_bytes((tmp_path / 'cut.npy').read_bytes()[:150])
+    with open(tmp_path / 'huge.npy', 'wb') as f:   # a 7 GB array's header, and no data
+        np.lib.format.write_array_header_1_0(f, {'descr': '<f8', 'fortran_order': False, 'shape': (30000, 30000)})
+    png_claiming(tmp_path / 'tall.png', 3, 2000)
+    png_claiming(tmp_path / 'bomb.png', 100000, 100000)
     with pytest.raises(ValueError) as e:
         get_registry().build_degradation(spec.format(tmp=tmp_path))
     assert str(e.value).startswith(message.format(tmp=tmp_path)) and '\n' not in str(e.value), str(e.value)

@@ -35,8 +35,9 @@ def test_ssim_loss_is_one_minus_ssim():
 
 
 @pytest.mark.parametrize('spec, message', [
-    ('ssim:window=2', "loss 'ssim': window=2 must be an odd number in [3, 255]"),
-    ('ssim:window=100001', "loss 'ssim': window=100001 must be an odd number in [3, 255]"),
+    ('ssim:window=2', "loss 'ssim': window=2 must be in [3, 255]"),
+    ('ssim:window=12', "loss 'ssim': window=12 must be odd"),
+    ('ssim:window=100001', "loss 'ssim': window=100001 must be in [3, 255]"),
     ('mse:weight=nan', "loss 'mse': weight='nan' is not a finite number"),
     ('latent-dist:weight=1e999', "loss 'latent-dist': weight='1e999' is not a finite number"),
 ])
