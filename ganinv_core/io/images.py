@@ -82,14 +82,18 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter('always')   # Pillow's warnings on damaged metadata: recorded, not printed
             with Image.open(path) as im:
                 if im.width * im.height > max_pixels:
                     raise ImageError(f'{path}: {im.width}x{im.height} is larger than the limit of '
                                      f'{max_pixels} pixels')
                 im = ImageOps.exif_transpose(im)
-                return _rgb(im)
+                rgb = _rgb(im)
+        cut = next((str(w.message) for w in said if 'truncated' in str(w.message).lower()), None)
+        if cut is not None:   # a TIFF whose strips end early decodes, with a warning, to a partly blank image
+            raise ImageError(f'{path}: cannot decode (truncated: {cut})')
+        return rgb
     except ImageError:
         raise
     except FileNotFoundError:

@@ -83,6 +83,25 @@ def test_unreadable_and_missing(tmp_path):
         images.read_image(tmp_path / 'cut.png')
 
 
+def test_damaged_metadata_is_read_quietly_and_a_truncation_warning_refused(tmp_path, monkeypatch):
+    import warnings
+    from PIL import ImageOps
+    # an EXIF block cut short: Pillow warns "Corrupt EXIF data" and reads the pixels; the user sees no warning
+    Image.fromarray(grad(8, 8)).save(tmp_path / 'exif.jpg', exif=b'Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert images.read_image(tmp_path / 'exif.jpg').shape == (8, 8, 3)
+    # a decoder that reports a truncated read by a warning (Pillow's TIFF reader) returns a partly blank image
+    real = ImageOps.exif_transpose
+
+    def cut_short(im):
+        warnings.warn('Truncated File Read', UserWarning)
+        return real(im)
+    monkeypatch.setattr(ImageOps, 'exif_transpose', cut_short)
+    with pytest.raises(ImageError, match=r"exif\.jpg: cannot decode \(truncated: Truncated File Read\)$"):
+        images.read_image(tmp_path / 'exif.jpg')
+
+
 def test_centre_crop_and_lanczos():
     a = np.zeros((10, 30, 3), np.uint8)
     a[:, 10:20] = 200
