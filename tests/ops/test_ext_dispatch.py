@@ -329,6 +329,34 @@ def test_failure_is_remembered_in_process_and_on_disk(cache, monkeypatch):
     assert calls == [1, 2, 3]
 
 
+_FAILS_WHILE_HOLDING = '''
+import pathlib, sys, time
+from ganinv_core.ops._jit import BuildLock
+folder = pathlib.Path(sys.argv[1])
+with BuildLock(folder / "lock"):
+    print("locked", flush=True)
+    time.sleep(1.0)
+    (folder / "FAILED").write_text("ganinv: building the k kernels failed (in the other process)\\n\\nits log\\n")
+'''
+
+
+def test_a_build_that_failed_in_another_process_while_waiting_is_not_retried(cache):
+    """Process A holds the lock and fails; process B, waiting for the lock, reads A's failure instead of building."""
+    folder = _jit.cache_root() / f'k-{_jit.build_key([cache / "k.cpp", cache / "k.h"])}'
+    folder.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, '-c', _FAILS_WHILE_HOLDING, str(folder)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline().strip() == 'locked'
+        built = []
+        with pytest.raises(_jit.BuildError, match=r'^ganinv: building the k kernels failed \(in the other process\)$'):
+            _jit.build_and_load('k', [cache / 'k.cpp'], build_fn=lambda *a: built.append(1), timeout=30)
+        assert built == [] and str(folder) in _jit._FAILED
+    finally:
+        other.kill()
+        other.wait()
+
+
 _HOLDER = '''
 import sys, time
 from ganinv_core.ops._jit import BuildLock

@@ -168,3 +168,35 @@ def test_the_module_runs_as_a_check(cxx, tmp_path):
     assert code(_link(cxx, tmp_path, 'x', '-static-libstdc++')) == 1
     assert code(_link(cxx, tmp_path, 'y', *_project_flags(cxx, tmp_path))) == 0
     assert code(tmp_path / 'missing.so') == 2
+
+
+def test_what_cannot_be_told_is_said_so(tmp_path, monkeypatch, capsys):
+    """The fallbacks: no library, no compiler, a relink that does not help, a system that is not Linux."""
+    assert _linking.exports_libstdcxx(tmp_path / 'missing.so') is None        # does not load
+    nothing = str(tmp_path / 'no-such-c++')
+    assert _linking.toolchain_leaks(nothing) is None                           # cannot link: no version script
+    assert _linking.private_link_flags(nothing, tmp_path) == _linking.PRIVATE_STATIC_LIBS
+
+    links = []
+
+    class Base:
+        build_temp = str(tmp_path / 'temp')
+
+        def get_ext_fullpath(self, name):
+            return str(tmp_path / f'lib{name}.so')
+
+        def build_extension(self, ext):
+            links.append(list(ext.extra_link_args))
+            (tmp_path / f'lib{ext.name}.so').write_bytes(b'')
+
+    ext = type('Ext', (), {'name': 'C', 'extra_link_args': []})()
+    _linking.checked_build(Base, exports=lambda path: True)().build_extension(ext)   # the copy stays exported
+    out = capsys.readouterr().out
+    assert len(links) == 2 and 'WARNING' in out and 'still exports its own libstdc++' in out
+
+    monkeypatch.setattr(_linking, 'LINUX', False)
+    links.clear()
+    _linking.checked_build(Base, exports=lambda path: True)().build_extension(ext)   # not checked off Linux
+    assert len(links) == 1
+    assert _linking.exports_libstdcxx(tmp_path / 'libC.so') is None and _linking.toolchain_leaks('c++') is None
+    assert _linking.version_script_flags(tmp_path) == []
