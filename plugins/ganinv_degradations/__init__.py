@@ -5,12 +5,13 @@ from .blur import Blur
 from .downsample import Downsample
 from .grayscale import Grayscale
 from .inpaint import Inpaint
+from .jpeg import JPEG
 from .noise import Noise
 
-__all__ = ['Blur', 'Downsample', 'Grayscale', 'Inpaint', 'Noise', 'ganinv_degradations']
+__all__ = ['Blur', 'Downsample', 'Grayscale', 'Inpaint', 'JPEG', 'Noise', 'ganinv_degradations']
 
 
 @hookimpl
 def ganinv_degradations():
-    """The five built-in degradation classes."""
-    return [Grayscale, Inpaint, Blur, Downsample, Noise]
+    """The six built-in degradation classes."""
+    return [Grayscale, Inpaint, Blur, Downsample, JPEG, Noise]

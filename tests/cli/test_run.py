@@ -14,6 +14,8 @@ from ganinv_core import cli
 from ganinv_core.io.latents import load_latent, render_latent
 from ganinv_core.io.images import to_uint8
 
+from _devices import gpu_only
+
 FILES = ['target.png', 'degraded.png', 'restored.png', 'comparison.png', 'projected_w.npz', 'loss.png',
          'metrics.json']
 BASE = ['--network', 'random-32', '--steps', '3', '--quiet']
@@ -51,7 +53,7 @@ def check_outputs(d: Path, G=None):
 
 
 @pytest.mark.parametrize('spec', ['grayscale', 'inpaint:mode=center,size=0.4', 'blur:sigma=1.5',
-                                  'downsample:factor=4', 'noise:sigma=20'])
+                                  'downsample:factor=4', 'noise:sigma=20', 'jpeg:quality=10'])
 def test_simulation_each_degradation(tmp_path, capsys, G, spec):
     code, out = run(['--target', 'seed:3', '--simulate', '--degradation', spec, '--outdir', tmp_path], capsys)
     assert code == 0, out.err
@@ -425,6 +427,36 @@ def test_one_photo_out_of_memory_is_one_line_and_the_others_go_on(tmp_path, caps
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert [v['status'] for v in rj['targets'].values()] == ['failed', 'failed']
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json']
+
+
+@gpu_only
+def test_a_real_out_of_memory_on_the_gpu_is_recovered_from(tmp_path, capsys):
+    """CUDA's own OutOfMemoryError, under a memory cap set from what one photo takes: the batch is halved until it
+    fits, the failed batches' memory is given back (else the smaller batches would fail too), and every photo is
+    restored as a batch of one would restore it."""
+    args = ['--network', 'random-256', '--steps', '3', '--quiet', '--device', 'cuda', '--target',
+            *[f'seed:{k}' for k in range(8)]]
+    for again in (False, True):   # the first run fills the caches (w statistics, kernels); the second is measured
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        assert cli.main([*args[:-7], '--batch-size', '1', '--outdir', str(tmp_path / 'one')]
+                        + ['--overwrite'] * again) == 0
+    one = torch.cuda.max_memory_allocated()
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 1.5 * one / total))   # one photo fits, eight do not
+    try:
+        code = cli.main([*args, '--batch-size', '8', '--outdir', str(tmp_path / 'o')])
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert 'out of memory on cuda' in err and 'at a time' in err
+    for k in range(8):
+        assert (tmp_path / 'o' / f'seed{k}' / 'restored.png').is_file()
+    a, b = (load_latent(tmp_path / d / 'seed0' / 'projected_w.npz') for d in ('one', 'o'))
+    np.testing.assert_allclose(a['w'], b['w'], rtol=0, atol=2e-3)
 
 
 def test_other_errors_from_a_batch_are_not_taken_for_out_of_memory(tmp_path, capsys, monkeypatch):

@@ -18,7 +18,7 @@ def test_loss_conforms(name):
 
 
 def test_builtins_are_registered():
-    assert {'grayscale', 'inpaint', 'blur', 'downsample', 'noise'} <= set(_REG.degradations)
+    assert {'grayscale', 'inpaint', 'blur', 'downsample', 'jpeg', 'noise'} <= set(_REG.degradations)
     assert {'vgg16', 'mse', 'l1', 'ssim', 'latent-dist', 'noise-reg'} <= set(_REG.losses)
     assert not _REG.broken
 
@@ -27,6 +27,6 @@ def test_builtins_that_run_in_the_step_are_cuda_graph_safe():
     """Every built-in stage and loss that runs inside the optimisation step is marked (and so checked by the
     conformance suite); noise, applied to the simulated target only, is not (it draws host-side noise)."""
     marked = {n for n, c in {**_REG.degradations, **_REG.losses}.items() if c.cuda_graph_safe}
-    assert {'grayscale', 'inpaint', 'blur', 'downsample', 'vgg16', 'mse', 'l1', 'ssim', 'latent-dist',
+    assert {'grayscale', 'inpaint', 'blur', 'downsample', 'jpeg', 'vgg16', 'mse', 'l1', 'ssim', 'latent-dist',
             'noise-reg'} <= marked
     assert 'noise' not in marked and _REG.degradations['noise'].simulate_only
