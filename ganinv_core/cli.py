@@ -64,6 +64,15 @@ def _positive(text) -> int:
     return v
 
 
+def _restarts(text) -> int:
+    """An integer in [1, MAX_RESTARTS]; the type of ``--restarts``."""
+    from ganinv_core.engine._restarts import MAX_RESTARTS
+    v = int(text)
+    if not 1 <= v <= MAX_RESTARTS:
+        raise argparse.ArgumentTypeError(f'must be in [1, {MAX_RESTARTS}], got {text!r}')
+    return v
+
+
 def _steps(text) -> int:
     """An integer in [1, MAX_STEPS]; the type of ``--steps``."""
     from ganinv_core.engine._inversion import MAX_STEPS
@@ -107,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--no-noise-opt', action='store_true', help="keep the generator's constant noise instead of optimising it")
     a('--init', metavar='NPZ', help='start from a latent file (projected_w.npz) instead of w_avg')
     a('--batch-size', type=_positive, help='targets optimised together (default 4)')
+    a('--restarts', type=_restarts, metavar='K',
+      help='optimise each target from K starts (w_avg, then random latents) and keep the lowest final loss (default 1)')
     a('--precision', choices=('auto', 'fp32', 'tf32', 'bf16', 'fp16'), help='numeric precision (default auto)')
     a('--polish', type=_fraction, metavar='FRACTION',
       help='with bf16/fp16: run this fraction of the steps, at the end, in full precision (default 0)')
@@ -137,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
-                lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, precision='auto', polish=0.0,
-                device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False, seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[],
-                align=False, face='largest', detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False,
-                convert=None)
+                lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1, precision='auto',
+                polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False,
+                seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[], align=False, face='largest',
+                detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False, convert=None)
 
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
@@ -329,26 +340,47 @@ def _file_mask(known: np.ndarray):
     return FileMask(known)
 
 
-def _hides_only(pipe, res: int) -> bool:
-    """True when every degradation only hides pixels (inpainting, ``--mask``) at full resolution: the target's
-    known pixels are then true ones, and ``composite.png`` can keep them."""
+def _composite_kind(pipe, res: int):
+    """What ``composite.png`` can keep of the target, at full resolution: ``('pixels', None)`` where every degradation
+    only hides pixels (inpainting, ``--mask``); ``('luminance', stage)`` where the others are ``grayscale`` stages
+    (the target's luminance is then the true one); None otherwise (a blurred, resized or compressed target, or a
+    noisy one, has no true pixel)."""
     import torch
+    from ganinv_core.hooks import get_registry
+    grey = get_registry().degradations.get('grayscale')
     x = torch.zeros(1, 3, res, res)
-    return len(pipe.stages) > 0 and pipe.output_size(res) == res and \
-        all(not d.simulate_only and d.mask(x) is not None for d in pipe.stages)
+    stages = list(pipe.stages)
+    if not stages or any(d.simulate_only for d in stages) or pipe.output_size(res) != res:
+        return None
+    greys = [d for d in stages if grey is not None and type(d) is grey]
+    if all(d in greys or d.mask(x) is not None for d in stages):
+        return ('luminance', greys[0]) if greys else ('pixels', None)
+    return None
 
 
-def _composite(observed: np.ndarray, restored: np.ndarray, mask) -> np.ndarray:
-    """Data-consistent restoration: the target's known pixels (``mask`` [1,H,W] > 0.5), restored ones in the hole."""
-    known = mask[0].cpu().numpy() > 0.5
+def _composite(observed: np.ndarray, restored: np.ndarray, mask, kind) -> np.ndarray:
+    """Data-consistent restoration at the known pixels (``mask`` [1,H,W] > 0.5, or None: all), per ``kind`` (from
+    ``_composite_kind``): the target's pixels; or the restoration with the target's luminance, each pixel shifted
+    by Y(target) - Y(restored) (Y as the grayscale stage computes it), which keeps the colour G chose (YIQ's I and
+    Q), clipped to [0, 255]. The restoration in the holes."""
+    known = np.ones(observed.shape[:2], bool) if mask is None else mask[0].cpu().numpy() > 0.5
+    how, grey = kind
+    if how == 'luminance':
+        import torch
+        from ganinv_core.io.images import to_tensor
+        device = next(iter(grey.buffers()), torch.zeros(0)).device   # where the run left the stage
+        with torch.no_grad():
+            y = grey(to_tensor(np.stack([observed, restored])).to(device))[:, 0].double().cpu().numpy() * 127.5
+        observed = np.clip(np.round(restored + (y[0] - y[1])[..., None]), 0, 255).astype(np.uint8)
     return np.where(known[..., None], observed, restored)
 
 
-def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite: bool, pasted: dict) -> dict:
+def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite, pasted: dict) -> dict:
     """Every output file of one target, staged then moved into ``outdir/job.name``.
 
     Args:
-        composite: also write ``composite.png`` (and its metrics against the clean original, when known).
+        composite: None, or also write ``composite.png`` keeping this of the target (``_composite_kind``), and
+            its metrics against the clean original, when known.
         pasted: --align with several faces per photo: {photo name: (photo with the faces so far, count)};
             once every face of a photo is restored, ``<photo name>_pasted.png`` holds them all.
     """
@@ -365,13 +397,23 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite:
         panels = ([('original', job.clean)] if job.clean is not None else []) + \
             [('degraded', observed), ('restored', restored)]
         if composite:
-            comp = _composite(observed, restored, res.mask[min(i, res.mask.shape[0] - 1)])
+            mask = None if res.mask is None else res.mask[min(i, res.mask.shape[0] - 1)]
+            comp = _composite(observed, restored, mask, composite)
             outputs.write_png(d / 'composite.png', comp)
             panels.append(('composite', comp))
             if job.clean is not None:
                 a, b = images.to_tensor(comp), images.to_tensor(job.clean)
                 metrics['composite'] = {'psnr': float(qm.psnr(a, b)[0]), 'ssim': float(qm.ssim(a, b)[0])}
+            metrics.setdefault('composite', {})['keeps'] = composite[0]
         plots.comparison(panels, d / 'comparison.png')
+        if 'restarts' in res.extra:   # every start's restoration, the kept one marked, and where they disagree
+            info = metrics['restarts']
+            starts = images.to_uint8(res.extra['restarts']['images'][:, i])
+            spread = (starts.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).std(0)   # luminance, 0-255
+            info['spread'] = {'mean': float(spread.mean()), 'max': float(spread.max())}
+            plots.comparison([(f'start {k}{" (kept)" * (k == info["chosen"])}: {v:.4g}', img)
+                              for k, (v, img) in enumerate(zip(info['losses'], starts))]
+                             + [(f'spread (max {spread.max():.0f})', plots.heat(spread))], d / 'restarts.png', cols=8)
         latents.save_latent(d / 'projected_w.npz', res.w[i:i + 1], {k: v[i:i + 1] for k, v in res.noise.items()},
                             res.latent_space)
         plots.loss_plot({k: v[:, i] for k, v in res.history.items()}, d / 'loss.png', job.name)
@@ -427,8 +469,8 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      lr=args.lr, init=init, seed=args.seed, precision=args.precision, callbacks=[on_progress],
                      clean=clean, indices=[j.index for j in batch], report_steps=args.snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
-                     channels_last=args.channels_last, polish=args.polish)
-        composite = res.mask is not None and _hides_only(pipe, G.img_resolution)
+                     channels_last=args.channels_last, polish=args.polish, restarts=args.restarts)
+        composite = _composite_kind(pipe, G.img_resolution)
         return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composite, pasted)
                 for i, j in enumerate(batch)]
     finally:
@@ -483,6 +525,8 @@ def run(args) -> int:
         if args.simulate or args.align:
             raise ConfigError(f'--mask: marks damage in a real photo; it cannot be combined with '
                               f'{"--simulate" if args.simulate else "--align"}')
+    if args.init and args.restarts > 1:
+        raise ConfigError('--restarts: the starts are w_avg and random latents; it cannot be combined with --init')
     init = latents.load_latent(args.init) if args.init else None
     losses = args.loss if args.loss else _default_losses(args.network)
     if losses is not None and not args.loss and not args.quiet:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
+
+from . import _restarts, _wstats
 from ._inversion import Inversion
 from ._result import InversionError, Progress, Result
 
@@ -25,7 +28,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
            report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, device=None,
            modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
-           polish: float = 0.0) -> Result:
+           polish: float = 0.0, restarts: int = 1) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
     Args:
@@ -54,6 +57,11 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
             ``cuda_graph_safe``.
         polish: with ``bf16`` / ``fp16``, the fraction of the steps, at the end, run in full precision (see
             ``Inversion``).
+        restarts: optimise each target from this many starts at once (w_avg, then random latents pulled towards
+            it) and keep, per target, the one with the lowest final loss; each image's metrics then hold
+            ``restarts`` (every start's final loss, the chosen one, and their PSNR against ``clean`` when given)
+            and ``Result.extra['restarts']['images']`` every start's restoration [K,N,C,H,W]. Callbacks see all
+            K*N rows, start-major (rows 0..N-1 are the first start). Not with ``init``.
 
     Returns:
         A ``Result``.
@@ -64,6 +72,20 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     bad = next((cb for cb in callbacks if not callable(cb)), None)
     if bad is not None:
         raise InversionError(f'callbacks: {bad!r} is not callable')
+    k = _restarts.check(restarts, init)
+    if k > 1:   # K starts of every target in one batch, start-major
+        import torch
+        from ._result import _as_images
+        targets = _as_images(targets, 'targets', torch.device('cpu'))
+        n = targets.shape[0]
+        ids = list(range(n)) if indices is None else [int(i) for i in indices]
+        if len(ids) != n:
+            raise InversionError(f'indices: {len(ids)} ids for {n} targets')
+        w_avg = torch.as_tensor(np.asarray((w_stats or _wstats.w_stats(G))[0]), dtype=torch.float32)
+        init = {'w': _restarts.starts(G, w_avg.to(next(iter(G.parameters())).device), seed, ids, k).cpu()}
+        targets = targets.repeat(k, 1, 1, 1)
+        clean = None if clean is None else _as_images(clean, 'clean', torch.device('cpu')).repeat(k, 1, 1, 1)
+        indices = _restarts.indices(ids, k)
     inv = Inversion(G, targets, degradations=degradations, losses=losses, steps=steps, latent_space=latent_space,
                     optimize_noise=optimize_noise, lr=lr, init=init, seed=seed, precision=precision, clean=clean,
                     indices=indices, w_stats=w_stats, device=device, modconv=modconv, cuda_graph=cuda_graph,
@@ -85,4 +107,5 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         last = inv.done
         call(inv.done, {k: chunk[-1, :, j].numpy() for j, k in enumerate(names)},
              inv.done / max(time.perf_counter() - t0, 1e-9))
-    return inv.result(time.perf_counter() - t0, lpips_vgg)
+    res = inv.result(time.perf_counter() - t0, lpips_vgg)
+    return _restarts.choose(res, res.images.shape[0] // k, k) if k > 1 else res

@@ -26,6 +26,15 @@ def _save(fig, path: str | Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def heat(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """A 2-D array as a uint8 RGB image through matplotlib's ``magma`` colour map, 0 black to ``vmax`` (default: the
+    array's maximum) pale yellow."""
+    from matplotlib import colormaps
+    v = np.asarray(values, dtype=np.float64)
+    top = float(vmax if vmax is not None else v.max(initial=0.0)) or 1.0
+    return (colormaps['magma'](np.clip(v / top, 0, 1))[..., :3] * 255).round().astype(np.uint8)
+
+
 def loss_plot(history: dict[str, np.ndarray], path: str | Path, title: str = '') -> None:
     """One curve per loss term over the steps, on a log axis unless some value is negative.
 
@@ -50,15 +59,18 @@ def loss_plot(history: dict[str, np.ndarray], path: str | Path, title: str = '')
     _save(fig, path)
 
 
-def comparison(panels: list[tuple[str, np.ndarray]], path: str | Path) -> None:
+def comparison(panels: list[tuple[str, np.ndarray]], path: str | Path, cols: int | None = None) -> None:
     """Images side by side, each titled (e.g. original | degraded | restored).
 
     Args:
         panels: (label, uint8 (H, W, 3)) pairs; sizes may differ (shown at the same height, pixelated).
+        cols: panels per row (default: all in one row).
     """
-    fig = _figure(2.6 * len(panels), 2.9)
+    cols = min(cols or len(panels), len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(2.6 * cols, 2.9 * rows)
     for i, (label, img) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(img, interpolation='nearest')
         ax.set_title(label, fontsize=11)
         ax.set_axis_off()

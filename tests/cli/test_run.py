@@ -65,7 +65,7 @@ def test_simulation_each_degradation(tmp_path, capsys, G, spec):
     assert run_json['versions']['torch'] == torch.__version__ and run_json['targets']['seed3']['status'] == 'ok'
     if spec.startswith('downsample'):
         assert png(tmp_path / 'seed3' / 'degraded.png').shape == (8, 8, 3)
-    assert (tmp_path / 'seed3' / 'composite.png').exists() == spec.startswith('inpaint')  # only when pixels are hidden
+    assert (tmp_path / 'seed3' / 'composite.png').exists() == spec.startswith(('inpaint', 'grayscale'))  # pixels or luminance kept
 
 
 def test_inpainting_composite_keeps_known_pixels(tmp_path, capsys):
@@ -83,7 +83,60 @@ def test_inpainting_composite_keeps_known_pixels(tmp_path, capsys):
     mse = ((comp - clean) ** 2).mean()
     assert m['composite']['psnr'] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
     assert m['composite']['psnr'] > m['vs_clean']['psnr'] and 0 < m['composite']['ssim'] <= 1
-    assert 'composite' in out.out
+    assert m['composite']['keeps'] == 'pixels' and 'composite' in out.out
+
+
+def test_colourisation_composite_keeps_the_target_s_luminance(tmp_path, capsys):
+    code, out = run(['--target', 'seed:3', '--simulate', '--degradation', 'grayscale', '--outdir', tmp_path], capsys)
+    assert code == 0, out.err
+    d = tmp_path / 'seed3'
+    clean, deg, rest, comp = (png(d / f).astype(float) for f in ('target.png', 'degraded.png', 'restored.png',
+                                                                 'composite.png'))
+    y = np.array([0.299, 0.587, 0.114])
+    inside = ((comp > 0) & (comp < 255)).all(-1)   # pixels the clipping to [0, 255] left alone
+    assert inside.mean() > 0.3   # (the random network's images are often saturated)
+    # the luminance is the target's (up to the rounding of three channels to 8 bits) ...
+    assert np.abs(comp @ y - deg @ y)[inside].max() <= 1.0
+    # ... and the colour is the restoration's: every channel moved by the same amount
+    shift = comp - rest
+    assert np.abs(shift - shift.mean(-1, keepdims=True))[inside].max() <= 1.0
+    assert np.abs(shift).max() > 10                # it did change something
+    m = json.loads((d / 'metrics.json').read_text())
+    assert m['composite']['keeps'] == 'luminance' and m['composite']['psnr'] > m['vs_clean']['psnr']
+
+
+def test_no_composite_where_the_target_has_no_true_pixel(tmp_path, capsys):
+    for spec in ('blur:sigma=1', 'downsample:factor=2', 'jpeg:quality=50'):
+        code, out = run(['--target', 'seed:3', '--simulate', '--degradation', 'grayscale', '--degradation', spec,
+                         '--outdir', tmp_path / spec.replace(':', '_')], capsys)
+        assert code == 0, out.err
+        d = tmp_path / spec.replace(':', '_') / 'seed3'
+        assert not (d / 'composite.png').exists() and 'composite' not in json.loads((d / 'metrics.json').read_text())
+    code, out = run(['--target', 'seed:3', '--simulate', '--degradation', 'grayscale', '--degradation',
+                     'inpaint:mode=center', '--outdir', tmp_path / 'both'], capsys)
+    m = json.loads((tmp_path / 'both' / 'seed3' / 'metrics.json').read_text())
+    assert code == 0 and m['composite']['keeps'] == 'luminance'
+
+
+def test_restarts_keep_the_lowest_loss_and_show_every_start(tmp_path, capsys):
+    args = ['--target', 'seed:1', 'seed:2', '--simulate', '--degradation', 'grayscale', '--restarts', '3']
+    code, out = run([*args, '--outdir', tmp_path / 'b'], capsys)
+    assert code == 0, out.err
+    assert run([*args, '--batch-size', '1', '--outdir', tmp_path / 'o'], capsys)[0] == 0
+    for name in ('seed1', 'seed2'):
+        d = tmp_path / 'b' / name
+        m = json.loads((d / 'metrics.json').read_text())
+        info = m['restarts']
+        assert len(info['losses']) == 3 and info['chosen'] == int(np.argmin(info['losses']))
+        assert m['loss']['total'] == pytest.approx(min(info['losses']))
+        assert m['vs_clean']['psnr'] == pytest.approx(info['psnr_vs_clean'][info['chosen']])
+        assert 0 < info['spread']['mean'] < info['spread']['max'] <= 255 / 2   # the starts' luminance std
+        # four panels each: three starts and their spread; original, degraded, restored, composite
+        assert png(d / 'restarts.png').shape[1] == png(d / 'comparison.png').shape[1]
+        check_outputs(d)
+        # a target's starts never depend on the other photos of its batch
+        one = json.loads((tmp_path / 'o' / name / 'metrics.json').read_text())['restarts']
+        np.testing.assert_allclose(one['losses'], info['losses'], rtol=1e-3)
 
 
 def test_restoration_of_a_file_w_plus(tmp_path, capsys, G):
@@ -154,7 +207,7 @@ def test_mask_file(tmp_path, capsys):
     hole = (png(d / 'degraded.png') == 0).all(-1)
     comp, shown, rest = png(d / 'composite.png'), png(d / 'target.png'), png(d / 'restored.png')
     assert (comp[~hole] == shown[~hole]).all() and (comp[hole] == rest[hole]).all()  # the photo kept, hole filled
-    assert 'composite' not in json.loads((d / 'metrics.json').read_text())  # no clean original: no PSNR
+    assert json.loads((d / 'metrics.json').read_text())['composite'] == {'keeps': 'pixels'}  # no clean original: no PSNR
     code, out = run(['--target', tmp_path / 'p.png', '--mask', tmp_path / 'small.png', '--outdir', tmp_path / 'x'],
                     capsys)
     assert code == 2 and 'mask is 40x20 but the photo is 40x30' in out.err
@@ -334,6 +387,9 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--stpes', '3'], 'unrecognized arguments: --stpes 3'),
     (['--target', 'seed:1', '--config', 'missing.toml'], 'missing.toml: no such config file'),
     (['--target', 'seed:1', '--snapshots', '2,10'], '--snapshots: step 10 is past the last step (3, --steps)'),
+    (['--target', 'seed:1', '--restarts', '0'], "argument --restarts: must be in [1, 64], got '0'"),
+    (['--target', 'seed:1', '--restarts', '2', '--init', 'w.npz'], '--restarts: the starts are w_avg and random '
+                                                                   'latents; it cannot be combined with --init'),
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
     code, out = run([*args, '--outdir', tmp_path / 'o'], capsys)

@@ -109,3 +109,12 @@ def test_latent_roundtrip_and_errors(tmp_path):
             load_latent(tmp_path / name)
     with pytest.raises(LatentFileError, match=r'flat\.npz: a single array \(\.npy format\), not an \.npz archive'):
         load_latent(tmp_path / 'flat.npz')
+
+
+def test_heat_map_runs_from_black_to_pale_yellow():
+    from ganinv_core.io.plots import heat
+    rgb = heat(np.array([[0.0, 5.0], [10.0, 20.0]]), vmax=10.0)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].max() < 10 and rgb[1, 0].min() > 180   # magma's ends: near black, pale yellow
+    assert (rgb[1, 1] == rgb[1, 0]).all()                  # clipped at vmax
+    assert heat(np.zeros((2, 2))).max() < 10               # an all-zero map stays dark (no division by zero)
