@@ -251,3 +251,25 @@ def test_inversion(benchmark, case, n, opts):
     record(benchmark, compare=f'invert-{INV_NET}', images=n, steps=INV_STEPS, peak_mem=mem,
            flops=step_flops_for(G, fused) * n)
     benchmark.extra_info.update(case=f'{case}-b{n}')
+
+
+DEG_RES = (256, 1024) if FULL else (256,)
+DEGRADATIONS = ('grayscale', 'inpaint:mode=strokes', 'blur:sigma=2', 'downsample:factor=4', 'jpeg:quality=30')
+
+
+@pytest.mark.parametrize('res', DEG_RES)
+@pytest.mark.parametrize('spec', DEGRADATIONS)
+def test_degradation(benchmark, spec, res):
+    """Each built-in degradation forward + backward on BIG images, side by side with grayscale (the cheapest) and
+    the generator's step at the same size (test_generator_fwd_bwd): what a degradation adds to a step."""
+    from ganinv_core.hooks import get_registry
+    d = get_registry().build_degradation(spec).to(DEVICE)
+    x = (torch.rand(BIG, 3, res, res, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(0)) * 2 - 1)
+    x.requires_grad_(True)
+
+    def run():
+        d(x).square().sum().backward()
+        x.grad = None
+        sync()
+    mem = timed(benchmark, run, **ROUNDS)
+    record(benchmark, compare=f'degradation-{res}', images=BIG, baseline=spec == 'grayscale', peak_mem=mem)
