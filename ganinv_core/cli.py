@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--seed', type=int, help='random seed (default 303)')
     a('--outdir', help='output folder (default out)')
     a('--overwrite', action='store_true', help='replace existing outputs')
+    a('--resume', action='store_true',
+      help='continue a run in OUTDIR: skip the targets already restored there, restore the rest (same options)')
     a('--save-video', action='store_true', help='write progress.mp4 per target')
     a('--snapshots', type=_snapshots, metavar='STEPS', help='also save the restoration at these steps, e.g. 100,400')
     a('--align', action='store_true', help='detect and FFHQ-align faces, restore them, paste them back (extra [align])')
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1, precision='auto',
                 polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False,
-                seed=303, outdir='out', overwrite=False, save_video=False, snapshots=[], align=False, face='largest',
+                seed=303, outdir='out', overwrite=False, resume=False, save_video=False, snapshots=[], align=False, face='largest',
                 detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False, convert=None)
 
 
@@ -260,6 +262,7 @@ def _prepare(args, G, pipe, targets, problems) -> list:
     """Read, check and preprocess each target; problems (bad files, no face, mask size) are collected."""
     from ganinv_core.io import images
     res, out = G.img_resolution, pipe.output_size(G.img_resolution)
+    keep_going = args.overwrite or args.resume   # existing outputs are replaced, or skipped by the caller
     jobs = []
     for i, t in enumerate(targets):
         try:
@@ -269,12 +272,12 @@ def _prepare(args, G, pipe, targets, problems) -> list:
             faces = [None]
             if args.align:
                 faces = _align(photo, res, args.face, args.detector, t.source)
-                if len(faces) > 1 and (Path(args.outdir) / f'{t.name}_pasted.png').exists() and not args.overwrite:
+                if len(faces) > 1 and (Path(args.outdir) / f'{t.name}_pasted.png').exists() and not keep_going:
                     raise ValueError(f'{Path(args.outdir) / f"{t.name}_pasted.png"}: already exists; '
                                      'pass --overwrite to replace it')
             for face in faces:
                 name = t.name if face is None or len(faces) == 1 else f'{t.name}_face{face.index}'
-                if name != t.name and (Path(args.outdir) / name).exists() and not args.overwrite:
+                if name != t.name and (Path(args.outdir) / name).exists() and not keep_going:
                     raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
                 src = face.crop if face is not None else photo
                 job = Job(name, i, target=None, photo=photo if face is not None else None, face=face,
@@ -534,7 +537,8 @@ def run(args) -> int:
              '(mse instead of vgg16; pass --loss to choose)')
     targets = images.expand_targets(list(args.target))
     outdir = Path(args.outdir)
-    outputs.check_free(outdir, [t.name for t in targets if not t.error], args.overwrite)
+    before = _resumable(args, outdir) if args.resume else None
+    outputs.check_free(outdir, [t.name for t in targets if not t.error], args.overwrite or args.resume)
 
     problems: list[tuple[str, str]] = []
     if args.mask:  # the mask's geometry is the same for every photo of its size: one degradation for all
@@ -543,6 +547,8 @@ def run(args) -> int:
     record = {'command': sys.argv[:1] + (args._argv or []), 'cwd': os.getcwd(), 'config': _config(args),
               'versions': _versions(device), 'started': datetime.datetime.now().isoformat(timespec='seconds'),
               'status': 'running', 'targets': {}}
+    if args.resume:
+        jobs = _skip_done(jobs, outdir, record, before)
     for name, err in problems:
         record['targets'][name] = {'status': 'bad input', 'error': err}
     outdir.mkdir(parents=True, exist_ok=True)
@@ -640,9 +646,63 @@ def _with_mask(args, G, pipe, targets):
     return pipe
 
 
+# the options that decide what a target's outputs are: a resumed run must keep them
+_RESULT_KEYS = ('network', 'degradation', 'loss', 'mask', 'simulate', 'steps', 'lr', 'latent-space', 'no-noise-opt',
+                'init', 'restarts', 'precision', 'polish', 'seed', 'align', 'face', 'detector', 'snapshots',
+                'save-video')
+
+
+def _resumable(args, outdir: Path) -> dict | None:
+    """``--resume``: the earlier run's record in ``outdir`` (None when there is none), checked to have been made with
+    the same result-deciding options as this run."""
+    import json
+    if args.overwrite:
+        raise ConfigError('--resume: keeps the targets already restored, --overwrite replaces them; give one')
+    path = outdir / 'run.json'
+    if not path.is_file():
+        return None
+    try:
+        before = json.loads(path.read_text())
+        old = before['config']
+        if not isinstance(old, dict) or not isinstance(before.get('targets', {}), dict):
+            raise TypeError('no config table')
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f'{path}: cannot resume from it: not a run.json of ganinv-run ({exc_line(e)})') from None
+    now = _config(args)
+    for key in _RESULT_KEYS:
+        if old.get(key) != now.get(key):
+            raise ConfigError(f'--resume: {path} was made with {key} = {old.get(key)!r}, this run has '
+                              f'{now.get(key)!r}; give the same options, or --overwrite to start again')
+    return before
+
+
+def _skip_done(jobs: list, outdir: Path, record: dict, before: dict | None) -> list:
+    """``--resume``: the jobs still to run. A target whose folder exists is done (folders appear complete or not
+    at all); a photo of several faces is done when every face and its ``_pasted.png`` are, else all its faces run
+    again. ``record`` carries the earlier run's targets and lists the skipped ones as done."""
+    if before is not None:
+        record['targets'].update(before.get('targets', {}))
+        record['resumed_from'] = before.get('started')
+    photos: dict[str, list] = {}
+    for j in jobs:
+        photos.setdefault(j.photo_name, []).append(j)
+    todo, skipped = [], 0
+    for name, group in photos.items():
+        done = all((outdir / j.name).is_dir() for j in group) and (
+            len(group) == 1 or (outdir / f'{name}_pasted.png').is_file())
+        if done:
+            skipped += len(group)
+            for j in group:
+                record['targets'][j.name] = {'status': 'ok', 'folder': j.name}
+        else:
+            todo += group
+    _say(f'resuming {outdir}: {skipped} target(s) restored before, {len(todo)} to go')
+    return todo
+
+
 def _config(args) -> dict:
     """The resolved configuration, as TOML-able keys (enough for --config to rerun it)."""
-    skip = {'config', 'list_plugins', 'doctor', 'convert', '_argv'}
+    skip = {'config', 'list_plugins', 'doctor', 'convert', '_argv', 'resume'}
     return {k.replace('_', '-'): v for k, v in vars(args).items() if k not in skip and v is not None}
 
 

@@ -253,6 +253,70 @@ def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch, video):
     assert rj['status'] == 'interrupted' and rj['targets'] == {'seed1': {'status': 'ok', 'folder': 'seed1'}}
 
 
+def test_resume_restores_only_what_an_interrupted_run_left(tmp_path, capsys, monkeypatch):
+    import ganinv_core.engine as engine
+    real, calls = engine.invert, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            k['callbacks'] = [*k['callbacks'], lambda p: (_ for _ in ()).throw(KeyboardInterrupt) if p.step else None]
+        return real(*a, **k)
+    targets = ['--target', 'seed:1', 'seed:2', 'seed:3', '--batch-size', '1', '--outdir', tmp_path]
+    monkeypatch.setattr(engine, 'invert', interrupted)
+    assert run(targets, capsys)[0] == 130
+    monkeypatch.setattr(engine, 'invert', real)
+    first = {p: p.read_bytes() for p in (tmp_path / 'seed1').iterdir()}
+    code, out = run([*targets, '--resume'], capsys)
+    assert code == 0, out.err
+    assert out.err == f'resuming {tmp_path}: 1 target(s) restored before, 2 to go\n'
+    assert 'seed1' not in out.out and 'seed2' in out.out and 'seed3' in out.out
+    assert {p: p.read_bytes() for p in (tmp_path / 'seed1').iterdir()} == first   # left as it was
+    rj = json.loads((tmp_path / 'run.json').read_text())
+    assert rj['status'] == 'done' and sorted(rj['targets']) == ['seed1', 'seed2', 'seed3']
+    assert all(v['status'] == 'ok' for v in rj['targets'].values()) and rj['resumed_from']
+    # the resumed targets are what an uninterrupted run gives
+    assert run([*targets[:-1], tmp_path / 'all'], capsys)[0] == 0
+    for name in ('seed2', 'seed3'):
+        a, b = (load_latent(d / name / 'projected_w.npz') for d in (tmp_path, tmp_path / 'all'))
+        np.testing.assert_array_equal(a['w'], b['w'])
+    code, out = run([*targets, '--resume'], capsys)   # nothing left
+    assert code == 0 and out.err == f'resuming {tmp_path}: 3 target(s) restored before, 0 to go\n'
+
+
+def test_resume_after_a_killed_run_and_with_new_targets(tmp_path, capsys):
+    """A run killed outright leaves run.json 'running' and the folders it finished: those are skipped."""
+    assert run(['--target', 'seed:1', '--outdir', tmp_path], capsys)[0] == 0
+    rj = json.loads((tmp_path / 'run.json').read_text())
+    (tmp_path / 'run.json').write_text(json.dumps(dict(rj, status='running', targets={})))
+    code, out = run(['--target', 'seed:1', 'seed:4', '--outdir', tmp_path, '--resume'], capsys)
+    assert code == 0 and 'seed4' in out.out and 'seed1:' not in out.out
+    assert sorted(json.loads((tmp_path / 'run.json').read_text())['targets']) == ['seed1', 'seed4']
+    code, out = run(['--target', 'seed:9', '--outdir', tmp_path / 'fresh', '--resume'], capsys)   # nothing to resume
+    assert code == 0 and (tmp_path / 'fresh' / 'seed9').is_dir()
+
+
+@pytest.mark.parametrize('change, message', [
+    (['--steps', '4'], "was made with steps = 3, this run has 4; give the same options, or --overwrite"),
+    (['--degradation', 'grayscale'], "was made with degradation = [], this run has ['grayscale']"),
+    (['--seed', '1'], 'was made with seed = 303, this run has 1'),
+    (['--overwrite'], '--resume: keeps the targets already restored, --overwrite replaces them; give one'),
+])
+def test_resume_refuses_other_options(tmp_path, capsys, change, message):
+    assert run(['--target', 'seed:1', '--outdir', tmp_path], capsys)[0] == 0
+    before = (tmp_path / 'run.json').read_bytes()
+    code, out = run(['--target', 'seed:1', 'seed:2', '--outdir', tmp_path, '--resume', *change], capsys)
+    assert code == 2 and message in out.err and out.err.count('\n') == 1
+    assert (tmp_path / 'run.json').read_bytes() == before and not (tmp_path / 'seed2').exists()
+
+
+def test_resume_refuses_a_run_json_it_cannot_read(tmp_path, capsys):
+    tmp_path.joinpath('run.json').write_text('{"not": "ours"}')
+    code, out = run(['--target', 'seed:1', '--outdir', tmp_path, '--resume'], capsys)
+    assert code == 2 and out.err == (f"error: {tmp_path / 'run.json'}: cannot resume from it: not a run.json of "
+                                     "ganinv-run (KeyError: 'config')\n")
+
+
 def test_video_and_snapshots(tmp_path, capsys):
     pytest.importorskip('imageio_ffmpeg')
     code, out = run(['--target', 'seed:1', '--steps', '6', '--save-video', '--snapshots', '2,4', '--outdir', tmp_path],
@@ -603,6 +667,20 @@ def test_align_all_faces_pasted_into_one_photo(tmp_path, capsys, monkeypatch):
         own = png(tmp_path / 'o' / f'two_face{k}' / 'pasted.png')
         assert np.array_equal(both[20:40, strip], own[20:40, strip])    # each face as restored on its own
         assert not np.array_equal(both[20:40, strip], original[20:40, strip])
+
+
+def test_resume_redoes_a_photo_whose_faces_are_not_all_done(tmp_path, capsys, monkeypatch):
+    _use_detector(monkeypatch, _FakeDetector(faces=2))
+    photo(tmp_path / 'two.png', (160, 60))
+    args = ['--target', tmp_path / 'two.png', '--align', '--face', 'all', '--outdir', tmp_path / 'o']
+    assert run(args, capsys)[0] == 0
+    done = (tmp_path / 'o' / 'two_pasted.png').read_bytes()
+    code, out = run([*args, '--resume'], capsys)
+    assert code == 0 and 'restored before, 0 to go' in out.err
+    (tmp_path / 'o' / 'two_pasted.png').unlink()       # the photo with both faces was never written
+    code, out = run([*args, '--resume'], capsys)
+    assert code == 0 and 'restored before, 2 to go' in out.err   # both faces again: the pasted photo needs both
+    assert (tmp_path / 'o' / 'two_pasted.png').read_bytes() == done
 
 
 def test_detector_spec_reaches_the_registry(tmp_path, capsys):
