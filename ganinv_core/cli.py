@@ -595,14 +595,26 @@ def run(args) -> int:
         record['status'] = 'interrupted'
         record['wall_time_s'] = time.perf_counter() - t0
         outputs.write_json(outdir / 'run.json', record)
+        _write_table(outdir, record)
         _say(f'interrupted: {sum(v["status"] == "ok" for v in record["targets"].values())} finished target(s) '
              f'kept in {outdir}')
         return EXIT_INTERRUPTED
     record['status'] = 'done' if code == EXIT_OK else 'done with errors'
     record['wall_time_s'] = time.perf_counter() - t0
     outputs.write_json(outdir / 'run.json', record)
-    print(f'outputs: {outdir}/ (run.json, one folder per target)', flush=True)
+    mean = _write_table(outdir, record)
+    if mean:
+        print(mean, flush=True)
+    print(f'outputs: {outdir}/ (run.json, metrics.csv, one folder per target)', flush=True)
     return code
+
+
+def _write_table(outdir: Path, record: dict) -> str | None:
+    """``metrics.csv``: a row per target of the run (and of the runs it resumed); returns the mean line."""
+    from ganinv_core.io import outputs, summary
+    table = summary.rows(outdir, record['targets'])
+    outputs.write_bytes(outdir / 'metrics.csv', summary.to_csv(table).encode())
+    return summary.mean_line(table)
 
 
 def _out_of_memory(e: BaseException) -> bool:

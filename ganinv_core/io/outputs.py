@@ -77,8 +77,8 @@ def write_npz(path: str | Path, arrays: dict) -> None:
 
 
 def check_free(outdir: str | Path, names: list[str], overwrite: bool) -> None:
-    """Refuse (before any work) an output folder that cannot be made, or to replace ``run.json`` or any target
-    folder unless ``overwrite``."""
+    """Refuse (before any work) an output folder that cannot be made, or to replace ``run.json``, ``metrics.csv`` or
+    any target folder unless ``overwrite``."""
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputExistsError(f'{outdir}: exists and is not a folder')
@@ -88,7 +88,7 @@ def check_free(outdir: str | Path, names: list[str], overwrite: bool) -> None:
                                 f'{"not a folder" if not base.is_dir() else "not writable"}')
     if overwrite:
         return
-    taken = [n for n in ['run.json', *names] if (outdir / n).exists()]
+    taken = [n for n in ['run.json', 'metrics.csv', *names] if (outdir / n).exists()]
     if taken:
         raise OutputExistsError(f'{outdir / taken[0]}: already exists; pass --overwrite to replace '
                                 f'{"it" if len(taken) == 1 else f"it and {len(taken) - 1} more"}')

@@ -139,6 +139,31 @@ def test_restarts_keep_the_lowest_loss_and_show_every_start(tmp_path, capsys):
         np.testing.assert_allclose(one['losses'], info['losses'], rtol=1e-3)
 
 
+def test_metrics_csv_and_the_mean_line(tmp_path, capsys):
+    import csv
+    code, out = run(['--target', 'seed:1', 'seed:2', tmp_path / 'missing.png', '--simulate', '--degradation',
+                     'inpaint', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 2
+    rows = list(csv.DictReader((tmp_path / 'o' / 'metrics.csv').open()))
+    assert [r['target'] for r in rows] == ['missing', 'seed1', 'seed2']
+    assert rows[0]['status'] == 'bad input' and 'no such file' in rows[0]['error'] and rows[0]['psnr_after'] == ''
+    for r in rows[1:]:
+        m = json.loads((tmp_path / 'o' / r['target'] / 'metrics.json').read_text())
+        assert r['status'] == 'ok' and float(r['psnr_after']) == pytest.approx(m['vs_clean']['psnr'])
+        assert float(r['psnr_before']) == pytest.approx(m['degraded_vs_clean']['psnr'])
+        assert float(r['psnr_hole_after']) == pytest.approx(m['hole']['psnr_restored'])
+        assert float(r['psnr_composite']) == pytest.approx(m['composite']['psnr']) and r['restart_chosen'] == ''
+        assert int(r['steps']) == 3
+    after = np.mean([float(r['psnr_after']) for r in rows[1:]])
+    before = np.mean([float(r['psnr_before']) for r in rows[1:]])
+    line = next(ln for ln in out.out.splitlines() if ln.startswith('mean of'))
+    assert line.startswith(f'mean of 2 target(s): PSNR before {before:.2f} dB, after {after:.2f} dB, composite ')
+    code, out = run(['--target', 'seed:1', '--outdir', tmp_path / 'r'], capsys)   # restoring: against the target
+    rows = list(csv.DictReader((tmp_path / 'r' / 'metrics.csv').open()))
+    assert f'mean of 1 target(s): PSNR vs target {float(rows[0]["psnr_vs_target"]):.2f} dB' in out.out
+    assert rows[0]['psnr_after'] == ''
+
+
 def test_restoration_of_a_file_w_plus(tmp_path, capsys, G):
     photo(tmp_path / 'old.png')
     code, out = run(['--target', tmp_path / 'old.png', '--degradation', 'grayscale', '--latent-space', 'w+',
@@ -187,7 +212,7 @@ def test_bad_files_among_good_ones(tmp_path, capsys, monkeypatch, G):
     assert {k: v['status'] for k, v in rj['targets'].items()} == {
         'broken': 'bad input', 'empty': 'bad input', 'big': 'bad input', 'gone': 'bad input',
         'seed1': 'ok', 'a': 'ok', 'b': 'ok'}
-    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a', 'b', 'run.json', 'seed1']
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a', 'b', 'metrics.csv', 'run.json', 'seed1']
 
 
 def test_mask_file(tmp_path, capsys):
@@ -225,6 +250,11 @@ def test_existing_outputs_are_kept(tmp_path, capsys):
     code, out = run(['--target', 'seed:1', '--outdir', tmp_path / 'notes.txt', '--overwrite'], capsys)
     assert code == 2 and out.err == f'error: {tmp_path / "notes.txt"}: exists and is not a folder\n'
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
+    (tmp_path / 'table').mkdir()
+    (tmp_path / 'table' / 'metrics.csv').write_text('mine')
+    code, out = run(['--target', 'seed:1', '--outdir', tmp_path / 'table'], capsys)
+    assert code == 2 and 'metrics.csv: already exists; pass --overwrite' in out.err
+    assert (tmp_path / 'table' / 'metrics.csv').read_text() == 'mine'
 
 
 @pytest.mark.parametrize('video', [False, True])
@@ -246,7 +276,7 @@ def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch, video):
     assert code == 130 and out.err.strip() == f'interrupted: 1 finished target(s) kept in {tmp_path}'
     assert len(calls) == 2  # the third target was never started
     check_outputs(tmp_path / 'seed1')
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json', 'seed1']  # no partial folder or file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.csv', 'run.json', 'seed1']  # no partial folder or file
     assert sorted(p.name for p in (tmp_path / 'seed1').iterdir()) == sorted([*FILES, 'step0001.png']
                                                                              + ['progress.mp4'] * video)
     rj = json.loads((tmp_path / 'run.json').read_text())
@@ -275,6 +305,7 @@ def test_resume_restores_only_what_an_interrupted_run_left(tmp_path, capsys, mon
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert rj['status'] == 'done' and sorted(rj['targets']) == ['seed1', 'seed2', 'seed3']
     assert all(v['status'] == 'ok' for v in rj['targets'].values()) and rj['resumed_from']
+    assert (tmp_path / 'metrics.csv').read_text().count('\nseed') == 3   # the table covers the earlier run too
     # the resumed targets are what an uninterrupted run gives
     assert run([*targets[:-1], tmp_path / 'all'], capsys)[0] == 0
     for name in ('seed2', 'seed3'):
@@ -331,7 +362,7 @@ def test_video_and_snapshots(tmp_path, capsys):
     r.close()
     assert np.abs(first[:, :32].astype(int) - png(d / 'target.png')).mean() < 8  # left: the target
     assert sorted(p.name for p in d.iterdir() if p.name.startswith('.') or 'tmp' in p.name) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json', 'seed1']   # no temporary video left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.csv', 'run.json', 'seed1']   # no temporary video left
 
 
 def test_save_video_without_ffmpeg_fails_first(tmp_path, capsys, monkeypatch):
@@ -546,7 +577,7 @@ def test_one_photo_out_of_memory_is_one_line_and_the_others_go_on(tmp_path, caps
                               'bf16 (about half the memory of fp32)')
     rj = json.loads((tmp_path / 'run.json').read_text())
     assert [v['status'] for v in rj['targets'].values()] == ['failed', 'failed']
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.csv', 'run.json']
 
 
 @gpu_only
