@@ -6,11 +6,12 @@ from .noise_reg import NoiseReg
 from .pixel import L1, MSE
 from .ssim import SSIM
 from .vgg16 import VGG16
+from .w_cosine import WCosine
 
-__all__ = ['L1', 'LatentDist', 'MSE', 'NoiseReg', 'SSIM', 'VGG16', 'ganinv_losses']
+__all__ = ['L1', 'LatentDist', 'MSE', 'NoiseReg', 'SSIM', 'VGG16', 'WCosine', 'ganinv_losses']
 
 
 @hookimpl
 def ganinv_losses():
-    """The six built-in loss classes."""
-    return [VGG16, MSE, L1, SSIM, LatentDist, NoiseReg]
+    """The seven built-in loss classes."""
+    return [VGG16, MSE, L1, SSIM, LatentDist, WCosine, NoiseReg]

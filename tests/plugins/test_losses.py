@@ -1,4 +1,6 @@
 """Built-in losses: values against direct formulas and NVIDIA's reference loops."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,8 +12,9 @@ from ganinv_losses import L1, MSE, SSIM, LatentDist, NoiseReg
 
 def test_default_weights():
     reg = get_registry()
-    assert {n: reg.build_loss(n).weight for n in ('vgg16', 'latent-dist', 'noise-reg', 'mse', 'l1', 'ssim')} == \
-        {'vgg16': 1.0, 'latent-dist': 0.001, 'noise-reg': 1e5, 'mse': 1.0, 'l1': 1.0, 'ssim': 1.0}
+    assert {n: reg.build_loss(n).weight for n in ('vgg16', 'latent-dist', 'noise-reg', 'mse', 'l1', 'ssim',
+                                                  'w-cosine')} == \
+        {'vgg16': 1.0, 'latent-dist': 0.001, 'noise-reg': 1e5, 'mse': 1.0, 'l1': 1.0, 'ssim': 1.0, 'w-cosine': 0.01}
 
 
 def test_pixel_losses_with_mask():
@@ -52,6 +55,19 @@ def test_latent_dist_w_and_wplus():
     w = torch.tensor([[[1.0, 2.0], [3.0, 2.0]], [[1.0, 4.0], [1.0, 4.0]]])   # [N=2, K=2, D=2]
     v = LatentDist()(LossContext(pred=torch.zeros(2, 3, 2, 2), target=torch.zeros(2, 3, 2, 2), w=w, w_avg=w_avg))
     torch.testing.assert_close(v, torch.tensor([2.0, 4.0]))
+
+
+def test_w_cosine_by_hand():
+    """Three rows: two along x, one along y (cosines 1, 0, 0 between the pairs): 1 - 2*(1+0+0)/6 = 2/3. A W latent
+    (one row, or equal rows) costs nothing, and the length of a row does not matter."""
+    from ganinv_losses import WCosine
+    w = torch.tensor([[[1.0, 0.0], [5.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
+    ctx = LossContext(pred=torch.zeros(2, 3, 2, 2), target=torch.zeros(2, 3, 2, 2), w=w, w_avg=torch.zeros(2))
+    torch.testing.assert_close(WCosine()(ctx), torch.tensor([2 / 3, 0.0]))
+    one = dataclasses.replace(ctx, w=w[:, :1])
+    torch.testing.assert_close(WCosine()(one), torch.zeros(2))
+    opposite = dataclasses.replace(ctx, w=torch.tensor([[[1.0, 0.0], [-3.0, 0.0]]]))
+    torch.testing.assert_close(WCosine()(opposite), torch.tensor([2.0]))
 
 
 def _nvidia_noise_reg(bufs):
