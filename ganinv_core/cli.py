@@ -56,35 +56,45 @@ def _face(text: str):
         raise argparse.ArgumentTypeError(f"expected 'largest', 'all' or a face index, got {text!r}") from None
 
 
-def _positive(text) -> int:
-    """An integer >= 1; the type of ``--steps`` and ``--batch-size``."""
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f'must be >= 1, got {text!r}')
+def _whole(text, lo: int, hi: int | None = None) -> int:
+    """``text`` as an integer in [lo, hi] (no upper bound: None), else an ArgumentTypeError saying so."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = None
+    if v is None or v < lo or (hi is not None and v > hi):
+        want = f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'
+        raise argparse.ArgumentTypeError(f'must be a whole number {want}, got {text!r}')
     return v
+
+
+def _positive(text) -> int:
+    """An integer >= 1; the type of ``--batch-size``."""
+    return _whole(text, 1)
 
 
 def _restarts(text) -> int:
     """An integer in [1, MAX_RESTARTS]; the type of ``--restarts``."""
     from ganinv_core.engine._restarts import MAX_RESTARTS
-    v = int(text)
-    if not 1 <= v <= MAX_RESTARTS:
-        raise argparse.ArgumentTypeError(f'must be in [1, {MAX_RESTARTS}], got {text!r}')
-    return v
+    return _whole(text, 1, MAX_RESTARTS)
 
 
 def _steps(text) -> int:
     """An integer in [1, MAX_STEPS]; the type of ``--steps``."""
     from ganinv_core.engine._inversion import MAX_STEPS
-    v = int(text)
-    if not 1 <= v <= MAX_STEPS:
-        raise argparse.ArgumentTypeError(f'must be in [1, {MAX_STEPS}], got {text!r}')
-    return v
+    return _whole(text, 1, MAX_STEPS)
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'must be a number, got {text!r}') from None
 
 
 def _rate(text) -> float:
     """A finite number >= 0 (0: render the --init latent as it is); the type of ``--lr``."""
-    v = float(text)
+    v = _number(text)
     if not 0 <= v < math.inf:
         raise argparse.ArgumentTypeError(f'must be a finite number >= 0, got {text!r}')
     return v
@@ -92,7 +102,7 @@ def _rate(text) -> float:
 
 def _fraction(text) -> float:
     """A number in [0, 1]; the type of ``--polish``."""
-    v = float(text)
+    v = _number(text)
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f'must be a fraction in [0, 1], got {text!r}')
     return v

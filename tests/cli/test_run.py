@@ -471,9 +471,13 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--mask', 'm.png', '--simulate'], '--mask: marks damage in a real photo'),
     ([], '--target: give at least one'),
     # flags argparse refuses: one line too, not its usage block
-    (['--target', 'seed:1', '--steps', '0'], "argument --steps: must be in [1, 1000000], got '0' (see ganinv-run "
-                                             '--help)'),
-    (['--target', 'seed:1', '--steps', '99999999999'], "argument --steps: must be in [1, 1000000]"),  # was OOM-killed
+    (['--target', 'seed:1', '--steps', '0'], "argument --steps: must be a whole number in [1, 1000000], got '0' "
+                                             '(see ganinv-run --help)'),
+    # was OOM-killed
+    (['--target', 'seed:1', '--steps', '99999999999'], 'argument --steps: must be a whole number in [1, 1000000]'),
+    (['--target', 'seed:1', '--steps', '1e3'], "argument --steps: must be a whole number in [1, 1000000], got '1e3'"),
+    (['--target', 'seed:1', '--batch-size', 'x'], "argument --batch-size: must be a whole number >= 1, got 'x'"),
+    (['--target', 'seed:1', '--polish', 'half'], "argument --polish: must be a number, got 'half'"),
     (['--target', 'seed:1', '--lr', 'nan'], "argument --lr: must be a finite number >= 0, got 'nan'"),
     (['--target', 'seed:1', '--lr=-0.1'], "argument --lr: must be a finite number >= 0, got '-0.1'"),
     (['--target', 'seed:1', '--snapshots', '5,x'], "argument --snapshots: expected comma-separated step numbers"),
@@ -482,7 +486,7 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--stpes', '3'], 'unrecognized arguments: --stpes 3'),
     (['--target', 'seed:1', '--config', 'missing.toml'], 'missing.toml: no such config file'),
     (['--target', 'seed:1', '--snapshots', '2,10'], '--snapshots: step 10 is past the last step (3, --steps)'),
-    (['--target', 'seed:1', '--restarts', '0'], "argument --restarts: must be in [1, 64], got '0'"),
+    (['--target', 'seed:1', '--restarts', '0'], "argument --restarts: must be a whole number in [1, 64], got '0'"),
     (['--target', 'seed:1', '--restarts', '2', '--init', 'w.npz'], '--restarts: the starts are w_avg and random '
                                                                    'latents; it cannot be combined with --init'),
 ])
