@@ -257,10 +257,8 @@ def test_existing_outputs_are_kept(tmp_path, capsys):
     assert (tmp_path / 'table' / 'metrics.csv').read_text() == 'mine'
 
 
-@pytest.mark.parametrize('video', [False, True])
-def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch, video):
-    if video:   # the interrupted target's video, encoded as it went, leaves no temporary file either
-        pytest.importorskip('imageio_ffmpeg')
+def _ctrl_c_in_second_batch(monkeypatch) -> list:
+    """Ctrl-C after the first step of the second invert() call; returns the list that counts the calls."""
     import ganinv_core.engine as engine
     real, calls = engine.invert, []
 
@@ -269,8 +267,15 @@ def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch, video):
         if len(calls) == 2:
             k['callbacks'] = [*k['callbacks'], lambda p: (_ for _ in ()).throw(KeyboardInterrupt) if p.step else None]
         return real(*a, **k)
-
     monkeypatch.setattr(engine, 'invert', interrupted)
+    return calls
+
+
+@pytest.mark.parametrize('video', [False, True])
+def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch, video):
+    if video:   # the interrupted target's video, encoded as it went, leaves no temporary file either
+        pytest.importorskip('imageio_ffmpeg')
+    calls = _ctrl_c_in_second_batch(monkeypatch)
     code, out = run(['--target', 'seed:1', 'seed:2', 'seed:3', '--batch-size', '1', '--snapshots', '1',
                      '--outdir', tmp_path] + ['--save-video'] * video, capsys)
     assert code == 130 and out.err.strip() == f'interrupted: 1 finished target(s) kept in {tmp_path}'
@@ -284,18 +289,10 @@ def test_ctrl_c_keeps_finished_targets(tmp_path, capsys, monkeypatch, video):
 
 
 def test_resume_restores_only_what_an_interrupted_run_left(tmp_path, capsys, monkeypatch):
-    import ganinv_core.engine as engine
-    real, calls = engine.invert, []
-
-    def interrupted(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            k['callbacks'] = [*k['callbacks'], lambda p: (_ for _ in ()).throw(KeyboardInterrupt) if p.step else None]
-        return real(*a, **k)
     targets = ['--target', 'seed:1', 'seed:2', 'seed:3', '--batch-size', '1', '--outdir', tmp_path]
-    monkeypatch.setattr(engine, 'invert', interrupted)
+    _ctrl_c_in_second_batch(monkeypatch)
     assert run(targets, capsys)[0] == 130
-    monkeypatch.setattr(engine, 'invert', real)
+    monkeypatch.undo()
     first = {p: p.read_bytes() for p in (tmp_path / 'seed1').iterdir()}
     code, out = run([*targets, '--resume'], capsys)
     assert code == 0, out.err
