@@ -409,11 +409,13 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
         outputs.write_png(d / 'restored.png', restored)
         panels = ([('original', job.clean)] if job.clean is not None else []) + \
             [('degraded', observed), ('restored', restored)]
+        best = restored   # what goes back into the photo (--align): the composite, where there is one
         if composite:
             mask = None if res.mask is None else res.mask[min(i, res.mask.shape[0] - 1)]
             comp = _composite(observed, restored, mask, composite)
             outputs.write_png(d / 'composite.png', comp)
             panels.append(('composite', comp))
+            best = comp
             if job.clean is not None:
                 a, b = images.to_tensor(comp), images.to_tensor(job.clean)
                 metrics['composite'] = {'psnr': float(qm.psnr(a, b)[0]), 'ssim': float(qm.ssim(a, b)[0])}
@@ -436,10 +438,10 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
             frames.write(d / 'progress.mp4')
         if job.face is not None:
             from ganinv_core.io import align
-            outputs.write_png(d / 'pasted.png', align.paste_back(job.photo, restored, job.face))
+            outputs.write_png(d / 'pasted.png', align.paste_back(job.photo, best, job.face))
             if job.faces > 1:
                 so_far, count = pasted.get(job.photo_name, (job.photo, 0))
-                so_far, count = align.paste_back(so_far, restored, job.face), count + 1
+                so_far, count = align.paste_back(so_far, best, job.face), count + 1
                 pasted[job.photo_name] = (so_far, count)
                 if count == job.faces:
                     outputs.write_png(Path(outdir) / f'{job.photo_name}_pasted.png', so_far)

@@ -686,6 +686,25 @@ def test_align_pastes_back_and_no_face_is_reported(tmp_path, capsys, monkeypatch
     assert not (tmp_path / 'o' / 'noface').exists()
 
 
+def test_align_colourisation_pastes_the_composite(tmp_path, capsys, monkeypatch):
+    """A grey photo, colourised: the face pasted back is composite.png (the photo's own luminance, G's colour),
+    not restored.png."""
+    from ganinv_core.io import align
+    _use_detector(monkeypatch, _FakeDetector())
+    grey = png(photo(tmp_path / 'face.png', (80, 60))) @ np.array([0.299, 0.587, 0.114])
+    Image.fromarray(np.repeat(grey.round().astype(np.uint8)[..., None], 3, 2)).save(tmp_path / 'grey.png')
+    code, out = run(['--target', tmp_path / 'grey.png', '--align', '--degradation', 'grayscale', '--outdir',
+                     tmp_path / 'o'], capsys)
+    assert code == 0, out.err
+    d = tmp_path / 'o' / 'grey'
+    info = json.loads((d / 'alignment.json').read_text())
+    face = align.AlignedFace(info['index'], np.array(info['landmarks']), np.array(info['quad']),
+                             np.zeros((info['size'], info['size'], 3), np.uint8), np.array(info['transform']))
+    photo_now = png(tmp_path / 'grey.png')
+    assert np.array_equal(png(d / 'pasted.png'), align.paste_back(photo_now, png(d / 'composite.png'), face))
+    assert not np.array_equal(png(d / 'pasted.png'), align.paste_back(photo_now, png(d / 'restored.png'), face))
+
+
 def test_align_all_faces_pasted_into_one_photo(tmp_path, capsys, monkeypatch):
     _use_detector(monkeypatch, _FakeDetector(faces=2))
     photo(tmp_path / 'two.png', (160, 60))
