@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1, precision='auto',
                 polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False,
-                seed=303, outdir='out', overwrite=False, resume=False, save_video=False, snapshots=[], align=False, face='largest',
-                detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False, convert=None)
+                seed=303, outdir='out', overwrite=False, resume=False, save_video=False, snapshots=[], align=False,
+                face='largest', detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False,
+                convert=None)
 
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
