@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 PEAK = 2.0  # the data range of [-1, 1]
+LUMA = (0.299, 0.587, 0.114)  # luminance Y of R, G, B (Rec. 601: YIQ's and JFIF's Y)
 
 
 def _check(a: torch.Tensor, b: torch.Tensor, fn: str) -> None:

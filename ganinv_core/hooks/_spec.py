@@ -53,11 +53,16 @@ class Param:
         return f'[{lo}, {hi}]' if lo is not None and hi is not None else \
             f'>= {lo}' if lo is not None else f'<= {hi}' if hi is not None else ''
 
+    def requirement(self) -> str:
+        """``range_text`` as a phrase: ``'in [low, high]'``, ``'>= low'`` or ``'<= high'``."""
+        text = self.range_text()
+        return f'in {text}' if text.startswith('[') else text
+
     def describe(self) -> str:
         """``name (type, default X[, one of a|b][, in [lo, hi]])``."""
         extra = f', one of {"|".join(map(str, self.choices))}' if self.choices else ''
         if self.bounds:
-            extra += f', {self.range_text()}' if self.range_text()[0] in '<>' else f', in {self.range_text()}'
+            extra += f', {self.requirement()}'
         return f'{self.name} ({self.type.__name__}, default {self.default!r}{extra})'
 
 
@@ -91,8 +96,7 @@ def coerce(param: Param, value: Any, where: str) -> Any:
     if param.choices and value not in param.choices:
         raise SpecError(f'{where}: {param.name}={value!r} is not one of {"|".join(map(str, param.choices))}')
     if not param.within(value):
-        text = param.range_text()
-        raise SpecError(f'{where}: {param.name}={value!r} must be {text if text[0] in "<>" else "in " + text}')
+        raise SpecError(f'{where}: {param.name}={value!r} must be {param.requirement()}')
     return value
 
 

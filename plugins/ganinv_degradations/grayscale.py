@@ -4,8 +4,7 @@ import functools
 import torch
 
 from ganinv_core.hooks import Degradation
-
-YIQ_Y = (0.299, 0.587, 0.114)
+from ganinv_core.metrics import LUMA as YIQ_Y
 
 
 @functools.lru_cache(maxsize=8)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ganinv_core.hooks import Degradation, Param
+from ganinv_core.metrics import LUMA as Y_WEIGHTS
 
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), quality 50, row-major (not zig-zag)
 LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -22,7 +23,7 @@ CHROMA = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26
           47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
 
 # JFIF's full-range YCbCr (offsets of 128 on Cb, Cr applied separately)
-RGB_TO_YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+RGB_TO_YCC = (Y_WEIGHTS, (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 YCC_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
 
 
@@ -60,7 +61,7 @@ def downsample_2x2(c: torch.Tensor) -> torch.Tensor:
     alternates 1, 2 along a row (``(sum + bias) >> 2``); the gradient is the mean's."""
     s = c[..., 0::2, 0::2] + c[..., 0::2, 1::2] + c[..., 1::2, 0::2] + c[..., 1::2, 1::2]
     bias = torch.arange(s.shape[-1], dtype=s.dtype, device=s.device).remainder(2) + 1   # 1, 2, 1, 2, ...
-    return _st(s / 4, torch.floor((s + bias) / 4).detach())
+    return _st(s / 4, torch.floor((s + bias) / 4))
 
 
 def upsample_2x2(c: torch.Tensor) -> torch.Tensor:
@@ -102,7 +103,8 @@ class JPEG(Degradation):
         blocks = (x - 128).reshape(n, c, h // 8, 8, w // 8, 8)
         coef = torch.einsum('ki,ncaibj,lj->ncakbl', d, blocks, d)
         q = q[None, :, None, :, None, :]
-        coef = _st(coef / q, _round_away(coef / q)) * q
+        steps = coef / q
+        coef = _st(steps, _round_away(steps)) * q
         out = torch.einsum('ki,ncakbl,lj->ncaibj', d, coef, d).reshape(n, c, h, w) + 128
         return _round_st(out.clamp(0, 255))   # decoded samples are 8-bit
 
