@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import exc_line
+from ._errors import exc_line, out_of_memory
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _LIST_KEYS = ('target', 'degradation', 'loss')
@@ -425,7 +425,7 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
         if 'restarts' in res.extra:   # every start's restoration, the kept one marked, and where they disagree
             info = metrics['restarts']
             starts = images.to_uint8(res.extra['restarts']['images'][:, i])
-            spread = (starts.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).std(0)   # luminance, 0-255
+            spread = (starts.astype(np.float64) @ np.array(qm.LUMA)).std(0)   # of the luminance, 0-255
             info['spread'] = {'mean': float(spread.mean()), 'max': float(spread.max())}
             plots.comparison([(f'start {k}{" (kept)" * (k == info["chosen"])}: {v:.4g}', img)
                               for k, (v, img) in enumerate(zip(info['losses'], starts))]
@@ -580,7 +580,7 @@ def run(args) -> int:
             except InversionError as e:
                 error = str(e)
             except Exception as e:   # noqa: BLE001 - only out-of-memory is handled; the rest re-raised as is
-                if not _out_of_memory(e):
+                if not out_of_memory(e):
                     raise
                 error, oom = f'out of memory on {device} ({exc_line(e)[:200]})', True
             if oom:
@@ -628,13 +628,6 @@ def _write_table(outdir: Path, record: dict) -> str | None:
     table = summary.rows(outdir, record['targets'])
     outputs.write_bytes(outdir / 'metrics.csv', summary.to_csv(table).encode())
     return summary.mean_line(table)
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    """A device (CUDA, MPS) or the host ran out of memory for the batch."""
-    import torch
-    said = ("can't allocate memory", 'MPS backend out of memory')   # the CPU's and Apple's allocators
-    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and any(s in str(e) for s in said))
 
 
 def _free_memory(device) -> None:

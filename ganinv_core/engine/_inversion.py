@@ -18,7 +18,7 @@ import torch
 
 from .._devices import usable_device
 from .._errors import exc_line
-from ..hooks import blame
+from ..hooks import blame, blamed
 from . import _latents, _precision, _schedule, _wstats
 from ._adam import Adam
 from ._pipeline import build_losses, pipeline
@@ -215,8 +215,13 @@ class Inversion:
         """Advance one optimisation step (no host sync)."""
         if self.done >= self.steps:
             raise InversionError(f'step: all {self.steps} steps are done')
-        with blame(f'at step {self.done + 1}', InversionError):   # a plugin's bug: one line naming it
+        try:   # free when nothing raises; the message is made only for a plugin's bug
             self._step()
+        except Exception as e:
+            named = blamed(e, f'at step {self.done + 1}', InversionError)
+            if named is None:
+                raise
+            raise named from e
         self.done += 1
 
     def _step(self) -> None:

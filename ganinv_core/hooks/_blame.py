@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from ganinv_core._errors import exc_line
+from ganinv_core._errors import exc_line, out_of_memory
 
 from ._base import _Configurable
 
@@ -30,30 +30,32 @@ def culprit(exc: BaseException) -> _Configurable | None:
     return None
 
 
-def _is_oom(e: BaseException) -> bool:
-    """Out of device memory is the run's size, not the component's fault."""
-    import torch
-    return isinstance(e, torch.OutOfMemoryError)
+def blamed(e: Exception, when: str, error: type[Exception]) -> Exception | None:
+    """``e``, raised by a component's code, as an ``error`` whose one line names it; None where ``e`` is to pass
+    through unchanged (raised elsewhere: the engine, torch itself; an ``error`` already; out of memory).
+
+    The line: ``"{kind} {name!r} (plugin {plugin!r}) failed {when}: {TypeName}: {first line}"``.
+    """
+    who = None if isinstance(e, error) or out_of_memory(e) else culprit(e)
+    if who is None:
+        return None
+    import ganinv_core.hooks as hooks   # the registry the run built its components from (tests replace it)
+    return error(f'{who.kind} {who.name!r} ({hooks.get_registry().origin(who)}) failed {when}: {exc_line(e)}')
 
 
 @contextlib.contextmanager
 def blame(when: str, error: type[Exception]) -> Iterator[None]:
-    """Re-raise an exception from a component's code as ``error`` with one line naming it.
-
-    ``"{kind} {name!r} (plugin {plugin!r}) failed {when}: {TypeName}: {first line}"``, chained to the original.
-    Exceptions raised elsewhere (the engine, torch itself), an ``error`` already, out-of-memory errors and
-    ``KeyboardInterrupt`` pass through unchanged.
+    """Re-raise an exception from a component's code as ``blamed`` makes it, chained to the original; others
+    (``KeyboardInterrupt`` included) pass through unchanged.
 
     Args:
-        when: what was running, e.g. ``'at step 12'``.
+        when: what was running, e.g. ``'before the first step'``.
         error: the exception class to raise (one taking a message).
     """
     try:
         yield
     except Exception as e:
-        who = None if isinstance(e, error) or _is_oom(e) else culprit(e)
-        if who is None:
+        named = blamed(e, when, error)
+        if named is None:
             raise
-        import ganinv_core.hooks as hooks   # the registry the run built its components from (tests replace it)
-        raise error(f'{who.kind} {who.name!r} ({hooks.get_registry().origin(who)}) failed {when}: '
-                    f'{exc_line(e)}') from e
+        raise named from e
