@@ -29,6 +29,13 @@ c++ -### -shared -fPIC -x c++ /dev/null -o /tmp/probe.so 2>&1 | grep collect2 | 
 source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests
 step 200 bash -c gpu_tests
+# two workers on one card against one (--device cuda,cuda, sixteenth session): 8 targets at batch 1, wall time each
+for devs in cuda cuda,cuda; do
+  step 60 "$PY" -m ganinv_core.cli --network random-256 --target $(seq -f 'seed:%g' 1 8) --batch-size 1 --steps 200 \
+    --quiet --device $devs --outdir "$OUT/workers-$devs" --overwrite | tail -1
+  "$PY" -c "import json,sys; print('$devs', 'wall_time_s', json.load(open(sys.argv[1]))['wall_time_s'])" \
+    "$OUT/workers-$devs/run.json"
+done
 [ "${GANINV_RECHECK_BENCH:-1}" = 0 ] && exit 0   # the tests only
 # issue 3's open figure: bias_act at b1 eager (the wrapper's host cost was halved; conv lrelu, ToRGB with and
 # without clamp, the floor) and the wrapper's own cost per call; the table (ratios to ref) goes to the log.

@@ -9,6 +9,7 @@ gradients), so the report's ratio is images·steps/s relative to it.
 """
 import pytest
 import torch
+import torch.nn.functional as F
 
 from _common import (DEVICE, SIZE, F32Losses, NoTF32, gen_flops_for, generator, record, session4_step,
                      session6_update, step_flops_for, sync, targets, timed, vgg_flops_for)
@@ -273,3 +274,28 @@ def test_degradation(benchmark, spec, res):
         sync()
     mem = timed(benchmark, run, **ROUNDS)
     record(benchmark, compare=f'degradation-{res}', images=BIG, baseline=spec == 'grayscale', peak_mem=mem)
+
+
+COMPOSITES = ('inpaint:mode=strokes', 'grayscale', 'blur:sigma=2', 'downsample:factor=8', 'blur:sigma=1+downsample:factor=4')
+
+
+@pytest.mark.parametrize('res', DEG_RES)
+@pytest.mark.parametrize('specs', COMPOSITES)
+def test_composite(benchmark, specs, res):
+    """composite.png's projection (engine.consistent, defaults) of BIG restorations, side by side with the paste of
+    holes (one step): the cost per batch after its optimisation, set against test_inversion's."""
+    from ganinv_core.engine import consistent
+    from ganinv_core.hooks import Pipeline, get_registry
+    pipe = Pipeline([get_registry().build_degradation(s) for s in specs.split('+')]).to(DEVICE)
+    g = torch.Generator(DEVICE).manual_seed(0)
+    clean = F.interpolate(torch.rand(BIG, 3, 16, 16, device=DEVICE, generator=g) * 1.6 - 0.8, size=res,
+                          mode='bilinear')
+    rest = clean + 0.1 * F.interpolate(torch.randn(BIG, 3, 32, 32, device=DEVICE, generator=g), size=res,
+                                       mode='bilinear')
+    y, m = pipe(clean), pipe.mask(clean)
+
+    def run():
+        consistent(pipe, rest, y, m)
+        sync()
+    mem = timed(benchmark, run, **ROUNDS)
+    record(benchmark, compare=f'composite-{res}', images=BIG, baseline=specs.startswith('inpaint'), peak_mem=mem)

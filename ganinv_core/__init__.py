@@ -32,13 +32,13 @@ def _check_torch():
 _check_torch()
 
 from . import metrics  # noqa: E402
-from .engine import InversionError, Result, invert  # noqa: E402
+from .engine import InversionError, Result, consistent, invert  # noqa: E402
 from .hooks import (Degradation, LandmarkDetector, Loss, LossContext, Param, PluginError, SpecError,  # noqa: E402
                     format_plugin_list, get_registry, hookimpl)
 from .nets import Generator, VGG16Features, load_vgg16  # noqa: E402
 from .weights import WeightsError, convert, load_generator, save_generator  # noqa: E402
 
 __all__ = ['__version__', 'load_generator', 'save_generator', 'convert', 'WeightsError', 'Generator',
-           'VGG16Features', 'load_vgg16', 'invert', 'Result', 'InversionError', 'Degradation', 'Loss',
+           'VGG16Features', 'load_vgg16', 'invert', 'consistent', 'Result', 'InversionError', 'Degradation', 'Loss',
            'LossContext', 'LandmarkDetector', 'Param', 'PluginError', 'SpecError', 'get_registry',
            'format_plugin_list', 'hookimpl', 'metrics']

@@ -7,20 +7,24 @@ processed); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import math
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ._batches import Batches, run_workers
 from ._errors import exc_line, out_of_memory
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+_PASTE_LOCK = threading.Lock()
 _LIST_KEYS = ('target', 'degradation', 'loss')
 
 
@@ -131,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--precision', choices=('auto', 'fp32', 'tf32', 'bf16', 'fp16'), help='numeric precision (default auto)')
     a('--polish', type=_fraction, metavar='FRACTION',
       help='with bf16/fp16: run this fraction of the steps, at the end, in full precision (default 0)')
-    a('--device', help='torch device (default cuda if available, else cpu)')
+    a('--device', help='torch device, or a comma-separated list sharing the batches (cuda:0,cuda:1); default cuda if '
+                       'available, else cpu')
     a('--modconv', choices=('auto', 'fused', 'nonfused'), help='modulated conv form (default auto: non-fused)')
     a('--cuda-graph', action=argparse.BooleanOptionalAction,
       help='capture the step as a CUDA graph and replay it (default: on CUDA devices when every degradation and '
@@ -340,6 +345,8 @@ def _file_mask(known: np.ndarray):
     class FileMask(Degradation):
         name = 'mask-file'
         help = 'inpainting with a fixed mask read from a file (--mask)'
+        cuda_graph_safe = True   # its mask is a buffer, moved to the device with the pipeline
+        affine = True
 
         def __init__(self, m):
             super().__init__()
@@ -354,47 +361,52 @@ def _file_mask(known: np.ndarray):
     return FileMask(known)
 
 
-def _composite_kind(pipe, res: int):
-    """What ``composite.png`` can keep of the target, at full resolution: ``('pixels', None)`` where every degradation
-    only hides pixels (inpainting, ``--mask``); ``('luminance', stage)`` where the others are ``grayscale`` stages
-    (the target's luminance is then the true one); None otherwise (a blurred, resized or compressed target, or a
-    noisy one, has no true pixel)."""
+def _composite_kind(pipe, res: int) -> str | None:
+    """What ``composite.png`` keeps of the target: ``'pixels'`` where every degradation only hides pixels
+    (inpainting, ``--mask``), ``'luminance'`` where the others are ``grayscale`` stages, ``'measurement'`` where every
+    stage is affine otherwise (blur, area downsampling): degraded, the composite gives back the target. None where a
+    stage is not affine (JPEG) or adds noise: the target then pins down nothing exactly."""
     import torch
     from ganinv_core.hooks import get_registry
     grey = get_registry().degradations.get('grayscale')
-    x = torch.zeros(1, 3, res, res)
     stages = list(pipe.stages)
-    if not stages or any(d.simulate_only for d in stages) or pipe.output_size(res) != res:
+    if not stages or any(d.simulate_only or not d.affine for d in stages):
         return None
-    greys = [d for d in stages if grey is not None and type(d) is grey]
-    if all(d in greys or d.mask(x) is not None for d in stages):
-        return ('luminance', greys[0]) if greys else ('pixels', None)
-    return None
+    x = torch.zeros(1, 3, res, res)
+    if pipe.output_size(res) != res or any(d.mask(x) is None and type(d) is not grey for d in stages):
+        return 'measurement'
+    return 'luminance' if any(type(d) is grey for d in stages) else 'pixels'
 
 
-def _composite(observed: np.ndarray, restored: np.ndarray, mask, kind) -> np.ndarray:
-    """Data-consistent restoration at the known pixels (``mask`` [1,H,W] > 0.5, or None: all), per ``kind`` (from
-    ``_composite_kind``): the target's pixels; or the restoration with the target's luminance, each pixel shifted
-    by Y(target) - Y(restored) (Y as the grayscale stage computes it), which keeps the colour G chose (YIQ's I and
-    Q), clipped to [0, 255]. The restoration in the holes."""
-    known = np.ones(observed.shape[:2], bool) if mask is None else mask[0].cpu().numpy() > 0.5
-    how, grey = kind
-    if how == 'luminance':
-        import torch
-        from ganinv_core.io.images import to_tensor
-        device = next(iter(grey.buffers()), torch.zeros(0)).device   # where the run left the stage
-        with torch.no_grad():
-            y = grey(to_tensor(np.stack([observed, restored])).to(device))[:, 0].double().cpu().numpy() * 127.5
-        observed = np.clip(np.round(restored + (y[0] - y[1])[..., None]), 0, 255).astype(np.uint8)
-    return np.where(known[..., None], observed, restored)
+def _composites(pipe, kind: str, observed: np.ndarray, restored: np.ndarray, mask, device) -> list[tuple]:
+    """Per target ``(kind, composite uint8 HxWx3, residual)``: each restoration moved the least it takes to agree with
+    its target at the known pixels (``mask`` [N|1,1,h,w], 1 = known, or None), as ``engine.consistent`` does it, the
+    whole batch at once on the run's ``device``: the target's pixels pasted in; or its luminance, every channel of a
+    pixel shifted by the same amount (keeping G's colour); or, for a blur or a resize, a restoration that degrades
+    back to the target. ``residual``: the RMS of M (A x - y) over the known pixels, in grey levels, of the
+    restoration and of the composite."""
+    import torch
+    from ganinv_core.engine import consistent
+    from ganinv_core.io.images import to_tensor, to_uint8
+    pipe = pipe.to(device)
+    y, x = to_tensor(observed).to(device), to_tensor(restored).to(device)
+    known = torch.ones_like(y[:, :1]) if mask is None else mask.to(device).expand(len(y), 1, -1, -1)
+    comp = to_uint8(consistent(pipe, x, y, known))
+
+    @torch.no_grad()
+    def rms(img):   # [N]
+        mean_sq = ((pipe(img) - y).square() * known).sum((1, 2, 3)) / (3 * known.sum((1, 2, 3)))
+        return (mean_sq.sqrt() * 127.5).tolist()
+    return [(kind, c, {'restored': a, 'composite': b})
+            for c, a, b in zip(comp, rms(x), rms(to_tensor(comp).to(device)))]
 
 
 def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite, pasted: dict) -> dict:
     """Every output file of one target, staged then moved into ``outdir/job.name``.
 
     Args:
-        composite: None, or also write ``composite.png`` keeping this of the target (``_composite_kind``), and
-            its metrics against the clean original, when known.
+        composite: None, or ``composite.png`` (what it keeps of the target, the image, its residuals: from
+            ``_composites``); its metrics against the clean original are recorded, when known.
         pasted: --align with several faces per photo: {photo name: (photo with the faces so far, count)};
             once every face of a photo is restored, ``<photo name>_pasted.png`` holds them all.
     """
@@ -412,15 +424,14 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
             [('degraded', observed), ('restored', restored)]
         best = restored   # what goes back into the photo (--align): the composite, where there is one
         if composite:
-            mask = None if res.mask is None else res.mask[min(i, res.mask.shape[0] - 1)]
-            comp = _composite(observed, restored, mask, composite)
+            keeps, comp, residual = composite
             outputs.write_png(d / 'composite.png', comp)
             panels.append(('composite', comp))
             best = comp
             if job.clean is not None:
                 a, b = images.to_tensor(comp), images.to_tensor(job.clean)
                 metrics['composite'] = {'psnr': float(qm.psnr(a, b)[0]), 'ssim': float(qm.ssim(a, b)[0])}
-            metrics.setdefault('composite', {})['keeps'] = composite[0]
+            metrics.setdefault('composite', {}).update(keeps=keeps, residual=residual)
         plots.comparison(panels, d / 'comparison.png')
         if 'restarts' in res.extra:   # every start's restoration, the kept one marked, and where they disagree
             info = metrics['restarts']
@@ -441,19 +452,27 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
             from ganinv_core.io import align
             outputs.write_png(d / 'pasted.png', align.paste_back(job.photo, best, job.face))
             if job.faces > 1:
-                so_far, count = pasted.get(job.photo_name, (job.photo, 0))
-                so_far, count = align.paste_back(so_far, best, job.face), count + 1
-                pasted[job.photo_name] = (so_far, count)
-                if count == job.faces:
-                    outputs.write_png(Path(outdir) / f'{job.photo_name}_pasted.png', so_far)
+                with _PASTE_LOCK:   # the faces of one photo may be restored on different devices at once
+                    so_far, count = pasted.get(job.photo_name, (job.photo, 0))
+                    so_far, count = align.paste_back(so_far, best, job.face), count + 1
+                    pasted[job.photo_name] = (so_far, count)
+                    if count == job.faces:
+                        outputs.write_png(Path(outdir) / f'{job.photo_name}_pasted.png', so_far)
             outputs.write_json(d / 'alignment.json', job.face.to_json())
             metrics['alignment'] = 'alignment.json'
         outputs.write_json(d / 'metrics.json', metrics)
     return metrics
 
 
-def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init, pasted: dict) -> list[dict]:
-    """Invert one batch (progress bar, video frames, snapshots through the callback), then write its targets."""
+def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init, pasted: dict, batches=None,
+               position: int | None = None) -> list[dict]:
+    """Invert one batch (progress bar, video frames, snapshots through the callback), then write its targets.
+
+    Args:
+        batches: the run's ``_batches.Batches``: the batch stops (``Stopped``) at a progress report once it is set
+            to stop.
+        position: None, or the line of this worker's progress bar among several (cleared when done).
+    """
     from ganinv_core.engine import invert
     from ganinv_core.io import images, video
     n = len(batch)
@@ -463,9 +482,12 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
     bar = None
     if not args.quiet:
         from tqdm import tqdm
-        bar = tqdm(total=args.steps, desc=bar_desc, unit='step', leave=True, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=args.steps, desc=bar_desc, unit='step', leave=position is None, file=sys.stderr,
+                   dynamic_ncols=True, position=position)
 
     def on_progress(p):
+        if batches is not None:
+            batches.check()
         want_snap = p.step in args.snapshots
         if frames is not None or want_snap:
             now = images.to_uint8(p.render())
@@ -486,8 +508,10 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      clean=clean, indices=[j.index for j in batch], report_steps=args.snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
                      channels_last=args.channels_last, polish=args.polish, restarts=args.restarts)
-        composite = _composite_kind(pipe, G.img_resolution)
-        return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composite, pasted)
+        kind = _composite_kind(pipe, G.img_resolution)
+        composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
+                                 res.mask, next(G.parameters()).device) if kind else [None] * n
+        return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composites[i], pasted)
                 for i, j in enumerate(batch)]
     finally:
         if bar is not None:
@@ -524,7 +548,10 @@ def run(args) -> int:
     late = [s for s in args.snapshots if s > args.steps]
     if late:
         raise ConfigError(f'--snapshots: step {late[0]} is past the last step ({args.steps}, --steps)')
-    device = _device(args.device)
+    devices = _devices(args.device)
+    device = devices[0]
+    if args.compile and len(devices) > 1:   # torch.compile's caches and guards are not made for several threads
+        raise ConfigError(f'--compile: works with one device; --device names {len(devices)}')
     if args.save_video:
         from ganinv_core.io.video import check_available
         check_available()
@@ -569,41 +596,61 @@ def run(args) -> int:
     code = EXIT_BAD_INPUT if problems else EXIT_OK
     t0 = time.perf_counter()
     pasted: dict = {}
-    try:
-        pending, bs, k = list(jobs), args.batch_size, 0
-        while pending:
-            batch, k = pending[:bs], k + 1
-            desc = f'batch {k}/{k - 1 + -(-len(pending) // bs)}'
+    listed = list(record['targets'])   # resumed and unreadable targets, before the batches' own
+    batches = Batches(jobs)
+    workers = [(device, G, pipe)] + [(d, load_generator(args.network, device=d), copy.deepcopy(pipe))
+                                     for d in devices[1:]]
+    outcome = {'code': code}
+
+    def work(i: int) -> None:   # one device's share of the batches
+        dev, G_i, pipe_i = workers[i]
+        where = f'{dev}' if len(workers) == 1 else f'{dev} (worker {i + 1})'
+        bs = args.batch_size
+        while not batches.stop.is_set():
+            batch, desc = batches.take(bs)
+            if not batch:
+                return
             names, ms, error, oom = ", ".join(j.name for j in batch), None, '', False
             try:
-                ms = _run_batch(args, G, pipe, losses, batch, outdir, desc, init, pasted)
+                ms = _run_batch(args, G_i, pipe_i, losses, batch, outdir, desc if len(workers) == 1 else
+                                f'{where}: {desc}', init, pasted, batches, None if len(workers) == 1 else i)
             except InversionError as e:
                 error = str(e)
             except Exception as e:   # noqa: BLE001 - only out-of-memory is handled; the rest re-raised as is
                 if not out_of_memory(e):
                     raise
-                error, oom = f'out of memory on {device} ({exc_line(e)[:200]})', True
+                error, oom = f'out of memory on {where} ({exc_line(e)[:200]})', True
             if oom:
-                _free_memory(device)   # the failed batch's tensors are garbage once its exception is gone
-                if len(batch) > 1:     # images never interact: halving the batch changes no result
+                _free_memory(dev)   # the failed batch's tensors are garbage once its exception is gone
+                if len(batch) > 1:  # images never interact: halving the batch changes no result
                     bs = len(batch) // 2
-                    note = f'{names}: out of memory on {device} with {len(batch)} photos at once; ' \
+                    note = f'{names}: out of memory on {where} with {len(batch)} photos at once; ' \
                            f'continuing {bs} at a time'
-                    record.setdefault('notes', []).append(note)
+                    with batches.lock:
+                        record.setdefault('notes', []).append(note)
                     _say(f'note: {note}')
+                    batches.put_back(batch)
                     continue
                 error = f'{error}; one photo at {G.img_resolution}x{G.img_resolution} does not fit: free memory ' \
                         'on the device, or try --precision bf16 (about half the memory of fp32)'
-            pending = pending[len(batch):]
-            if ms is None:
-                _say(f'error: {names}: {error}')
-                for j in batch:
-                    record['targets'][j.name] = {'status': 'failed', 'error': error}
-                code = EXIT_FAIL if code == EXIT_OK else code
-                continue
-            for j, m in zip(batch, ms):
-                record['targets'][j.name] = {'status': 'ok', 'folder': j.name}
-                print(_summary(j.name, outdir, m), flush=True)
+            with batches.lock:
+                if ms is None:
+                    _say(f'error: {names}: {error}')
+                    for j in batch:
+                        record['targets'][j.name] = {'status': 'failed', 'error': error}
+                    outcome['code'] = EXIT_FAIL if outcome['code'] == EXIT_OK else outcome['code']
+                    continue
+                for j, m in zip(batch, ms):
+                    record['targets'][j.name] = {'status': 'ok', 'folder': j.name}
+                    print(_summary(j.name, outdir, m), flush=True)
+
+    try:
+        try:
+            run_workers(batches, devices, work)
+        finally:   # the record in the order of the targets, whichever device finished first
+            rank = {name: k for k, name in enumerate(listed + [j.name for j in jobs])}
+            record['targets'] = dict(sorted(record['targets'].items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        code = outcome['code']
     except KeyboardInterrupt:
         record['status'] = 'interrupted'
         record['wall_time_s'] = time.perf_counter() - t0
@@ -639,13 +686,18 @@ def _free_memory(device) -> None:
         torch.cuda.empty_cache()
 
 
-def _device(name: str | None):
-    """``--device`` -> torch.device, checked by placing a tensor on it (default cuda if available, else cpu)."""
+def _devices(name: str | None) -> list:
+    """``--device`` -> torch.devices, each checked by placing a tensor on it (default cuda if available, else cpu).
+    A comma-separated list shares the run's batches out, one worker per entry (``cuda:0,cuda:1``; a device named
+    twice gets two workers)."""
     import torch
     from ._devices import usable_device
     if name is None:
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return usable_device(name, '--device')
+        return [torch.device('cuda' if torch.cuda.is_available() else 'cpu')]
+    parts = [p.strip() for p in str(name).split(',')]
+    if not all(parts):
+        raise ConfigError(f'--device {name!r}: an empty entry in the list; give e.g. cuda:0,cuda:1')
+    return [usable_device(p, '--device') for p in parts]
 
 
 def _with_mask(args, G, pipe, targets):

@@ -3,10 +3,12 @@
     from ganinv_core.engine import invert
     result = invert(G, targets, degradations=['grayscale'], steps=1000)
 """
+from ._consistency import consistent
 from ._inversion import MODCONV, Inversion
 from ._loop import InversionError, Progress, Result, invert
 from ._pipeline import DEFAULT_LOSSES
 from ._precision import PRECISIONS
 from ._wstats import w_stats
 
-__all__ = ['invert', 'Inversion', 'MODCONV', 'Result', 'InversionError', 'Progress', 'DEFAULT_LOSSES', 'PRECISIONS', 'w_stats']
+__all__ = ['invert', 'Inversion', 'MODCONV', 'Result', 'InversionError', 'Progress', 'DEFAULT_LOSSES', 'PRECISIONS', 'w_stats',
+           'consistent']

@@ -371,7 +371,9 @@ def _capture(inv: Inversion):
         torch.cuda.current_stream(inv.device).wait_stream(side)
         restore()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: another thread driving another device (ganinv-run --device cuda:0,cuda:1) may keep
+        # allocating and launching while this one captures
+        with torch.cuda.graph(graph, capture_error_mode='thread_local'):
             inv._body(inv._step_t, cache=False)
             inv._step_t.add_(1)
         restore()  # capture runs no kernels, but keep the start state exact

@@ -53,6 +53,11 @@ class Degradation(_Configurable, nn.Module):
     #: state that changes between steps, no host sync). ``--cuda-graph auto`` (the default) replays the step
     #: as a graph only when every stage and loss of the run says so.
     cuda_graph_safe: ClassVar[bool] = False
+    #: True: ``forward`` is affine, ``L x + c`` for a fixed linear map L and offset c, whatever the input (blur,
+    #: area resizing, grayscale, holes; not JPEG, not a clamp that can bite). When every stage of a run is,
+    #: ``composite.png`` is the restoration made consistent with the photo (``engine.consistent``). An instance may
+    #: set it from its parameters.
+    affine: ClassVar[bool] = False
 
     def __init__(self, **kwargs):
         nn.Module.__init__(self)

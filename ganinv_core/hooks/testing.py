@@ -58,7 +58,8 @@ def _rand(*shape, seed):
 
 
 def check_degradation(cls: type[Degradation], size: int = 16, n: int = 2) -> None:
-    """Shape = output_size, range [-1, 1], finite gradients, mask shape/values, per-image independence."""
+    """Shape = output_size, range [-1, 1], finite gradients, mask shape/values, per-image independence, and
+    affinity where the class (or its instance) says ``affine``."""
     d = cls(**cls.test_params)
     x = _rand(n, 3, size, size, seed=1).requires_grad_()
     y, out = d(x), d.output_size(size)
@@ -74,6 +75,13 @@ def check_degradation(cls: type[Degradation], size: int = 16, n: int = 2) -> Non
     x2 = x.detach().clone()
     x2[1:] = _rand(n - 1, 3, size, size, seed=2)
     assert torch.allclose(d(x2)[0], y[0].detach(), atol=1e-6), f'{cls.name}: images influence each other'
+    if d.affine:   # A(a u + b v) - A(0) = a (A(u) - A(0)) + b (A(v) - A(0)), on inputs spanning [-1, 1]
+        with torch.no_grad():
+            u, v = _rand(n, 3, size, size, seed=3), _rand(n, 3, size, size, seed=4)
+            zero = d(torch.zeros_like(u))
+            mix, parts = d(0.4 * u + 0.6 * v) - zero, 0.4 * (d(u) - zero) + 0.6 * (d(v) - zero)
+        assert torch.allclose(mix, parts, atol=1e-5), f'{cls.name}: marked affine, but is not ' \
+                                                      f'(off by {(mix - parts).abs().max().item():.3g})'
     rebuilt = cls(**{k: v for k, v in d.config.items() if v is not None})
     assert rebuilt.config == d.config, f'{cls.name}: config does not round-trip'
     if cls.cuda_graph_safe:

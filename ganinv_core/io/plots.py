@@ -1,15 +1,30 @@
 """Figures: the loss curves (loss.png) and the labelled side-by-side comparison (comparison.png).
 
-Rendered with matplotlib's Agg canvas directly (no pyplot, no global backend), saved atomically.
+Rendered with matplotlib's Agg canvas directly (no pyplot, no global backend), saved atomically. One figure at a
+time: matplotlib is not thread-safe (its text parser, for one, fails when two threads lay out tick labels at once),
+and ``ganinv-run --device a,b`` writes outputs from a thread per device.
 """
 from __future__ import annotations
 
+import functools
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .outputs import write_bytes
+
+
+_LOCK = threading.RLock()
+
+
+def _one_at_a_time(fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with _LOCK:
+            return fn(*args, **kwargs)
+    return locked
 
 
 def _figure(w: float, h: float):
@@ -26,6 +41,7 @@ def _save(fig, path: str | Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
+@_one_at_a_time
 def heat(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
     """A 2-D array as a uint8 RGB image through matplotlib's ``magma`` colour map, 0 black to ``vmax`` (default: the
     array's maximum) pale yellow."""
@@ -35,6 +51,7 @@ def heat(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
     return (colormaps['magma'](np.clip(v / top, 0, 1))[..., :3] * 255).round().astype(np.uint8)
 
 
+@_one_at_a_time
 def loss_plot(history: dict[str, np.ndarray], path: str | Path, title: str = '') -> None:
     """One curve per loss term over the steps, on a log axis unless some value is negative.
 
@@ -59,6 +76,7 @@ def loss_plot(history: dict[str, np.ndarray], path: str | Path, title: str = '')
     _save(fig, path)
 
 
+@_one_at_a_time
 def comparison(panels: list[tuple[str, np.ndarray]], path: str | Path, cols: int | None = None) -> None:
     """Images side by side, each titled (e.g. original | degraded | restored).
 

@@ -66,6 +66,7 @@ class Blur(Degradation):
     name = 'blur'
     help = 'Gaussian blur, or a kernel from an image / .npy file (deblurring)'
     cuda_graph_safe = True
+    affine = True
     params = (Param('sigma', float, 2.0, 'Gaussian standard deviation in pixels'),
               Param('size', int, 0, 'kernel side (odd); 0 = 2*ceil(3*sigma)+1', bounds=(0, MAX_SIZE)),
               Param('kernel', str, None, 'path of a kernel image or .npy file (overrides sigma and size)'))

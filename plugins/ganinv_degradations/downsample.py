@@ -12,6 +12,10 @@ class Downsample(Degradation):
     params = (Param('factor', int, 4, 'downsampling factor', bounds=(2, 32)),
               Param('method', str, 'area', 'area (box mean) or bicubic (antialiased)', ('area', 'bicubic')))
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.affine = self.method == 'area'   # bicubic overshoots and is clamped back into [-1, 1]
+
     def output_size(self, size):
         """size / factor; the factor must divide the side."""
         if size % self.factor:

@@ -18,6 +18,7 @@ class Grayscale(Degradation):
     name = 'grayscale'
     help = 'luminance Y = 0.299 R + 0.587 G + 0.114 B, replicated to 3 channels (colourisation)'
     cuda_graph_safe = True
+    affine = True
 
     def forward(self, x):
         """[N,3,H,W] -> [N,3,H,W]; the weights sum to 1, so [-1, 1] maps into [-1, 1]."""

@@ -64,6 +64,7 @@ class Inpaint(Degradation):
     name = 'inpaint'
     help = 'remove a region (mask file, box, centred square or random strokes); holes are black and carry no loss'
     cuda_graph_safe = True
+    affine = True
     params = (Param('mode', str, 'center', 'kind of mask', ('file', 'box', 'center', 'strokes')),
               Param('path', str, None, 'mode=file: mask image, white = known'),
               Param('box', str, '0.25:0.25:0.75:0.75', 'mode=box: x0:y0:x1:y1 as fractions of the side'),

@@ -30,3 +30,20 @@ def test_builtins_that_run_in_the_step_are_cuda_graph_safe():
     assert {'grayscale', 'inpaint', 'blur', 'downsample', 'jpeg', 'vgg16', 'mse', 'l1', 'ssim', 'latent-dist',
             'noise-reg', 'w-cosine'} <= marked
     assert 'noise' not in marked and _REG.degradations['noise'].simulate_only
+
+
+def test_affine_marks_are_true_and_checked():
+    """Blur, area downsampling, grayscale and holes are affine (their composite is the consistent restoration);
+    JPEG, bicubic resizing (clamped) and noise are not; a class wrongly marked fails the conformance check."""
+    from ganinv_core.hooks import Degradation
+    reg = _REG.degradations
+    assert all(reg[n].affine for n in ('blur', 'grayscale', 'inpaint')) and reg['downsample']().affine
+    assert not (reg['jpeg'].affine or reg['noise'].affine or reg['downsample'](method='bicubic').affine)
+
+    class Gamma(Degradation):
+        name, affine = 'gamma', True
+
+        def forward(self, x):
+            return ((x + 1) / 2) ** 2.2 * 2 - 1
+    with pytest.raises(AssertionError, match="gamma: marked affine, but is not"):
+        check_degradation(Gamma)
