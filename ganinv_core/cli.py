@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
            'loss of the run is marked graph-safe, as the built-ins are; --no-cuda-graph: never)')
     a('--compile', action='store_true', help='torch.compile the step (slow first step)')
     a('--channels-last', action='store_true', help='channels-last activations in the bf16/fp16 blocks')
+    a('--frame-steps', type=_steps, metavar='N',
+      help='video targets: steps for every frame after the first, which starts from the previous one (default steps/4)')
+    a('--frame-lr', type=_rate, metavar='LR', help='video targets: peak learning rate of those frames (default lr/4)')
+    a('--temporal', type=_rate, metavar='WEIGHT',
+      help="video targets: weight of init-dist (stay near the previous frame's latent) for those frames (default "
+           "0.01; 0: off)")
     a('--seed', type=int, help='random seed (default 303)')
     a('--outdir', help='output folder (default out)')
     a('--overwrite', action='store_true', help='replace existing outputs')
@@ -167,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1, precision='auto',
                 polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False,
-                seed=303, outdir='out', overwrite=False, resume=False, save_video=False, snapshots=[], align=False,
-                face='largest', detector='dlib', config=None, quiet=False, list_plugins=False, doctor=False,
-                convert=None)
+                frame_steps=None, frame_lr=None, temporal=0.01, seed=303, outdir='out', overwrite=False, resume=False,
+                save_video=False, snapshots=[], align=False, face='largest', detector='dlib', config=None, quiet=False,
+                list_plugins=False, doctor=False, convert=None)
 
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
@@ -246,6 +252,8 @@ class Job:
     face: object = None                   # --align: AlignedFace
     photo_name: str = ''                  # --align: the photo's name (several faces share it)
     faces: int = 1                        # --align: faces restored from this photo
+    after: str | None = None              # a video frame: the previous frame's name (it starts from its latent)
+    video: str = ''                       # a video frame: the video target's name
 
 
 def _say(msg: str) -> None:
@@ -276,14 +284,28 @@ def _default_losses(network: str) -> list[str] | None:
 
 def _prepare(args, G, pipe, targets, problems) -> list:
     """Read, check and preprocess each target; problems (bad files, no face, mask size) are collected."""
-    from ganinv_core.io import images
+    from ganinv_core.io import images, video
     res, out = G.img_resolution, pipe.output_size(G.img_resolution)
     keep_going = args.overwrite or args.resume   # existing outputs are replaced, or skipped by the caller
     jobs = []
+
+    def fill(job, src, shape):   # the target (and clean original) of a photo, face or frame
+        if args.simulate:
+            job.clean = job.shown = images.square(src, res)
+            job.target = _simulate(pipe, job.clean)
+        else:
+            job.shown = job.target = images.square(src, out)
+        if args.mask:
+            job.target = _apply_hole(job.target, images.load_mask(args.mask, shape, out))
+        return job
+
     for i, t in enumerate(targets):
         try:
             if t.error:
                 raise images.ImageError(t.error)
+            if t.seed is None and video.is_video(t.source):
+                jobs += _frames(args, t, i, fill, keep_going)
+                continue
             photo = images.render_seed(G, t.seed)[0] if t.seed is not None else images.read_image(t.source)
             faces = [None]
             if args.align:
@@ -296,20 +318,90 @@ def _prepare(args, G, pipe, targets, problems) -> list:
                 if name != t.name and (Path(args.outdir) / name).exists() and not keep_going:
                     raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
                 src = face.crop if face is not None else photo
-                job = Job(name, i, target=None, photo=photo if face is not None else None, face=face,
-                          photo_name=t.name, faces=len(faces))
-                if args.simulate:
-                    job.clean = job.shown = images.square(src, res)
-                    job.target = _simulate(pipe, job.clean)
-                else:
-                    job.shown = job.target = images.square(src, out)
-                if args.mask:
-                    m = images.load_mask(args.mask, photo.shape[:2], out)
-                    job.target = _apply_hole(job.target, m)
-                jobs.append(job)
+                jobs.append(fill(Job(name, i, target=None, photo=photo if face is not None else None, face=face,
+                                     photo_name=t.name, faces=len(faces)), src, photo.shape[:2]))
         except ValueError as e:
             problems.append((t.name, str(e)))
             _say(f'error: {e}')
+    return jobs
+
+
+def _videos(jobs: list, record: dict) -> dict:
+    """{video name: its frames' names in order} for every video target of the run whose frames are all restored
+    (in this run or, resuming, an earlier one)."""
+    import re
+    out: dict = {}
+    for name in dict.fromkeys(j.video for j in jobs if j.video):
+        frame = re.compile(rf'{re.escape(name)}_f\d{{4}}$')
+        frames = sorted({j.name for j in jobs if j.video == name} | {k for k in record['targets'] if frame.match(k)})
+        if all(record['targets'].get(f, {}).get('status') == 'ok' for f in frames):
+            out[name] = frames
+    return out
+
+
+def _write_video(outdir: Path, name: str, frames: list[str], targets) -> dict:
+    """``<name>.mp4`` (the restored frames, or their composites where written) and ``<name>_comparison.mp4``
+    (input | restored), at the source's frame rate; returns the video's entry for run.json, with its flicker: the
+    mean absolute change between consecutive frames, in grey levels, of the input and of the restoration."""
+    from ganinv_core.io import images, video
+    source = next((t.source for t in targets if t.name == name), None)
+    fps = video.frame_rate(source) if source else 25.0
+    out, both = video.VideoWriter(outdir, fps=fps), video.VideoWriter(outdir, fps=fps)
+    change = {'input': [], 'restored': []}
+    last = None
+    try:
+        for f in frames:
+            d = outdir / f
+            shown = images.read_image(d / 'target.png')
+            rest = images.read_image(d / ('composite.png' if (d / 'composite.png').exists() else 'restored.png'))
+            out.append(rest)
+            both.append(video.side_by_side(images.square(shown, rest.shape[0], images.Image.NEAREST), rest))
+            if last is not None:
+                for k, (a, b) in zip(('input', 'restored'), zip(last, (shown, rest))):
+                    change[k].append(float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()))
+            last = (shown, rest)
+        out.write(outdir / f'{name}.mp4')
+        both.write(outdir / f'{name}_comparison.mp4')
+    finally:
+        out.close()
+        both.close()
+    return {'frames': len(frames), 'fps': fps, 'video': f'{name}.mp4', 'comparison': f'{name}_comparison.mp4',
+            'flicker': {k: float(np.mean(v)) if v else 0.0 for k, v in change.items()}}
+
+
+def _frame_losses(args, losses) -> list:
+    """The losses of a video's later frames: the run's, plus ``init-dist`` at ``--temporal`` (unless given or 0)."""
+    from ganinv_core.engine import DEFAULT_LOSSES
+    specs = list(losses if losses is not None else DEFAULT_LOSSES)
+    named = {s.split(':')[0].strip() if isinstance(s, str) else getattr(s, 'name', '') for s in specs}
+    return specs + ([f'init-dist:weight={args.temporal}'] if args.temporal > 0 and 'init-dist' not in named else [])
+
+
+def _previous_latents(outdir: Path, batch: list) -> dict:
+    """The restored latents (w and noise) of the frames before a batch's frames, stacked as ``invert``'s init."""
+    from ganinv_core.io.latents import load_latent
+    prev = [load_latent(outdir / j.after / 'projected_w.npz') for j in batch]
+    layers = set.intersection(*(set(p['noise']) for p in prev))
+    return {'w': np.concatenate([p['w'] for p in prev]),
+            'noise': {k: np.concatenate([p['noise'][k] for p in prev]) for k in sorted(layers)}}
+
+
+def _frames(args, t, index: int, fill, keep_going: bool) -> list:
+    """The jobs of a video target: one per frame, named ``<name>_f0000`` ..., each after the previous one."""
+    from ganinv_core.io import video
+    if args.align:
+        raise ValueError(f'{t.source}: --align does not take videos yet; crop the face out of the video first')
+    for suffix in ('.mp4', '_comparison.mp4'):
+        if (Path(args.outdir) / f'{t.name}{suffix}').exists() and not keep_going:
+            raise ValueError(f'{Path(args.outdir) / (t.name + suffix)}: already exists; pass --overwrite to replace it')
+    frames, _ = video.read_frames(t.source)
+    jobs, prev = [], None
+    for k, frame in enumerate(frames):
+        name = f'{t.name}_f{k:04d}'
+        if (Path(args.outdir) / name).exists() and not keep_going:
+            raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
+        jobs.append(fill(Job(name, index, target=None, after=prev, video=t.name), frame, frame.shape[:2]))
+        prev = name
     return jobs
 
 
@@ -465,10 +557,12 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
 
 
 def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init, pasted: dict, batches=None,
-               position: int | None = None) -> list[dict]:
+               position: int | None = None, steps: int | None = None, lr: float | None = None,
+               restarts: int | None = None) -> list[dict]:
     """Invert one batch (progress bar, video frames, snapshots through the callback), then write its targets.
 
     Args:
+        steps, lr, restarts: this batch's (default: the run's; a video's later frames have their own).
         batches: the run's ``_batches.Batches``: the batch stops (``Stopped``) at a progress report once it is set
             to stop.
         position: None, or the line of this worker's progress bar among several (cleared when done).
@@ -476,19 +570,21 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
     from ganinv_core.engine import invert
     from ganinv_core.io import images, video
     n = len(batch)
+    steps, lr = steps or args.steps, args.lr if lr is None else lr
+    snapshots = [s for s in args.snapshots if s <= steps]
     frames = [video.VideoWriter(outdir) for _ in batch] if args.save_video else None
     snaps: list[dict] = [dict() for _ in batch]
     shown = [images.square(j.target, G.img_resolution, images.Image.NEAREST) for j in batch]
     bar = None
     if not args.quiet:
         from tqdm import tqdm
-        bar = tqdm(total=args.steps, desc=bar_desc, unit='step', leave=position is None, file=sys.stderr,
+        bar = tqdm(total=steps, desc=bar_desc, unit='step', leave=position is None, file=sys.stderr,
                    dynamic_ncols=True, position=position)
 
     def on_progress(p):
         if batches is not None:
             batches.check()
-        want_snap = p.step in args.snapshots
+        want_snap = p.step in snapshots
         if frames is not None or want_snap:
             now = images.to_uint8(p.render())
             for k in range(n):
@@ -503,11 +599,11 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
     clean = images.to_tensor(np.stack([j.clean for j in batch])) if args.simulate else None
     try:
         res = invert(G, images.to_tensor(np.stack([j.target for j in batch])), degradations=pipe, losses=losses,
-                     steps=args.steps, latent_space=args.latent_space, optimize_noise=not args.no_noise_opt,
-                     lr=args.lr, init=init, seed=args.seed, precision=args.precision, callbacks=[on_progress],
-                     clean=clean, indices=[j.index for j in batch], report_steps=args.snapshots,
+                     steps=steps, latent_space=args.latent_space, optimize_noise=not args.no_noise_opt,
+                     lr=lr, init=init, seed=args.seed, precision=args.precision, callbacks=[on_progress],
+                     clean=clean, indices=[j.index for j in batch], report_steps=snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
-                     channels_last=args.channels_last, polish=args.polish, restarts=args.restarts)
+                     channels_last=args.channels_last, polish=args.polish, restarts=restarts or args.restarts)
         kind = _composite_kind(pipe, G.img_resolution)
         composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
                                  res.mask, next(G.parameters()).device) if kind else [None] * n
@@ -545,6 +641,8 @@ def run(args) -> int:
         raise ConfigError('--target: give at least one image file, folder or seed:N')
     if not args.network:
         raise ConfigError('--network: give a network (path, URL, short name such as ffhq, or random-64)')
+    args.frame_steps = args.frame_steps or max(1, args.steps // 4)
+    args.frame_lr = args.lr / 4 if args.frame_lr is None else args.frame_lr
     late = [s for s in args.snapshots if s > args.steps]
     if late:
         raise ConfigError(f'--snapshots: step {late[0]} is past the last step ({args.steps}, --steps)')
@@ -597,7 +695,11 @@ def run(args) -> int:
     t0 = time.perf_counter()
     pasted: dict = {}
     listed = list(record['targets'])   # resumed and unreadable targets, before the batches' own
-    batches = Batches(jobs)
+
+    def follows(job) -> bool:   # a video frame whose previous frame is restored: it starts from its latent
+        return job.after is not None and (outdir / job.after / 'projected_w.npz').is_file()
+    batches = Batches(jobs, after=lambda j: j.after, kind=follows)
+    frame_losses = _frame_losses(args, losses)
     workers = [(device, G, pipe)] + [(d, load_generator(args.network, device=d), copy.deepcopy(pipe))
                                      for d in devices[1:]]
     outcome = {'code': code}
@@ -612,9 +714,14 @@ def run(args) -> int:
                 return
             names, ms, error, oom = ", ".join(j.name for j in batch), None, '', False
             try:
-                ms = _run_batch(args, G_i, pipe_i, losses, batch, outdir, desc if len(workers) == 1 else
-                                f'{where}: {desc}', init, pasted, batches, None if len(workers) == 1 else i)
-            except InversionError as e:
+                plan = dict(losses=losses, init=init)
+                if follows(batch[0]):   # later video frames: from the previous frame's latent, shorter, gentler
+                    plan = dict(losses=frame_losses, init=_previous_latents(outdir, batch), steps=args.frame_steps,
+                                lr=args.frame_lr, restarts=1)
+                ms = _run_batch(args, G_i, pipe_i, plan.pop('losses'), batch, outdir,
+                                desc if len(workers) == 1 else f'{where}: {desc}', plan.pop('init'), pasted, batches,
+                                None if len(workers) == 1 else i, **plan)
+            except (InversionError, latents.LatentFileError) as e:
                 error = str(e)
             except Exception as e:   # noqa: BLE001 - only out-of-memory is handled; the rest re-raised as is
                 if not out_of_memory(e):
@@ -639,10 +746,10 @@ def run(args) -> int:
                     for j in batch:
                         record['targets'][j.name] = {'status': 'failed', 'error': error}
                     outcome['code'] = EXIT_FAIL if outcome['code'] == EXIT_OK else outcome['code']
-                    continue
-                for j, m in zip(batch, ms):
+                for j, m in zip(batch, ms or ()):
                     record['targets'][j.name] = {'status': 'ok', 'folder': j.name}
                     print(_summary(j.name, outdir, m), flush=True)
+            batches.done(batch)   # the frames that follow these may go
 
     try:
         try:
@@ -659,6 +766,14 @@ def run(args) -> int:
         _say(f'interrupted: {sum(v["status"] == "ok" for v in record["targets"].values())} finished target(s) '
              f'kept in {outdir}')
         return EXIT_INTERRUPTED
+    for name, frames in _videos(jobs, record).items():
+        try:
+            record.setdefault('videos', {})[name] = _write_video(outdir, name, frames, targets)
+        except (OSError, RuntimeError, ValueError) as e:   # the frames are kept; only the assembled video is missing
+            record['videos'][name] = {'frames': len(frames), 'error': exc_line(e)}
+            _say(f'error: {name}: its {len(frames)} frames are restored, but the video could not be written '
+                 f'({exc_line(e)})')
+            code = EXIT_FAIL if code == EXIT_OK else code
     record['status'] = 'done' if code == EXIT_OK else 'done with errors'
     record['wall_time_s'] = time.perf_counter() - t0
     outputs.write_json(outdir / 'run.json', record)
@@ -719,7 +834,7 @@ def _with_mask(args, G, pipe, targets):
 # the options that decide what a target's outputs are: a resumed run must keep them
 _RESULT_KEYS = ('network', 'degradation', 'loss', 'mask', 'simulate', 'steps', 'lr', 'latent-space', 'no-noise-opt',
                 'init', 'restarts', 'precision', 'polish', 'seed', 'align', 'face', 'detector', 'snapshots',
-                'save-video')
+                'save-video', 'frame-steps', 'frame-lr', 'temporal')
 
 
 def _resumable(args, outdir: Path) -> dict | None:
@@ -754,8 +869,8 @@ def _skip_done(jobs: list, outdir: Path, record: dict, before: dict | None) -> l
         record['targets'].update(before.get('targets', {}))
         record['resumed_from'] = before.get('started')
     photos: dict[str, list] = {}
-    for j in jobs:
-        photos.setdefault(j.photo_name, []).append(j)
+    for j in jobs:   # the faces of one photo go together; anything else (a photo, a video frame) alone
+        photos.setdefault(j.photo_name if j.faces > 1 else j.name, []).append(j)
     todo, skipped = [], 0
     for name, group in photos.items():
         done = all((outdir / j.name).is_dir() for j in group) and (

@@ -10,5 +10,5 @@ from ._pipeline import DEFAULT_LOSSES
 from ._precision import PRECISIONS
 from ._wstats import w_stats
 
-__all__ = ['invert', 'Inversion', 'MODCONV', 'Result', 'InversionError', 'Progress', 'DEFAULT_LOSSES', 'PRECISIONS', 'w_stats',
-           'consistent']
+__all__ = ['invert', 'Inversion', 'MODCONV', 'Result', 'InversionError', 'Progress', 'DEFAULT_LOSSES', 'PRECISIONS',
+           'w_stats', 'consistent']

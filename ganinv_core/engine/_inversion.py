@@ -199,7 +199,7 @@ class Inversion:
         img = self.synth(lat.ws(w), self.prec.force_fp32)
         with self.prec.autocast(cache):
             ctx = LossContext(pred=self.pipe(img), target=self.target, mask=self.mask, image=img, w=lat.w,
-                              w_avg=self.w_avg, w_std=self.w_std, noise=list(lat.noise.values()))
+                              w_avg=self.w_avg, w_std=self.w_std, noise=list(lat.noise.values()), w_init=lat.w_init)
             per = torch.stack([t(ctx).float().reshape(n) for t in self.terms], 1) * self.weights   # [N, K]
         total = per.sum(1)
         row = torch.cat([per, total[:, None]], 1).detach()

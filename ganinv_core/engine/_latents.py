@@ -49,6 +49,7 @@ class Latents:
                 raise ValueError(f'init: w must be an array of numbers, got {type(init["w"]).__name__}') from None
             w = _fit_w(w, n, rows, self.num_ws, w_avg.shape[-1])
         self.w = w.detach().clone().requires_grad_(True)
+        self.w_init = w.detach().clone()   # where the run started (LossContext.w_init)
         self.layers = [name for name, _ in G.synthesis.noise_layers()]
         consts = dict(G.synthesis.named_buffers())
         self.noise: dict[str, torch.Tensor] = {}

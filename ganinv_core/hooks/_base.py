@@ -135,6 +135,8 @@ class LossContext:
         w_avg: mean latent [w_dim] (or broadcastable to ``w``).
         w_std: scalar spread of W (NVIDIA's projector statistic).
         noise: optimised noise maps, a list of [N,1,R,R].
+        w_init: the latent the run started from, shaped like ``w`` (w_avg, ``init``'s latent, or the previous
+            frame's for a video), or None.
     """
     pred: torch.Tensor
     target: torch.Tensor
@@ -144,6 +146,7 @@ class LossContext:
     w_avg: torch.Tensor | None = None
     w_std: float | torch.Tensor | None = None
     noise: list = dataclasses.field(default_factory=list)
+    w_init: torch.Tensor | None = None
 
 
 class Loss(_Configurable, nn.Module):

@@ -93,8 +93,8 @@ def check_degradation(cls: type[Degradation], size: int = 16, n: int = 2) -> Non
 
 
 def check_loss(cls: type[Loss], size: int = 16, n: int = 2, num_ws: int = 4, w_dim: int = 8) -> None:
-    """Shape [N]; zero at the ideal (pred = target, w = w_avg, zero noise); positive, finite gradients and
-    per-image independence otherwise."""
+    """Shape [N]; zero at the ideal (pred = target, w = w_avg = w_init, zero noise); positive, finite gradients
+    and per-image independence otherwise."""
     loss = cls(**cls.test_params)
     assert any(p.name == 'weight' for p in cls.params), f'{cls.name}: no weight parameter'
     t = _rand(n, 3, size, size, seed=3)
@@ -102,7 +102,8 @@ def check_loss(cls: type[Loss], size: int = 16, n: int = 2, num_ws: int = 4, w_d
     res = [4, 8, size]
 
     def ctx(pred, w, noise):
-        return LossContext(pred=pred, target=t, mask=None, image=pred, w=w, w_avg=w_avg, w_std=1.0, noise=noise)
+        return LossContext(pred=pred, target=t, mask=None, image=pred, w=w, w_avg=w_avg, w_std=1.0, noise=noise,
+                           w_init=w_avg.expand(n, num_ws, w_dim))
     loss.prepare(t, None)
     v0 = loss(ctx(t.clone(), w_avg.expand(n, num_ws, w_dim).clone(), [torch.zeros(n, 1, r, r) for r in res]))
     assert v0.shape == (n,), f'{cls.name}: returned {tuple(v0.shape)}, not [N]'
@@ -129,7 +130,8 @@ def check_loss(cls: type[Loss], size: int = 16, n: int = 2, num_ws: int = 4, w_d
             lm.prepare(tm, None)
             leaf = lambda x: x.detach().to(device).requires_grad_()  # noqa: E731
             cm = LossContext(pred=leaf(pred), target=tm, mask=None, image=None, w=leaf(w), w_avg=w_avg.to(device),
-                             w_std=1.0, noise=[leaf(z) for z in noise])
+                             w_std=1.0, noise=[leaf(z) for z in noise],
+                             w_init=w_avg.expand(n, num_ws, w_dim).to(device))
             cm.image = cm.pred
             return lambda: lm(cm).sum().backward()
         _check_graph_safe(cls.name, build)

@@ -1,4 +1,4 @@
-"""progress.mp4: frames of the optimisation, written with imageio's ffmpeg plugin (H.264)."""
+"""Videos through imageio's ffmpeg plugin: progress.mp4 and restored videos written (H.264), video targets read."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,61 @@ import numpy as np
 
 class VideoError(ValueError):
     """A video cannot be written here (one line: the reason and the fix)."""
+
+
+#: File extensions read as videos (every frame a target, restored in order; ``ganinv-run --target clip.mp4``).
+VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
+MAX_FRAMES = 10_000
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def frame_rate(path: str | Path, default: float = 25.0) -> float:
+    """A video file's frames per second (``default`` where it cannot be read)."""
+    try:
+        import imageio.v2 as imageio
+        with imageio.get_reader(str(path), format='FFMPEG') as reader:
+            return float(reader.get_meta_data().get('fps') or default)
+    except (ImportError, OSError, RuntimeError, ValueError):
+        return default
+
+
+def read_frames(path: str | Path, max_frames: int = MAX_FRAMES, max_pixels: int | None = None
+                ) -> tuple[list[np.ndarray], float]:
+    """Every frame of a video as uint8 (H, W, 3), and its frame rate.
+
+    Raises:
+        ImageError: unreadable, no frame, frames over ``max_pixels`` (default ``images.MAX_PIXELS``), or more than
+            ``max_frames`` frames (named, with the count).
+    """
+    from .images import MAX_PIXELS, ImageError
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        import imageio.v2 as imageio
+        reader = imageio.get_reader(str(path), format='FFMPEG')
+    except (ImportError, OSError, RuntimeError, ValueError) as e:
+        raise ImageError(f'{path}: cannot read the video ({type(e).__name__}: {str(e).splitlines()[0][:200]})') \
+            from None
+    frames: list[np.ndarray] = []
+    try:
+        fps = float(reader.get_meta_data().get('fps') or 25.0)
+        w, h = reader.get_meta_data().get('size') or (0, 0)
+        if w * h > limit:
+            raise ImageError(f'{path}: {w}x{h} frames are over the {limit:,}-pixel limit')
+        for frame in reader:
+            if len(frames) == max_frames:
+                raise ImageError(f'{path}: more than {max_frames} frames; cut it into parts (ffmpeg -ss/-t)')
+            frames.append(np.ascontiguousarray(np.asarray(frame)[..., :3], dtype=np.uint8))
+    except (OSError, RuntimeError, IndexError) as e:
+        raise ImageError(f'{path}: cannot read frame {len(frames)} ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0][:200] if str(e) else ""})') from None
+    finally:
+        reader.close()
+    if not frames:
+        raise ImageError(f'{path}: the video has no frame')
+    return frames, fps
 
 
 def check_available() -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganinv_core.hooks import LossContext, get_registry
+from ganinv_core.hooks import Loss, LossContext, get_registry
 from ganinv_core.metrics import to_vgg_input
 from ganinv_losses import L1, MSE, SSIM, LatentDist, NoiseReg
 
@@ -55,6 +55,33 @@ def test_latent_dist_w_and_wplus():
     w = torch.tensor([[[1.0, 2.0], [3.0, 2.0]], [[1.0, 4.0], [1.0, 4.0]]])   # [N=2, K=2, D=2]
     v = LatentDist()(LossContext(pred=torch.zeros(2, 3, 2, 2), target=torch.zeros(2, 3, 2, 2), w=w, w_avg=w_avg))
     torch.testing.assert_close(v, torch.tensor([2.0, 4.0]))
+
+
+def test_init_dist_measures_from_the_start_not_the_mean():
+    from ganinv_losses import InitDist
+    w_init = torch.tensor([[[1.0, 2.0], [1.0, 2.0]], [[0.0, 0.0], [0.0, 1.0]]])
+    w = torch.tensor([[[1.0, 2.0], [3.0, 2.0]], [[1.0, 4.0], [1.0, 4.0]]])   # [N=2, K=2, D=2]
+    ctx = LossContext(pred=torch.zeros(2, 3, 2, 2), target=torch.zeros(2, 3, 2, 2), w=w, w_avg=torch.zeros(2),
+                      w_init=w_init)
+    torch.testing.assert_close(InitDist()(ctx), torch.tensor([2.0, (17 + 10) / 2]))
+    torch.testing.assert_close(InitDist()(dataclasses.replace(ctx, w_init=None)), torch.zeros(2))   # no start known
+
+
+def test_the_engine_hands_losses_the_starting_latent(G):
+    """LossContext.w_init is the latent the run started from (here init's), fixed while w moves."""
+    from ganinv_core.engine import invert
+    seen = []
+
+    class Spy(Loss):
+        name = 'spy'
+
+        def forward(self, ctx):
+            seen.append((ctx.w_init.clone(), ctx.w.detach().clone()))
+            return ctx.pred.square().flatten(1).mean(1)
+    start = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)), None)[:, :1]
+    invert(G, torch.zeros(2, 3, G.img_resolution, G.img_resolution), losses=[Spy()], steps=3, init={'w': start})
+    assert len(seen) == 3 and all(torch.equal(w0, start) for w0, _ in seen)
+    assert not torch.equal(seen[-1][1], start)
 
 
 def test_w_cosine_by_hand():
