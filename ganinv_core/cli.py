@@ -304,7 +304,7 @@ def _prepare(args, G, pipe, targets, problems) -> list:
             if t.error:
                 raise images.ImageError(t.error)
             if t.seed is None and video.is_video(t.source):
-                jobs += _frames(args, t, i, fill, keep_going)
+                jobs += _frames(args, t, i, res, fill, keep_going)
                 continue
             photo = images.render_seed(G, t.seed)[0] if t.seed is not None else images.read_image(t.source)
             faces = [None]
@@ -340,13 +340,15 @@ def _videos(jobs: list, record: dict) -> dict:
 
 
 def _write_video(outdir: Path, name: str, frames: list[str], targets) -> dict:
-    """``<name>.mp4`` (the restored frames, or their composites where written) and ``<name>_comparison.mp4``
-    (input | restored), at the source's frame rate; returns the video's entry for run.json, with its flicker: the
-    mean absolute change between consecutive frames, in grey levels, of the input and of the restoration."""
+    """``<name>.mp4`` (the restored frames, or their composites where written), ``<name>_comparison.mp4`` (input |
+    restored) and, with ``--align``, ``<name>_pasted.mp4`` (the whole frames, the face pasted back), at the source's
+    frame rate; returns the video's entry for run.json, with its flicker: the mean absolute change between
+    consecutive frames, in grey levels, of the input and of the restoration."""
     from ganinv_core.io import images, video
     source = next((t.source for t in targets if t.name == name), None)
     fps = video.frame_rate(source) if source else 25.0
-    out, both = video.VideoWriter(outdir, fps=fps), video.VideoWriter(outdir, fps=fps)
+    pasted = all((outdir / f / 'pasted.png').is_file() for f in frames)
+    writers = {k: video.VideoWriter(outdir, fps=fps) for k in ('', '_comparison') + (('_pasted',) if pasted else ())}
     change = {'input': [], 'restored': []}
     last = None
     try:
@@ -354,18 +356,22 @@ def _write_video(outdir: Path, name: str, frames: list[str], targets) -> dict:
             d = outdir / f
             shown = images.read_image(d / 'target.png')
             rest = images.read_image(d / ('composite.png' if (d / 'composite.png').exists() else 'restored.png'))
-            out.append(rest)
-            both.append(video.side_by_side(images.square(shown, rest.shape[0], images.Image.NEAREST), rest))
+            writers[''].append(rest)
+            writers['_comparison'].append(video.side_by_side(images.square(shown, rest.shape[0], images.Image.NEAREST),
+                                                             rest))
+            if pasted:
+                writers['_pasted'].append(images.read_image(d / 'pasted.png'))
             if last is not None:
                 for k, (a, b) in zip(('input', 'restored'), zip(last, (shown, rest))):
                     change[k].append(float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()))
             last = (shown, rest)
-        out.write(outdir / f'{name}.mp4')
-        both.write(outdir / f'{name}_comparison.mp4')
+        for suffix, w in writers.items():
+            w.write(outdir / f'{name}{suffix}.mp4')
     finally:
-        out.close()
-        both.close()
+        for w in writers.values():
+            w.close()
     return {'frames': len(frames), 'fps': fps, 'video': f'{name}.mp4', 'comparison': f'{name}_comparison.mp4',
+            **({'pasted': f'{name}_pasted.mp4'} if pasted else {}),
             'flicker': {k: float(np.mean(v)) if v else 0.0 for k, v in change.items()}}
 
 
@@ -386,23 +392,31 @@ def _previous_latents(outdir: Path, batch: list) -> dict:
             'noise': {k: np.concatenate([p['noise'][k] for p in prev]) for k in sorted(layers)}}
 
 
-def _frames(args, t, index: int, fill, keep_going: bool) -> list:
+def _frames(args, t, index: int, res: int, fill, keep_going: bool) -> list:
     """The jobs of a video target: one per frame, named ``<name>_f0000`` ..., each after the previous one."""
     from ganinv_core.io import video
-    if args.align:
-        raise ValueError(f'{t.source}: --align does not take videos yet; crop the face out of the video first')
-    for suffix in ('.mp4', '_comparison.mp4'):
+    if args.align and args.face != 'largest':
+        raise ValueError(f'{t.source}: --align follows the largest face through a video; --face {args.face} '
+                         'works on photos only')
+    for suffix in ('.mp4', '_comparison.mp4', '_pasted.mp4'):
         if (Path(args.outdir) / f'{t.name}{suffix}').exists() and not keep_going:
             raise ValueError(f'{Path(args.outdir) / (t.name + suffix)}: already exists; pass --overwrite to replace it')
     frames, _ = video.read_frames(t.source)
-    jobs, prev = [], None
-    for k, frame in enumerate(frames):
-        name = f'{t.name}_f{k:04d}'
+    names = [f'{t.name}_f{k:04d}' for k in range(len(frames))]
+    for name in names:
         if (Path(args.outdir) / name).exists() and not keep_going:
             raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
-        jobs.append(fill(Job(name, index, target=None, after=prev, video=t.name), frame, frame.shape[:2]))
-        prev = name
-    return jobs
+    faces = [None] * len(frames)
+    if args.align:   # the largest face of each frame, its landmarks smoothed through the video
+        from ganinv_core.io import align
+        try:
+            faces = align.align_video(frames, res, args.detector)
+        except align.AlignError as e:
+            raise ValueError(f'{t.source}: {e}') from None
+    return [fill(Job(name, index, target=None, after=names[k - 1] if k else None, video=t.name,
+                     photo=None if face is None else frame, face=face, photo_name=name), face.crop if face else frame,
+                 frame.shape[:2])
+            for k, (name, frame, face) in enumerate(zip(names, frames, faces))]
 
 
 def _align(photo, res, which, detector, source):

@@ -18,7 +18,8 @@ from PIL import Image
 
 from ._ffhq import crop_to_photo, ffhq_quad, warp_ffhq
 
-__all__ = ['AlignError', 'AlignedFace', 'NoFaceError', 'align_face', 'align_faces', 'paste_back']
+__all__ = ['AlignError', 'AlignedFace', 'NoFaceError', 'align_face', 'align_faces', 'align_video', 'paste_back',
+           'track']
 
 _MIN_QSIZE = 8.0  # pixels: a smaller crop square is a detector glitch, not a face
 
@@ -181,6 +182,69 @@ def align_faces(photo, size, detector='dlib', which='largest', *, supersample=4,
         picks = [which % len(order)]
     return [align_face(photo, found[order[k]], size, index=k, supersample=supersample, padding=padding)
             for k in picks]
+
+
+def track(landmarks: list, sigma: float = 1.5) -> np.ndarray:
+    """One face's landmarks through a video, smoothed in time: at each frame, a straight line in time fitted to the
+    frames where the face was found, weighted by a Gaussian of ``sigma`` frames (local linear regression), and its
+    value at that frame. A face moving steadily is followed exactly, up to the first and last frames (a weighted
+    mean would lag there); frames without a face are filled from their neighbours, and only from the nearest one
+    where the others are more than 2 ``sigma`` away.
+
+    Per-frame detection jitters by a pixel or two, and the FFHQ crop follows the eyes and mouth, so an unsmoothed
+    crop shakes; smoothing keeps it where the face is and lets it follow the face's own motion.
+
+    Args:
+        landmarks: per frame a float (68, 2) array, or None where no face was found.
+        sigma: in frames (0: no smoothing; missing frames still filled from the nearest found ones).
+
+    Returns:
+        float64 (frames, 68, 2).
+
+    Raises:
+        NoFaceError: no frame has a face.
+    """
+    found = np.array([lm is not None for lm in landmarks])
+    if not found.any():
+        raise NoFaceError(f'video: no face found in any of its {len(landmarks)} frames')
+    y = np.stack([np.asarray(x, np.float64) for x in landmarks if x is not None])   # [found, 68, 2]
+    t = np.arange(len(landmarks), dtype=np.float64)
+    d = t[None, found] - t[:, None]                      # [frames, found frames]: time from each frame
+    near = np.abs(d).min(1) <= 2 * sigma
+    k = np.exp(-0.5 * (d / sigma) ** 2) if sigma > 0 else (d == 0).astype(np.float64)
+    k[~near] = 0
+    k[~near, np.abs(d[~near]).argmin(1)] = 1.0           # far from every found frame: the nearest one
+    s0, s1, s2 = k.sum(1), (k * d).sum(1), (k * d * d).sum(1)
+    det = s0 * s2 - s1 ** 2
+    line = det > 1e-9 * np.maximum(s0 * s2, 1e-300)     # enough spread in time to fit a slope
+    # weighted least squares of y = a + b d; a = (s2 Σ k y - s1 Σ k d y) / det, or the weighted mean
+    wa = np.where(line[:, None], (s2[:, None] * k - s1[:, None] * k * d) / np.where(line, det, 1)[:, None],
+                  k / s0[:, None])
+    return np.einsum('tf,fpc->tpc', wa, y)
+
+
+def align_video(frames: list, size, detector='dlib', *, sigma: float = 1.5, supersample=4,
+                padding=True) -> list[AlignedFace]:
+    """FFHQ-align the largest face of every frame of a video, its landmarks smoothed in time (``track``).
+
+    Returns:
+        one AlignedFace per frame (``index`` 0).
+
+    Raises:
+        NoFaceError: no face in any frame. AlignError: bad frames, size or detector.
+    """
+    det = _resolve_detector(detector)
+    from ganinv_core.hooks import blame
+    found = []
+    for k, frame in enumerate(frames):
+        frame = _check_photo(frame, f'frame {k}')
+        with blame('detecting faces', AlignError):
+            faces = [np.asarray(lm, dtype=np.float64) for lm in det.detect(frame)]
+        faces = [lm for lm in faces if lm.shape == (68, 2)]
+        with np.errstate(invalid='ignore', divide='ignore'):
+            found.append(max(faces, key=lambda lm: np.nan_to_num(ffhq_quad(lm)[1])) if faces else None)
+    return [align_face(frame, lm, size, supersample=supersample, padding=padding)
+            for frame, lm in zip(frames, track(found, sigma))]
 
 
 def _edge_mask(n, feather):

@@ -60,3 +60,49 @@ def test_align_restore_paste_back_on_astronaut_after_a_photo_without_face(tmp_pa
     assert np.array_equal(pasted[:40, -40:], photo[:40, -40:])
     face = (slice(y0, y1), slice(x0, x1))
     assert np.abs(pasted[face].astype(int) - photo[face]).mean() > 5
+
+
+def test_a_video_s_face_is_tracked_restored_and_pasted_back_into_every_frame(tmp_path, capsys):
+    """The astronaut panning right by 4 px a frame (H.264): every frame's face found, aligned from landmarks
+    smoothed in time (the crop moves with the face, without dlib's jitter), restored, and pasted back; the whole
+    frames become NAME_pasted.mp4."""
+    pytest.importorskip('dlib', reason="the [align] extra (dlib-bin) is not installed")
+    skdata = pytest.importorskip('skimage.data')
+    import imageio.v2 as imageio
+    from ganinv_core.io.align import track
+    from ganinv_core.io.video import read_frames
+    photo = np.asarray(Image.fromarray(skdata.astronaut()).resize((256, 256), Image.LANCZOS))
+    w = imageio.get_writer(str(tmp_path / 'pan.mp4'), format='FFMPEG', fps=4, codec='libx264', quality=10,
+                           macro_block_size=1, ffmpeg_log_level='error')
+    for t in range(4):
+        w.append_data(np.roll(photo, 4 * t, axis=1))
+    w.close()
+    code = cli.main([*BASE, '--target', str(tmp_path / 'pan.mp4'), '--outdir', str(tmp_path / 'out')])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / 'out'
+    frames, _ = read_frames(tmp_path / 'pan.mp4')
+    found = [_detector.DlibDetector().detect(f)[0] for f in frames]
+    for k in range(4):   # each frame's crop comes from the tracked (smoothed) landmarks of the detections
+        info = json.loads((out / f'pan_f{k:04d}' / 'alignment.json').read_text())
+        np.testing.assert_allclose(info['landmarks'], track(found)[k], atol=1e-6)
+    xs = [np.asarray(json.loads((out / f'pan_f{k:04d}' / 'alignment.json').read_text())['quad'])[:, 0].mean()
+          for k in range(4)]
+    assert np.allclose(np.diff(xs), 4, atol=1.0), xs          # the crop follows the pan
+    pasted, _ = read_frames(out / 'pan_pasted.mp4')
+    assert len(pasted) == 4 and pasted[0].shape == (256, 256, 3)
+    rj = json.loads((out / 'run.json').read_text())
+    assert rj['videos']['pan']['pasted'] == 'pan_pasted.mp4' and rj['videos']['pan']['frames'] == 4
+
+
+def test_a_video_takes_the_largest_face_only(tmp_path, capsys):
+    pytest.importorskip('dlib', reason="the [align] extra (dlib-bin) is not installed")
+    import imageio.v2 as imageio
+    w = imageio.get_writer(str(tmp_path / 'v.mp4'), format='FFMPEG', fps=4, codec='libx264', macro_block_size=1,
+                           ffmpeg_log_level='error')
+    for _ in range(2):
+        w.append_data(np.zeros((32, 32, 3), np.uint8))
+    w.close()
+    code = cli.main([*BASE, '--target', str(tmp_path / 'v.mp4'), '--face', 'all', '--outdir', str(tmp_path / 'o')])
+    assert code == 2 and '--face all works on photos only' in capsys.readouterr().err
+    code = cli.main([*BASE, '--target', str(tmp_path / 'v.mp4'), '--outdir', str(tmp_path / 'o2')])
+    assert code == 2 and f"{tmp_path / 'v.mp4'}: video: no face found in any of its 2 frames" in capsys.readouterr().err

@@ -131,8 +131,9 @@ def test_bad_video_targets_are_one_line_each(tmp_path, capsys):
     code, out = run(['--target', tmp_path / 'broken.mp4', '--outdir', tmp_path / 'o'], capsys)
     assert code == 2 and out.err.startswith(f'error: {tmp_path / "broken.mp4"}: cannot read the video (')
     source = clip(tmp_path / 'clip.mp4', 2)
-    code, out = run(['--target', source, '--align', '--outdir', tmp_path / 'a'], capsys)
-    assert code == 2 and f'{source}: --align does not take videos yet' in out.err
+    code, out = run(['--target', source, '--align', '--face', '1', '--outdir', tmp_path / 'a'], capsys)
+    assert code == 2 and f'{source}: --align follows the largest face through a video; --face 1 works on photos ' \
+                         'only' in out.err
     assert run(['--target', source, '--outdir', tmp_path / 'v'], capsys)[0] == 0
     before = (tmp_path / 'v' / 'clip.mp4').read_bytes()
     code, out = run(['--target', source, '--outdir', tmp_path / 'v'], capsys)

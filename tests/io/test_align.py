@@ -377,3 +377,23 @@ def test_to_json_round_trips():
     np.testing.assert_allclose(d['landmarks'], face.landmarks)
     assert isinstance(face, AlignedFace)
     np.testing.assert_allclose(face.transform, crop_to_photo(ffhq_quad(face.landmarks)[0], 32))
+
+
+def test_tracking_smooths_jitter_and_fills_frames_without_a_face():
+    from ganinv_core.io.align import track
+    rng = np.random.RandomState(0)
+    base = rng.rand(68, 2) * 100
+    truth = [base + [2.0 * t, 0] for t in range(12)]                  # a face moving 2 px a frame
+    seen = [x + rng.randn(68, 2) * 1.5 for x in truth]               # detections jitter by ~1.5 px
+    seen[5] = None                                                   # and miss a frame
+    smooth = track(seen)
+    inner = range(2, 10)
+    err = lambda a: np.mean([np.abs(a[t] - truth[t]).mean() for t in inner if a[t] is not None])  # noqa: E731
+    assert err(smooth) < 0.6 * err(seen)                              # closer to the true path
+    steady = track(truth[:3] + [None] + truth[4:])                    # steady motion: followed exactly, ends too
+    np.testing.assert_allclose(steady, np.stack(truth), atol=1e-9)
+    assert np.abs(smooth[5] - truth[5]).mean() < 1.0                  # the missed frame, filled in
+    np.testing.assert_allclose(track(seen, sigma=0)[[0, 4, 6]], np.stack([seen[0], seen[4], seen[6]]))
+    np.testing.assert_allclose(track(seen, sigma=0)[5], seen[4])     # the nearest found frame (the earlier of two)
+    with pytest.raises(NoFaceError, match='no face found in any of its 2 frames'):
+        track([None, None])
