@@ -3,7 +3,8 @@
 # test marked gpu, bias_act at batch 1 against the reference (issue 3's open figure), the compiled ops' achieved
 # bandwidth (kernel_probe.py; Nsight Compute's view where ncu is installed), and bf16 / fp16 accuracy at 256² with
 # the compiled ops and with the reference ops side by side (is a reduced-precision loss the kernels' doing?).
-# Output goes to $OUT/recheck.log. GANINV_RECHECK_BENCH=0 stops after the tests.
+# Then two workers on one card against one, and the degradations' and composites' cost at 1024². Output goes to
+# $OUT/recheck.log. GANINV_RECHECK_BENCH=0 stops after the tests.
 #   bash benchmarks/gpu_recheck.sh            (repository root, on the GPU machine)
 set -u
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ c++ -### -shared -fPIC -x c++ /dev/null -o /tmp/probe.so 2>&1 | grep collect2 | 
 source benchmarks/diag/gpu_tests.sh   # gpu_tests: every test marked gpu, crash-tolerant
 export -f gpu_tests
 step 200 bash -c gpu_tests
+[ "${GANINV_RECHECK_BENCH:-1}" = 0 ] && exit 0   # the tests only
 # two workers on one card against one (--device cuda,cuda, sixteenth session): 8 targets at batch 1, wall time each
 for devs in cuda cuda,cuda; do
   step 60 "$PY" -m ganinv_core.cli --network random-256 --target $(seq -f 'seed:%g' 1 8) --batch-size 1 --steps 200 \
@@ -36,7 +38,10 @@ for devs in cuda cuda,cuda; do
   "$PY" -c "import json,sys; print('$devs', 'wall_time_s', json.load(open(sys.argv[1]))['wall_time_s'])" \
     "$OUT/workers-$devs/run.json"
 done
-[ "${GANINV_RECHECK_BENCH:-1}" = 0 ] && exit 0   # the tests only
+# what each degradation adds to a step, and what composite.png's projection costs, at 256² and 1024² (owed since the
+# fifteenth and sixteenth sessions)
+step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/test_bench_engine.py -q \
+  -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds -k "test_degradation or test_composite"
 # issue 3's open figure: bias_act at b1 eager (the wrapper's host cost was halved; conv lrelu, ToRGB with and
 # without clamp, the floor) and the wrapper's own cost per call; the table (ratios to ref) goes to the log.
 step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/ops/test_bench_ops.py -q \

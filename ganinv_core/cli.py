@@ -714,8 +714,10 @@ def run(args) -> int:
         return job.after is not None and (outdir / job.after / 'projected_w.npz').is_file()
     batches = Batches(jobs, after=lambda j: j.after, kind=follows)
     frame_losses = _frame_losses(args, losses)
-    workers = [(device, G, pipe)] + [(d, load_generator(args.network, device=d), copy.deepcopy(pipe))
-                                     for d in devices[1:]]
+    def own_pipe():   # another device's degradations, built from the specs again (a plugin may not copy)
+        extra = pipeline(specs)
+        return type(extra)(list(extra.stages) + [copy.deepcopy(pipe.stages[-1])]) if args.mask else extra
+    workers = [(device, G, pipe)] + [(d, load_generator(args.network, device=d), own_pipe()) for d in devices[1:]]
     outcome = {'code': code}
 
     def work(i: int) -> None:   # one device's share of the batches

@@ -893,3 +893,19 @@ def test_two_workers_on_one_gpu_capture_their_graphs_side_by_side(tmp_path, caps
         assert m['step'] == 'cuda graph', m['step']
         a, b = (load_latent(tmp_path / d / f'seed{k}' / 'projected_w.npz') for d in ('one', 'two'))
         np.testing.assert_allclose(a['w'], b['w'], rtol=0, atol=1e-4)
+
+
+def test_mask_file_with_several_devices(tmp_path, capsys):
+    """Each worker builds its own degradations (the --mask stage copied): every photo keeps its known pixels."""
+    for k in range(3):
+        photo(tmp_path / f'p{k}.png', (40, 30), seed=k)
+    m = np.full((30, 40), 255, np.uint8)
+    m[10:20, 15:25] = 0
+    Image.fromarray(m).save(tmp_path / 'mask.png')
+    code, out = run(['--target', *(tmp_path / f'p{k}.png' for k in range(3)), '--mask', tmp_path / 'mask.png',
+                     '--batch-size', '1', '--device', 'cpu,cpu', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 0, out.err
+    for k in range(3):
+        d = tmp_path / 'o' / f'p{k}'
+        hole = (png(d / 'degraded.png') == 0).all(-1)
+        assert hole.any() and (png(d / 'composite.png')[~hole] == png(d / 'target.png')[~hole]).all()
