@@ -470,14 +470,17 @@ def _file_mask(known: np.ndarray):
 def _composite_kind(pipe, res: int) -> str | None:
     """What ``composite.png`` keeps of the target: ``'pixels'`` where every degradation only hides pixels
     (inpainting, ``--mask``), ``'luminance'`` where the others are ``grayscale`` stages, ``'measurement'`` where every
-    stage is affine otherwise (blur, area downsampling): degraded, the composite gives back the target. None where a
-    stage is not affine (JPEG) or adds noise: the target then pins down nothing exactly."""
+    stage is affine otherwise (blur, area downsampling): degraded, the composite gives back the target.
+    ``'low frequencies'`` where a stage is not affine (JPEG, a clamped resize) or adds noise: no image gives the
+    target back exactly, but its local means are matched. None without degradations."""
     import torch
     from ganinv_core.hooks import get_registry
     grey = get_registry().degradations.get('grayscale')
     stages = list(pipe.stages)
-    if not stages or any(d.simulate_only or not d.affine for d in stages):
+    if not stages:
         return None
+    if any(d.simulate_only or not d.affine for d in stages):
+        return 'low frequencies'
     x = torch.zeros(1, 3, res, res)
     if pipe.output_size(res) != res or any(d.mask(x) is None and type(d) is not grey for d in stages):
         return 'measurement'
@@ -489,15 +492,16 @@ def _composites(pipe, kind: str, observed: np.ndarray, restored: np.ndarray, mas
     its target at the known pixels (``mask`` [N|1,1,h,w], 1 = known, or None), as ``engine.consistent`` does it, the
     whole batch at once on the run's ``device``: the target's pixels pasted in; or its luminance, every channel of a
     pixel shifted by the same amount (keeping G's colour); or, for a blur or a resize, a restoration that degrades
-    back to the target. ``residual``: the RMS of M (A x - y) over the known pixels, in grey levels, of the
+    back to the target; or, for the rest, one whose degraded local means are the target's
+    (``engine.match_low_frequencies``). ``residual``: the RMS of M (A x - y) over the known pixels, in grey levels, of the
     restoration and of the composite."""
     import torch
-    from ganinv_core.engine import consistent
+    from ganinv_core.engine import consistent, match_low_frequencies
     from ganinv_core.io.images import to_tensor, to_uint8
     pipe = pipe.to(device)
     y, x = to_tensor(observed).to(device), to_tensor(restored).to(device)
     known = torch.ones_like(y[:, :1]) if mask is None else mask.to(device).expand(len(y), 1, -1, -1)
-    comp = to_uint8(consistent(pipe, x, y, known))
+    comp = to_uint8((match_low_frequencies if kind == 'low frequencies' else consistent)(pipe, x, y, known))
 
     @torch.no_grad()
     def rms(img):   # [N]

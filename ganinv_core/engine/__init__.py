@@ -3,7 +3,7 @@
     from ganinv_core.engine import invert
     result = invert(G, targets, degradations=['grayscale'], steps=1000)
 """
-from ._consistency import consistent
+from ._consistency import consistent, match_low_frequencies
 from ._inversion import MODCONV, Inversion
 from ._loop import InversionError, Progress, Result, invert
 from ._pipeline import DEFAULT_LOSSES
@@ -11,4 +11,4 @@ from ._precision import PRECISIONS
 from ._wstats import w_stats
 
 __all__ = ['invert', 'Inversion', 'MODCONV', 'Result', 'InversionError', 'Progress', 'DEFAULT_LOSSES', 'PRECISIONS',
-           'w_stats', 'consistent']
+           'w_stats', 'consistent', 'match_low_frequencies']

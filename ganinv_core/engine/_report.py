@@ -36,8 +36,13 @@ def image_metrics(images, degraded, target, clean, mask, history, rate, wall, vg
     with a clean original: ``vs_clean`` (restoration vs clean), ``degraded_vs_clean`` (the target, resized
     to the clean size, vs clean: the "before"), and for masked degradations ``hole`` (PSNR inside the
     unknown region, restoration and degraded target); ``steps``, ``steps_per_second``, ``wall_time_s``.
+
+    The restoration is scored as it is shown and saved, clipped to [-1, 1]: G's raw output can leave the range (a
+    clamping degradation passes no gradient to pull it back), and scoring the raw values measured an image nobody
+    sees (on ``random-64`` with bicubic 8x: 12.9 dB for a restored.png 24.5 dB from the original).
     """
     n = images.shape[0]
+    images, degraded = images.float().clamp(-1, 1), degraded.float().clamp(-1, 1)
     errors: dict = {}
     per = [{'loss': {k: float(v[-1, i]) for k, v in history.items()}} for i in range(n)]
     for d, m in zip(per, _suite(degraded.float(), target.float(), vgg, errors)):
