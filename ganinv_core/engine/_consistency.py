@@ -31,6 +31,29 @@ from ganinv_core.metrics import gaussian_window
 __all__ = ['consistent', 'match_low_frequencies']
 
 
+def _gaussian(sigma: float, like: torch.Tensor):
+    """A separable Gaussian blur of ``sigma`` pixels with zero padding: symmetric (its own transpose)."""
+    g = gaussian_window(2 * math.ceil(3 * sigma) + 1, sigma).to(like)
+    k = g.numel() // 2
+
+    def blur(v):
+        c = v.shape[1]
+        v = F.conv2d(v, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(k, 0), groups=c)
+        return F.conv2d(v, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, k), groups=c)
+    return blur
+
+
+def _inputs(restored, observed, mask, where: str):
+    """Restorations, photos and the known-pixel mask as float tensors on the restorations' device, shapes checked."""
+    x = restored.float()
+    y = observed.to(x)
+    if y.ndim != 4 or x.ndim != 4 or y.shape[0] != x.shape[0]:
+        raise ValueError(f'{where}: restored {tuple(x.shape)} and observed {tuple(y.shape)} must be '
+                         f'[N,3,H,W] and [N,3,h,w] with the same N')
+    m = torch.ones_like(y[:, :1]) if mask is None else mask.to(x).expand(y.shape[0], 1, *y.shape[2:])
+    return x, y, m
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image inner product [N,...] x [N,...] -> [N,1,1,1]."""
     return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
@@ -60,12 +83,7 @@ def consistent(pipe, restored: torch.Tensor, observed: torch.Tensor, mask: torch
     Returns:
         [N,3,H,W] in [-1, 1], on ``restored``'s device.
     """
-    x_hat = restored.float()
-    y = observed.to(x_hat)
-    if y.ndim != 4 or x_hat.ndim != 4 or y.shape[0] != x_hat.shape[0]:
-        raise ValueError(f'consistent: restored {tuple(x_hat.shape)} and observed {tuple(y.shape)} must be '
-                         f'[N,3,H,W] and [N,3,h,w] with the same N')
-    m = torch.ones_like(y[:, :1]) if mask is None else mask.to(x_hat).expand(y.shape[0], 1, *y.shape[2:])
+    x_hat, y, m = _inputs(restored, observed, mask, 'consistent')
     with torch.enable_grad():   # the transpose of an affine map: its vector-Jacobian product at any point
         x0 = torch.zeros_like(x_hat, requires_grad=True)
         a0 = pipe(x0)
@@ -85,14 +103,7 @@ def consistent(pipe, restored: torch.Tensor, observed: torch.Tensor, mask: torch
 
     scale = x_hat.shape[-1] / y.shape[-1]
     sigma = smooth * scale if scale > 1 else 0.0
-    if sigma > 0:
-        g = gaussian_window(2 * math.ceil(3 * sigma) + 1, sigma).to(x_hat)
-        k = g.numel() // 2
-
-    def blur(v):                  # symmetric: zero padding, a symmetric kernel
-        c = v.shape[1]
-        v = F.conv2d(v, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(k, 0), groups=c)
-        return F.conv2d(v, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, k), groups=c)
+    blur = _gaussian(sigma, x_hat) if sigma > 0 else None
 
     def S(v):                     # the shape of a correction (symmetric, positive semi-definite)
         if colourless:            # one shift for all channels
@@ -143,16 +154,8 @@ def match_low_frequencies(pipe, restored: torch.Tensor, observed: torch.Tensor, 
     Returns:
         [N,3,H,W] in [-1, 1].
     """
-    x = restored.float()
-    y = observed.to(x)
-    m = torch.ones_like(y[:, :1]) if mask is None else mask.to(x).expand(y.shape[0], 1, *y.shape[2:])
-    g = gaussian_window(2 * math.ceil(3 * sigma) + 1, sigma).to(x)
-    k = g.numel() // 2
-
-    def low(v):   # separable Gaussian, zero padding
-        c = v.shape[1]
-        v = F.conv2d(v, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(k, 0), groups=c)
-        return F.conv2d(v, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, k), groups=c)
+    x, y, m = _inputs(restored, observed, mask, 'match_low_frequencies')
+    low = _gaussian(sigma, x)
     weight = low(m).clamp_min(1e-3)
     for _ in range(rounds):
         shift = low(m * (y - pipe(x))) / weight

@@ -187,3 +187,10 @@ def test_low_frequencies_are_matched_up_to_the_edge_of_a_hole():
     off = [(match_low_frequencies(pipe, rest, pipe(clean), mask) - clean)[edge.expand(1, 3, 32, 32)].abs().mean()
            for mask in (m, None)]
     assert off[0] < 0.02 < off[1], off
+
+
+def test_low_frequencies_name_mismatched_batches():
+    from ganinv_core.engine import match_low_frequencies
+    clean, rest = smooth_pair()
+    with pytest.raises(ValueError, match='match_low_frequencies: restored .* same N'):
+        match_low_frequencies(pipeline('jpeg'), rest, clean[:1])
