@@ -254,6 +254,7 @@ class Job:
     faces: int = 1                        # --align: faces restored from this photo
     after: str | None = None              # a video frame: the previous frame's name (it starts from its latent)
     video: str = ''                       # a video frame: the video target's name
+    fps: float = 0.0                      # a video frame: the video's frame rate
 
 
 def _say(msg: str) -> None:
@@ -284,7 +285,7 @@ def _default_losses(network: str) -> list[str] | None:
 
 def _prepare(args, G, pipe, targets, problems) -> list:
     """Read, check and preprocess each target; problems (bad files, no face, mask size) are collected."""
-    from ganinv_core.io import images, video
+    from ganinv_core.io import images, outputs, video
     res, out = G.img_resolution, pipe.output_size(G.img_resolution)
     keep_going = args.overwrite or args.resume   # existing outputs are replaced, or skipped by the caller
     jobs = []
@@ -310,13 +311,10 @@ def _prepare(args, G, pipe, targets, problems) -> list:
             faces = [None]
             if args.align:
                 faces = _align(photo, res, args.face, args.detector, t.source)
-                if len(faces) > 1 and (Path(args.outdir) / f'{t.name}_pasted.png').exists() and not keep_going:
-                    raise ValueError(f'{Path(args.outdir) / f"{t.name}_pasted.png"}: already exists; '
-                                     'pass --overwrite to replace it')
-            for face in faces:
-                name = t.name if face is None or len(faces) == 1 else f'{t.name}_face{face.index}'
-                if name != t.name and (Path(args.outdir) / name).exists() and not keep_going:
-                    raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
+            names = [t.name if face is None or len(faces) == 1 else f'{t.name}_face{face.index}' for face in faces]
+            if len(faces) > 1:   # one folder per face, and the photo with all of them
+                outputs.check_free(args.outdir, [f'{t.name}_pasted.png', *names], keep_going)
+            for name, face in zip(names, faces):
                 src = face.crop if face is not None else photo
                 jobs.append(fill(Job(name, i, target=None, photo=photo if face is not None else None, face=face,
                                      photo_name=t.name, faces=len(faces)), src, photo.shape[:2]))
@@ -327,26 +325,24 @@ def _prepare(args, G, pipe, targets, problems) -> list:
 
 
 def _videos(jobs: list, record: dict) -> dict:
-    """{video name: its frames' names in order} for every video target of the run whose frames are all restored
-    (in this run or, resuming, an earlier one)."""
+    """{video name: (its frames' names in order, its frame rate)} for every video target of the run whose frames
+    are all restored (in this run or, resuming, an earlier one)."""
     import re
     out: dict = {}
-    for name in dict.fromkeys(j.video for j in jobs if j.video):
+    for name, fps in {j.video: j.fps for j in jobs if j.video}.items():
         frame = re.compile(rf'{re.escape(name)}_f\d{{4}}$')
         frames = sorted({j.name for j in jobs if j.video == name} | {k for k in record['targets'] if frame.match(k)})
         if all(record['targets'].get(f, {}).get('status') == 'ok' for f in frames):
-            out[name] = frames
+            out[name] = (frames, fps)
     return out
 
 
-def _write_video(outdir: Path, name: str, frames: list[str], targets) -> dict:
+def _write_video(outdir: Path, name: str, frames: list[str], fps: float) -> dict:
     """``<name>.mp4`` (the restored frames, or their composites where written), ``<name>_comparison.mp4`` (input |
     restored) and, with ``--align``, ``<name>_pasted.mp4`` (the whole frames, the face pasted back), at the source's
     frame rate; returns the video's entry for run.json, with its flicker: the mean absolute change between
     consecutive frames, in grey levels, of the input and of the restoration."""
     from ganinv_core.io import images, video
-    source = next((t.source for t in targets if t.name == name), None)
-    fps = video.frame_rate(source) if source else 25.0
     pasted = all((outdir / f / 'pasted.png').is_file() for f in frames)
     writers = {k: video.VideoWriter(outdir, fps=fps) for k in ('', '_comparison') + (('_pasted',) if pasted else ())}
     change = {'input': [], 'restored': []}
@@ -394,18 +390,14 @@ def _previous_latents(outdir: Path, batch: list) -> dict:
 
 def _frames(args, t, index: int, res: int, fill, keep_going: bool) -> list:
     """The jobs of a video target: one per frame, named ``<name>_f0000`` ..., each after the previous one."""
-    from ganinv_core.io import video
+    from ganinv_core.io import outputs, video
     if args.align and args.face != 'largest':
         raise ValueError(f'{t.source}: --align follows the largest face through a video; --face {args.face} '
                          'works on photos only')
-    for suffix in ('.mp4', '_comparison.mp4', '_pasted.mp4'):
-        if (Path(args.outdir) / f'{t.name}{suffix}').exists() and not keep_going:
-            raise ValueError(f'{Path(args.outdir) / (t.name + suffix)}: already exists; pass --overwrite to replace it')
-    frames, _ = video.read_frames(t.source)
+    outputs.check_free(args.outdir, [t.name + s for s in ('.mp4', '_comparison.mp4', '_pasted.mp4')], keep_going)
+    frames, fps = video.read_frames(t.source)
     names = [f'{t.name}_f{k:04d}' for k in range(len(frames))]
-    for name in names:
-        if (Path(args.outdir) / name).exists() and not keep_going:
-            raise ValueError(f'{Path(args.outdir) / name}: already exists; pass --overwrite to replace it')
+    outputs.check_free(args.outdir, names, keep_going)
     faces = [None] * len(frames)
     if args.align:   # the largest face of each frame, its landmarks smoothed through the video
         from ganinv_core.io import align
@@ -413,7 +405,7 @@ def _frames(args, t, index: int, res: int, fill, keep_going: bool) -> list:
             faces = align.align_video(frames, res, args.detector)
         except align.AlignError as e:
             raise ValueError(f'{t.source}: {e}') from None
-    return [fill(Job(name, index, target=None, after=names[k - 1] if k else None, video=t.name,
+    return [fill(Job(name, index, target=None, after=names[k - 1] if k else None, video=t.name, fps=fps,
                      photo=None if face is None else frame, face=face, photo_name=name), face.crop if face else frame,
                  frame.shape[:2])
             for k, (name, frame, face) in enumerate(zip(names, frames, faces))]
@@ -493,8 +485,8 @@ def _composites(pipe, kind: str, observed: np.ndarray, restored: np.ndarray, mas
     whole batch at once on the run's ``device``: the target's pixels pasted in; or its luminance, every channel of a
     pixel shifted by the same amount (keeping G's colour); or, for a blur or a resize, a restoration that degrades
     back to the target; or, for the rest, one whose degraded local means are the target's
-    (``engine.match_low_frequencies``). ``residual``: the RMS of M (A x - y) over the known pixels, in grey levels, of the
-    restoration and of the composite."""
+    (``engine.match_low_frequencies``). ``residual``: the RMS of M (A x - y) over the known pixels, in grey levels,
+    of the restoration and of the composite."""
     import torch
     from ganinv_core.engine import consistent, match_low_frequencies
     from ganinv_core.io.images import to_tensor, to_uint8
@@ -786,9 +778,9 @@ def run(args) -> int:
         _say(f'interrupted: {sum(v["status"] == "ok" for v in record["targets"].values())} finished target(s) '
              f'kept in {outdir}')
         return EXIT_INTERRUPTED
-    for name, frames in _videos(jobs, record).items():
+    for name, (frames, fps) in _videos(jobs, record).items():
         try:
-            record.setdefault('videos', {})[name] = _write_video(outdir, name, frames, targets)
+            record.setdefault('videos', {})[name] = _write_video(outdir, name, frames, fps)
         except (OSError, RuntimeError, ValueError) as e:   # the frames are kept; only the assembled video is missing
             record['videos'][name] = {'frames': len(frames), 'error': exc_line(e)}
             _say(f'error: {name}: its {len(frames)} frames are restored, but the video could not be written '

@@ -22,16 +22,6 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def frame_rate(path: str | Path, default: float = 25.0) -> float:
-    """A video file's frames per second (``default`` where it cannot be read)."""
-    try:
-        import imageio.v2 as imageio
-        with imageio.get_reader(str(path), format='FFMPEG') as reader:
-            return float(reader.get_meta_data().get('fps') or default)
-    except (ImportError, OSError, RuntimeError, ValueError):
-        return default
-
-
 def read_frames(path: str | Path, max_frames: int = MAX_FRAMES, max_pixels: int | None = None
                 ) -> tuple[list[np.ndarray], float]:
     """Every frame of a video as uint8 (H, W, 3), and its frame rate.
@@ -50,8 +40,9 @@ def read_frames(path: str | Path, max_frames: int = MAX_FRAMES, max_pixels: int 
             from None
     frames: list[np.ndarray] = []
     try:
-        fps = float(reader.get_meta_data().get('fps') or 25.0)
-        w, h = reader.get_meta_data().get('size') or (0, 0)
+        meta = reader.get_meta_data()
+        fps = float(meta.get('fps') or 25.0)
+        w, h = meta.get('size') or (0, 0)
         if w * h > limit:
             raise ImageError(f'{path}: {w}x{h} frames are over the {limit:,}-pixel limit')
         for frame in reader:
