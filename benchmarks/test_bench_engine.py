@@ -299,3 +299,31 @@ def test_composite(benchmark, specs, res):
         sync()
     mem = timed(benchmark, run, **ROUNDS)
     record(benchmark, compare=f'composite-{res}', images=BIG, baseline=specs.startswith('inpaint'), peak_mem=mem)
+
+
+@pytest.mark.parametrize('res', DEG_RES)
+@pytest.mark.parametrize('loss', ['vgg16', 'identity-r50', 'identity-r100'])
+def test_perceptual_loss(benchmark, loss, res):
+    """The identity loss (ArcFace r50 and r100, the depths insightface publishes, random weights) forward + backward
+    on BIG images, side by side with the vgg16 loss it is added to: what ``--loss identity`` adds to a step."""
+    from ganinv_core.nets.arcface import DEPTHS, IResNet
+    from ganinv_core.nets.vgg16 import random_vgg16
+    from ganinv_core.metrics import to_vgg_input
+    g = torch.Generator(DEVICE).manual_seed(0)
+    x = (torch.rand(BIG, 3, res, res, device=DEVICE, generator=g) * 2 - 1).requires_grad_(True)
+    t = torch.rand(BIG, 3, res, res, device=DEVICE, generator=g) * 2 - 1
+    if loss == 'vgg16':
+        vgg = random_vgg16().to(DEVICE).eval().requires_grad_(False)
+        tf = vgg(to_vgg_input(t))
+        fn = lambda: vgg.distance(to_vgg_input(x), tf)   # noqa: E731
+    else:
+        net = IResNet(DEPTHS[int(loss.rpartition('-r')[2])]).to(DEVICE).eval().requires_grad_(False)
+        anchor = net.embed(t).detach()
+        fn = lambda: 1 - (net.embed(x) * anchor).sum(1)   # noqa: E731
+
+    def run():
+        fn().sum().backward()
+        x.grad = None
+        sync()
+    mem = timed(benchmark, run, **ROUNDS)
+    record(benchmark, compare=f'loss-{res}', images=BIG, baseline=loss == 'vgg16', peak_mem=mem)

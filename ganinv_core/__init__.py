@@ -6,7 +6,7 @@ The public API, re-exported in one place (submodules with a leading underscore a
     G = gi.load_generator('ffhq', device='cuda')
     result = gi.invert(G, targets, degradations=['grayscale'], steps=1000)
 
-Sub-packages: `ops` (bias_act, upfirdn2d), `nets` (StyleGAN2, VGG16), `weights` (loading, conversion),
+Sub-packages: `ops` (bias_act, upfirdn2d), `nets` (StyleGAN2, VGG16, ArcFace), `weights` (loading, conversion),
 `hooks` (the plugin API), `engine` (the inversion loop), `io` (targets, outputs, alignment), `metrics`.
 """
 import os
@@ -35,10 +35,11 @@ from . import metrics  # noqa: E402
 from .engine import InversionError, Result, consistent, invert  # noqa: E402
 from .hooks import (Degradation, LandmarkDetector, Loss, LossContext, Param, PluginError, SpecError,  # noqa: E402
                     format_plugin_list, get_registry, hookimpl)
-from .nets import Generator, VGG16Features, load_vgg16  # noqa: E402
+from .nets import Generator, VGG16Features, load_arcface, load_vgg16  # noqa: E402
 from .weights import WeightsError, convert, load_generator, save_generator  # noqa: E402
 
 __all__ = ['__version__', 'load_generator', 'save_generator', 'convert', 'WeightsError', 'Generator',
-           'VGG16Features', 'load_vgg16', 'invert', 'consistent', 'Result', 'InversionError', 'Degradation', 'Loss',
+           'VGG16Features', 'load_vgg16', 'load_arcface', 'invert', 'consistent', 'Result', 'InversionError',
+           'Degradation', 'Loss',
            'LossContext', 'LandmarkDetector', 'Param', 'PluginError', 'SpecError', 'get_registry',
            'format_plugin_list', 'hookimpl', 'metrics']

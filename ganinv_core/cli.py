@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--loss', action='append', metavar='SPEC', help="loss spec, e.g. 'vgg16:weight=1' (repeatable; default vgg16, latent-dist, noise-reg)")
     a('--mask', metavar='FILE', help='mask for inpainting a real photo: white = known, black = damaged; the photo\'s size')
     a('--simulate', action='store_true', help='targets are clean: degrade them first, then compare with them')
+    a('--arcface', metavar='PTH', help='ArcFace weights (insightface arcface_torch backbone.pth) for the identity '
+                                       'metric (default: $GANINV_ARCFACE, else the identity loss\'s, else none)')
     a('--steps', type=_steps, help='optimisation steps (default 1000)')
     a('--lr', type=_rate, help='peak learning rate (default 0.1)')
     a('--latent-space', choices=('w', 'w+'), help='optimise one w (w, default) or one per layer (w+)')
@@ -170,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, steps=1000,
+DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, arcface=None,
+                steps=1000,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1, precision='auto',
                 polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False,
                 frame_steps=None, frame_lr=None, temporal=0.01, seed=303, outdir='out', overwrite=False, resume=False,
@@ -568,7 +571,7 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
 
 def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init, pasted: dict, batches=None,
                position: int | None = None, steps: int | None = None, lr: float | None = None,
-               restarts: int | None = None) -> list[dict]:
+               restarts: int | None = None, arcface=None) -> list[dict]:
     """Invert one batch (progress bar, video frames, snapshots through the callback), then write its targets.
 
     Args:
@@ -613,7 +616,8 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      lr=lr, init=init, seed=args.seed, precision=args.precision, callbacks=[on_progress],
                      clean=clean, indices=[j.index for j in batch], report_steps=snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
-                     channels_last=args.channels_last, polish=args.polish, restarts=restarts or args.restarts)
+                     channels_last=args.channels_last, polish=args.polish, restarts=restarts or args.restarts,
+                     arcface=arcface)
         kind = _composite_kind(pipe, G.img_resolution)
         composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
                                  res.mask, next(G.parameters()).device) if kind else [None] * n
@@ -665,7 +669,7 @@ def run(args) -> int:
         check_available()
     from ganinv_core.weights import load_generator
     G = load_generator(args.network, device=device)
-    from ganinv_core.engine._pipeline import pipeline
+    from ganinv_core.engine._pipeline import build_losses, pipeline
     specs = list(args.degradation or [])
     pipe = pipeline(specs)
     if not args.simulate:
@@ -680,6 +684,11 @@ def run(args) -> int:
         raise ConfigError('--restarts: the starts are w_avg and random latents; it cannot be combined with --init')
     init = latents.load_latent(args.init) if args.init else None
     losses = args.loss if args.loss else _default_losses(args.network)
+    build_losses(losses)   # a bad --loss spec stops the run here, before any work
+    arcface = args.arcface or os.environ.get('GANINV_ARCFACE')
+    if arcface:   # loaded now, on every device, so that a bad file stops the run before any work too
+        from ganinv_core.nets.arcface import shared_arcface
+        arcface = {str(d): shared_arcface(arcface, d) for d in devices}
     if losses is not None and not args.loss and not args.quiet:
         _say(f'note: {args.network} is a random-weight demo network: default losses {", ".join(losses)} '
              '(mse instead of vgg16; pass --loss to choose)')
@@ -730,6 +739,8 @@ def run(args) -> int:
                 if follows(batch[0]):   # later video frames: from the previous frame's latent, shorter, gentler
                     plan = dict(losses=frame_losses, init=_previous_latents(outdir, batch), steps=args.frame_steps,
                                 lr=args.frame_lr, restarts=1)
+                if arcface:
+                    plan['arcface'] = arcface[str(dev)]
                 ms = _run_batch(args, G_i, pipe_i, plan.pop('losses'), batch, outdir,
                                 desc if len(workers) == 1 else f'{where}: {desc}', plan.pop('init'), pasted, batches,
                                 None if len(workers) == 1 else i, **plan)

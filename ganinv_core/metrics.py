@@ -97,4 +97,15 @@ def lpips(a: torch.Tensor, b: torch.Tensor, vgg: torch.nn.Module) -> torch.Tenso
         return (vgg(to_vgg_input(a)) - vgg(to_vgg_input(b))).square().sum(1)
 
 
-__all__ = ['lpips', 'masked_mean', 'psnr', 'ssim', 'ssim_map', 'gaussian_window', 'to_vgg_input']
+def identity(a: torch.Tensor, b: torch.Tensor, arcface: torch.nn.Module) -> torch.Tensor:
+    """[N] ArcFace identity similarity: the cosine of the embeddings of FFHQ-aligned faces (1: the same face).
+
+    Args:
+        arcface: a ``ganinv_core.nets.arcface.IResNet`` (see ``load_arcface``).
+    """
+    _check(a, b, 'identity')
+    with torch.no_grad():
+        return (arcface.embed(a) * arcface.embed(b)).sum(1)
+
+
+__all__ = ['identity', 'lpips', 'masked_mean', 'psnr', 'ssim', 'ssim_map', 'gaussian_window', 'to_vgg_input']

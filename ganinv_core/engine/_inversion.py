@@ -271,8 +271,9 @@ class Inversion:
         with torch.no_grad(), self.prec.mode():
             return self.synth(self.lat.ws()).float()
 
-    def result(self, wall: float, lpips_vgg=None) -> Result:
-        """The ``Result`` after the steps taken (``wall``: seconds they took)."""
+    def result(self, wall: float, lpips_vgg=None, arcface=None) -> Result:
+        """The ``Result`` after the steps taken (``wall``: seconds they took); the metrics' networks default to the
+        losses' (vgg16's VGG, identity's ArcFace and its reference embedding)."""
         lat = self.lat
         if not all(torch.isfinite(p).all() for p in lat.params):
             raise InversionError('latents: became NaN/inf during the optimisation')
@@ -284,7 +285,13 @@ class Inversion:
         rate = self.done / max(wall, 1e-9)
         vgg = lpips_vgg if lpips_vgg is not None else next(
             (t.vgg for t in self.terms if getattr(t, 'vgg', None) is not None), None)
-        metrics = image_metrics(images, degraded, self.target, self.clean, self.mask, history, rate, wall, vgg)
+        ident = next((t for t in self.terms if getattr(t, 'arcface', None) is not None), None)
+        arc = arcface if arcface is not None else getattr(ident, 'arcface', None)
+        # the references' embedding, where the metric's network is the one that made it
+        ref = ident.anchor if ident is not None and arc is ident.arcface \
+            and getattr(ident, 'references', None) is not None else None
+        metrics = image_metrics(images, degraded, self.target, self.clean, self.mask, history, rate, wall, vgg,
+                                arc, ref)
         return Result(images=images.cpu(), degraded=degraded.cpu(), targets=self.target.cpu(),
                       clean=None if self.clean is None else self.clean.cpu(),
                       w=lat.ws().detach().cpu().contiguous(),

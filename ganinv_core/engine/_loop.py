@@ -26,7 +26,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            latent_space: str = 'w', optimize_noise: bool = True, lr: float = 0.1, init: dict | None = None,
            seed: int = 303, precision: str = 'fp32', callbacks: Sequence[Callable[[Progress], None]] = (),
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
-           report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, device=None,
+           report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, arcface=None, device=None,
            modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
            polish: float = 0.0, restarts: int = 1) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
@@ -51,6 +51,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         report_steps: extra steps at which callbacks run (e.g. snapshots).
         w_stats: ``(w_avg [w_dim], w_std)`` to use instead of the cached statistics.
         lpips_vgg: VGG16Features for the LPIPS metric (default: the vgg16 loss's network, if any).
+        arcface: ArcFace ``IResNet`` for the identity metric (default: the identity loss's network, if any; none:
+            no identity metric).
         device: default: G's device.
         modconv, cuda_graph, compile, channels_last: speed options, see ``Inversion`` (equal results within float
             tolerance); ``cuda_graph='auto'`` captures the step on CUDA devices when every plugin of the run is
@@ -107,5 +109,5 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         last = inv.done
         call(inv.done, {k: chunk[-1, :, j].numpy() for j, k in enumerate(names)},
              inv.done / max(time.perf_counter() - t0, 1e-9))
-    res = inv.result(time.perf_counter() - t0, lpips_vgg)
+    res = inv.result(time.perf_counter() - t0, lpips_vgg, arcface)
     return _restarts.choose(res, res.images.shape[0] // k, k) if k > 1 else res

@@ -14,7 +14,10 @@ COLUMNS = (('psnr_vs_target', ('vs_target', 'psnr')), ('ssim_vs_target', ('vs_ta
            ('ssim_before', ('degraded_vs_clean', 'ssim')), ('ssim_after', ('vs_clean', 'ssim')),
            ('lpips_before', ('degraded_vs_clean', 'lpips')), ('lpips_after', ('vs_clean', 'lpips')),
            ('psnr_hole_before', ('hole', 'psnr_degraded')), ('psnr_hole_after', ('hole', 'psnr_restored')),
-           ('psnr_composite', ('composite', 'psnr')), ('restart_chosen', ('restarts', 'chosen')),
+           ('psnr_composite', ('composite', 'psnr')),
+           ('identity_vs_target', ('vs_target', 'identity')), ('identity_before', ('degraded_vs_clean', 'identity')),
+           ('identity_after', ('vs_clean', 'identity')), ('identity_reference', ('reference_identity', 'restored')),
+           ('restart_chosen', ('restarts', 'chosen')),
            ('loss_total', ('loss', 'total')), ('steps', ('steps',)), ('steps_per_second', ('steps_per_second',)))
 
 
@@ -71,5 +74,7 @@ def mean_line(table: list[dict]) -> str | None:
     if after is None:
         return f'mean of {len(done)} target(s): PSNR vs target {db(_mean(done, "psnr_vs_target"))}'
     line = f'mean of {len(done)} target(s): PSNR before {db(_mean(done, "psnr_before"))}, after {db(after)}'
-    comp = _mean(done, 'psnr_composite')
-    return line + (f', composite {db(comp)}' if comp is not None else '')
+    comp, ident = _mean(done, 'psnr_composite'), _mean(done, 'identity_after')
+    line += f', composite {db(comp)}' if comp is not None else ''
+    return line + (f'; identity before {_mean(done, "identity_before"):.3f}, after {ident:.3f}'
+                   if ident is not None else '')

@@ -1,4 +1,5 @@
-"""Networks: the StyleGAN2 generator (NVIDIA-compatible) and the VGG16 perceptual trunk."""
+"""Networks: the StyleGAN2 generator (NVIDIA-compatible), the VGG16 perceptual trunk, the ArcFace identity net."""
+from .arcface import ArcFaceError, IResNet, load_arcface
 from .layers import Conv2dLayer, FullyConnectedLayer, modulated_conv2d, normalize_2nd_moment
 from .mapping import MappingNetwork
 from .stylegan2 import Generator
@@ -7,5 +8,5 @@ from .vgg16 import VGG16Error, VGG16Features, load_vgg16
 
 __all__ = ['Generator', 'MappingNetwork', 'SynthesisNetwork', 'SynthesisBlock', 'SynthesisLayer', 'ToRGBLayer',
            'FullyConnectedLayer', 'Conv2dLayer', 'modulated_conv2d', 'normalize_2nd_moment', 'VGG16Features',
-           'VGG16Error', 'load_vgg16']
+           'VGG16Error', 'load_vgg16', 'IResNet', 'ArcFaceError', 'load_arcface']
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._errors import exc_line
+from ._files import read_state_dict
 
 NVIDIA_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt'
 #: (in, out) channels of the 13 convolutions; 'M' = 2x2 max pool.
@@ -229,17 +229,7 @@ def _match(tensors: list[tuple[str, torch.Tensor]], where: str):
 
 
 def _load_state_dict(path: str) -> dict:
-    try:
-        sd = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:  # torch's weights-only refusal: the reason follows a long preamble that
-        why = str(e).partition('WeightsUnpickler error:')[2].split('\n')   # suggests weights_only=False
-        why = next((w.strip() for w in why if w.strip()), exc_line(e))
-        raise VGG16Error(f'{path}: not a state dict of plain tensors ({why}; nothing in it was run)') from None
-    except Exception as e:  # noqa: BLE001 - any failure of an untrusted file becomes one clear line
-        raise VGG16Error(f'{path}: cannot read it as a torch state dict ({exc_line(e)})') from None
-    if not isinstance(sd, dict):
-        raise VGG16Error(f'{path}: expected a state dict, got {type(sd).__name__}')
-    return sd.get('state_dict', sd)
+    return read_state_dict(path, path, VGG16Error)
 
 
 def _lpips_package_heads() -> str | None:

@@ -1,6 +1,7 @@
 """ganinv's built-in losses, registered through the ``ganinv`` entry-point group like any plugin."""
 from ganinv_core.hooks import hookimpl
 
+from .identity import Identity
 from .init_dist import InitDist
 from .latent_dist import LatentDist
 from .noise_reg import NoiseReg
@@ -9,10 +10,10 @@ from .ssim import SSIM
 from .vgg16 import VGG16
 from .w_cosine import WCosine
 
-__all__ = ['InitDist', 'L1', 'LatentDist', 'MSE', 'NoiseReg', 'SSIM', 'VGG16', 'WCosine', 'ganinv_losses']
+__all__ = ['Identity', 'InitDist', 'L1', 'LatentDist', 'MSE', 'NoiseReg', 'SSIM', 'VGG16', 'WCosine', 'ganinv_losses']
 
 
 @hookimpl
 def ganinv_losses():
-    """The eight built-in loss classes."""
-    return [VGG16, MSE, L1, SSIM, LatentDist, InitDist, WCosine, NoiseReg]
+    """The nine built-in loss classes."""
+    return [VGG16, MSE, L1, SSIM, Identity, LatentDist, InitDist, WCosine, NoiseReg]

@@ -1,4 +1,6 @@
 """LPIPS-style VGG16 perceptual distance, with NVIDIA's projector semantics."""
+import os
+
 from ganinv_core.hooks import Loss, Param
 from ganinv_core.metrics import to_vgg_input
 from ganinv_core.nets.vgg16 import load_vgg16
@@ -20,6 +22,14 @@ class VGG16(Loss):
     params = (Param('weights', str, None, "NVIDIA's vgg16.pt (default: downloaded), a path, "
                                           "'torchvision.pth+lpips_heads.pth', or 'random'"),)
     test_params = {'weights': 'random'}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        src = self.weights or 'nvidia'
+        if not (src == 'nvidia' or src.startswith(('random', 'http://', 'https://'))):
+            missing = next((p for p in src.split('+') if not os.path.isfile(p)), None)
+            if missing is not None:   # found now, before any work, not when the first batch loads the network
+                raise self.fail('weights', 'no such file' if missing == src else f'{missing!r}: no such file')
 
     def prepare(self, target, mask):
         """Target features [N, F], computed once (the VGG weights are frozen)."""

@@ -547,6 +547,9 @@ def test_config_file(tmp_path, capsys):
 @pytest.mark.parametrize('args, message', [
     (['--target', 'seed:1', '--degradation', 'noise'], "'noise': works in simulation only; add --simulate"),
     (['--target', 'seed:1', '--degradation', 'nosuch'], 'nosuch'),
+    (['--target', 'seed:1', '--loss', 'nosuch'], "loss spec 'nosuch': unknown loss 'nosuch'"),
+    (['--target', 'seed:1', '--loss', 'vgg16:weights=missing.pt'], "loss 'vgg16': weights='missing.pt' no such file"),
+    (['--target', 'seed:1', '--arcface', 'missing.pth'], "ArcFace weights 'missing.pth': no such file"),
     (['--target', 'seed:1', '--init', 'missing.npz'], 'missing.npz'),
     (['--target', 'seed:1', '--network', 'random-7'], 'random-7'),
     (['--target', 'seed:1', '--device', 'nosuch'], "--device 'nosuch': not usable here"),
@@ -948,3 +951,27 @@ def test_psnr_after_is_that_of_restored_png(tmp_path, capsys, spec):
     rest, clean = (png(d / f).astype(float) for f in ('restored.png', 'target.png'))
     m = json.loads((d / 'metrics.json').read_text())
     assert m['vs_clean']['psnr'] == pytest.approx(10 * np.log10(255 ** 2 / ((rest - clean) ** 2).mean()), abs=0.05)
+
+
+def test_arcface_scores_identity_before_and_after(tmp_path, capsys):
+    """--arcface adds ArcFace identity to every comparison, to metrics.csv and to the mean line; without the
+    identity loss the run is otherwise the same."""
+    import csv
+    args = ['--target', 'seed:1', 'seed:2', '--simulate', '--degradation', 'blur:sigma=1', '--loss', 'mse']
+    code, out = run([*args, '--arcface', 'random:3', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 0
+    rows = list(csv.DictReader((tmp_path / 'o' / 'metrics.csv').open()))
+    for r in rows:
+        m = json.loads((tmp_path / 'o' / r['target'] / 'metrics.json').read_text())
+        assert float(r['identity_after']) == pytest.approx(m['vs_clean']['identity'])
+        assert float(r['identity_before']) == pytest.approx(m['degraded_vs_clean']['identity'])
+        assert float(r['identity_vs_target']) == pytest.approx(m['vs_target']['identity'])
+        assert -1 <= m['vs_clean']['identity'] <= 1 and r['identity_reference'] == ''
+    before = np.mean([float(r['identity_before']) for r in rows])
+    after = np.mean([float(r['identity_after']) for r in rows])
+    line = next(ln for ln in out.out.splitlines() if ln.startswith('mean of'))
+    assert line.endswith(f'; identity before {before:.3f}, after {after:.3f}')
+    assert run([*args, '--outdir', tmp_path / 'p'])[0] == 0
+    p = json.loads((tmp_path / 'p' / 'seed1' / 'metrics.json').read_text())
+    o = json.loads((tmp_path / 'o' / 'seed1' / 'metrics.json').read_text())
+    assert 'identity' not in p['vs_clean'] and p['vs_clean']['psnr'] == o['vs_clean']['psnr']

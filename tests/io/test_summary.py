@@ -27,3 +27,5 @@ def test_rows_fill_from_metrics_and_tolerate_what_is_missing(tmp_path):
     assert summary.mean_line(table) == 'mean of 1 target(s): PSNR before 20.00 dB, after inf'   # b unreadable
     assert summary.mean_line([c]) is None
     assert math.isinf(summary._mean(table, 'psnr_after'))
+    a['identity_before'], a['identity_after'] = 0.4567, 0.8912   # ArcFace scores, when the run had a network
+    assert summary.mean_line(table).endswith('after inf; identity before 0.457, after 0.891')

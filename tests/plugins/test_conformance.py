@@ -19,7 +19,8 @@ def test_loss_conforms(name):
 
 def test_builtins_are_registered():
     assert {'grayscale', 'inpaint', 'blur', 'downsample', 'jpeg', 'noise'} <= set(_REG.degradations)
-    assert {'vgg16', 'mse', 'l1', 'ssim', 'latent-dist', 'init-dist', 'w-cosine', 'noise-reg'} <= set(_REG.losses)
+    assert {'vgg16', 'mse', 'l1', 'ssim', 'identity', 'latent-dist', 'init-dist', 'w-cosine', 'noise-reg'} <= \
+        set(_REG.losses)
     assert not _REG.broken
 
 
@@ -28,7 +29,7 @@ def test_builtins_that_run_in_the_step_are_cuda_graph_safe():
     conformance suite); noise, applied to the simulated target only, is not (it draws host-side noise)."""
     marked = {n for n, c in {**_REG.degradations, **_REG.losses}.items() if c.cuda_graph_safe}
     assert {'grayscale', 'inpaint', 'blur', 'downsample', 'jpeg', 'vgg16', 'mse', 'l1', 'ssim', 'latent-dist',
-            'init-dist', 'noise-reg', 'w-cosine'} <= marked
+            'init-dist', 'noise-reg', 'w-cosine', 'identity'} <= marked
     assert 'noise' not in marked and _REG.degradations['noise'].simulate_only
 
 

@@ -139,3 +139,125 @@ def test_vgg16_loss_nvidia_semantics():
     gray = t.mean(1, keepdim=True)                                       # one channel -> replicated to 3
     loss.prepare(gray, None)
     assert loss(LossContext(pred=gray, target=gray)).abs().max() == 0
+
+
+def _faces(n, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=size, mode='bilinear') * 2 - 1
+
+
+def test_identity_without_references_compares_the_degraded_restoration_with_the_photo():
+    from ganinv_core.nets.arcface import shared_arcface
+    from ganinv_losses import Identity
+    net, t, x = shared_arcface('random:4'), _faces(2), _faces(2, seed=1)
+    loss = Identity(weights='random:4')
+    loss.prepare(t, None)
+    v = loss(LossContext(pred=x, target=t, image=torch.zeros(2, 3, 128, 128)))
+    torch.testing.assert_close(v, 1 - (net.embed(x) * net.embed(t)).sum(1))
+    assert loss.anchor.shape == (2, 512)
+
+
+def test_identity_with_references_compares_the_restoration_with_their_mean(tmp_path):
+    """A folder of reference photos: their normalised mean embedding; the restoration G(w), not its degraded image,
+    is compared; a restoration equal to the one reference costs nothing."""
+    from PIL import Image
+
+    from ganinv_core.io.images import to_uint8
+    from ganinv_core.nets.arcface import shared_arcface
+    from ganinv_losses import Identity
+    net, refs = shared_arcface('random:4'), _faces(2, size=256, seed=2)
+    (tmp_path / 'refs').mkdir()
+    for i, r in enumerate(to_uint8(refs)):
+        Image.fromarray(r).save(tmp_path / 'refs' / f'{i}.png')
+    (tmp_path / 'refs' / 'notes.txt').write_text('not an image')
+    refs = torch.from_numpy(to_uint8(refs)).permute(0, 3, 1, 2).float() / 127.5 - 1   # as saved
+    loss = Identity(weights='random:4', reference=str(tmp_path / 'refs'))
+    x, t = _faces(3, size=128, seed=3), _faces(3, size=32, seed=4)
+    loss.prepare(t, None)
+    anchor = F.normalize(net.embed(refs).mean(0, keepdim=True), dim=1)
+    v = loss(LossContext(pred=torch.zeros(3, 3, 32, 32), target=t, image=x))
+    torch.testing.assert_close(v, 1 - (net.embed(x) * anchor).sum(1), atol=1e-5, rtol=0)
+    one = Identity(weights='random:4', reference=str(tmp_path / 'refs' / '0.png'))
+    one.prepare(t, None)
+    assert one(LossContext(pred=x, target=t, image=refs[:1])).abs().item() < 1e-5
+
+
+def test_identity_refuses_bad_input_by_name(tmp_path, monkeypatch):
+    from ganinv_losses import Identity
+    monkeypatch.delenv('GANINV_ARCFACE', raising=False)
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'bad.png').write_text('not a png')
+    cases = [({}, "loss 'identity': weights=None no ArcFace weights: pass identity:weights="),
+             ({'weights': str(tmp_path / 'r50.pth')}, 'no such file'),
+             ({'weights': 'random', 'reference': str(tmp_path / 'empty')}, 'has no images'),
+             ({'weights': 'random', 'reference': str(tmp_path / 'none.png')}, 'none.png: no such file'),
+             ({'weights': 'random', 'reference': str(tmp_path / 'bad.png')}, 'not an image Pillow can read')]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as e:
+            Identity(**kwargs)
+        assert message in str(e.value) and '\n' not in str(e.value), str(e.value)
+    monkeypatch.setenv('GANINV_ARCFACE', str(tmp_path / 'r100.pth'))
+    with pytest.raises(ValueError, match=r"\$GANINV_ARCFACE='.*r100.pth': no such file"):
+        Identity()
+    monkeypatch.setenv('GANINV_ARCFACE', 'random:5')
+    assert Identity().source == 'random:5'
+
+
+def test_identity_loss_and_metrics_in_a_run(G):
+    """The identity loss's network scores identity in every comparison of the metrics, and its references' embedding
+    the restoration and the target; an ``arcface`` given to invert scores too, without the loss."""
+    from ganinv_core.engine import invert
+    from ganinv_core.nets.arcface import shared_arcface
+    from ganinv_losses import Identity
+    net, r = shared_arcface('random:4'), G.img_resolution
+    clean, t = _faces(2, r, seed=5), _faces(2, r, seed=6)
+    ident = Identity(weights='random:4')
+    ident.references = _faces(1, 64, seed=7).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    res = invert(G, t, losses=['mse', ident], steps=3, clean=clean)
+    m = res.metrics[1]
+    anchor = net.embed(torch.from_numpy(ident.references).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    img = res.images.clamp(-1, 1)
+    assert m['vs_clean']['identity'] == pytest.approx(float((net.embed(img) * net.embed(clean)).sum(1)[1]), abs=1e-5)
+    assert m['degraded_vs_clean']['identity'] == pytest.approx(float((net.embed(t) * net.embed(clean)).sum(1)[1]),
+                                                               abs=1e-5)
+    assert m['reference_identity']['restored'] == pytest.approx(float((net.embed(img[1:]) * anchor).sum()), abs=1e-5)
+    assert m['reference_identity']['target'] == pytest.approx(float((net.embed(t[1:]) * anchor).sum()), abs=1e-5)
+    plain = invert(G, t, losses=['mse'], steps=3, clean=clean, arcface=net).metrics[0]
+    assert plain['vs_target']['identity'] is not None and 'reference_identity' not in plain
+    assert 'identity' not in invert(G, t, losses=['mse'], steps=3).metrics[0]['vs_target']
+
+
+def test_identity_aligns_reference_photos_with_a_detector(tmp_path, monkeypatch):
+    """align=<detector>: each reference photo is FFHQ-aligned first (its largest face), as --align does targets;
+    a photo without a face is refused by name."""
+    import types
+
+    import numpy as np
+    from PIL import Image
+
+    from ganinv_core import hooks
+    from ganinv_core.io.align import align_faces
+    from ganinv_losses import Identity
+    from ganinv_losses.identity import REF_SIZE
+
+    class Found(hooks.LandmarkDetector):
+        name, help = 'found-face', 'test detector: a face at a fixed place, or none in a dark photo'
+
+        def detect(self, image):
+            if image.mean() < 10:
+                return []
+            lm = np.full((68, 2), 56.0)
+            lm[36:42], lm[42:48], lm[48], lm[54] = (38, 52), (74, 52), (42, 92), (71, 92)
+            return [lm * 1.5 + (30, 20)]
+    plugin = types.ModuleType('faces')
+    plugin.ganinv_landmark_detectors = hooks.hookimpl(lambda: [Found])
+    monkeypatch.setattr(hooks, 'get_registry', lambda: hooks.Registry(plugins={'t': plugin}, entry_points=False))
+    photo = np.random.RandomState(0).randint(20, 256, (240, 300, 3)).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / 'me.png')
+    loss = Identity(weights='random', reference=str(tmp_path / 'me.png'), align='found-face')
+    np.testing.assert_array_equal(loss.references[0], align_faces(photo, REF_SIZE, 'found-face')[0].crop)
+    Image.fromarray(photo // 20).save(tmp_path / 'dark.png')
+    with pytest.raises(ValueError, match=r"reference=.*dark.png: photo: no face found by detector 'found-face'"):
+        Identity(weights='random', reference=str(tmp_path / 'dark.png'), align='found-face')
+    with pytest.raises(ValueError, match='align=.*aligns the reference photos; give them with reference='):
+        Identity(weights='random', align='found-face')
