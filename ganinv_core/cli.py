@@ -296,7 +296,7 @@ def _prepare(args, G, pipe, targets, problems) -> list:
     def fill(job, src, shape):   # the target (and clean original) of a photo, face or frame
         if args.simulate:
             job.clean = job.shown = images.square(src, res)
-            job.target = _simulate(pipe, job.clean)
+            job.target = _simulate(pipe, job.clean, job.name)
         else:
             job.shown = job.target = images.square(src, out)
         if args.mask:
@@ -424,13 +424,16 @@ def _align(photo, res, which, detector, source):
         raise ValueError(f'{source}: {e}') from None
 
 
-def _simulate(pipe, clean: np.ndarray) -> np.ndarray:
-    """Degrade one clean image (batch of one, so the result does not depend on batching)."""
+def _simulate(pipe, clean: np.ndarray, name: str) -> np.ndarray:
+    """Degrade one clean image (batch of one, so the result does not depend on batching); random degradations
+    (noise) draw from their seed and the target's name (its own draw, the same in every run)."""
+    import zlib
+
     import torch
     from ganinv_core.hooks import PluginError, blame
     from ganinv_core.io.images import to_tensor, to_uint8
     with torch.no_grad(), blame('degrading the clean photo (--simulate)', PluginError):
-        return to_uint8(pipe.simulate(to_tensor(clean)))[0]
+        return to_uint8(pipe.simulate(to_tensor(clean), zlib.crc32(name.encode())))[0]
 
 
 def _apply_hole(img: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -67,6 +67,12 @@ class Degradation(_Configurable, nn.Module):
         """[N,C,H,W] -> [N,C,h,w], both in [-1, 1]."""
         raise NotImplementedError
 
+    def simulate(self, x: torch.Tensor, key: int | None = None) -> torch.Tensor:
+        """Degrade a clean input (``--simulate``): ``forward``, unless the degradation draws random numbers, in
+        which case ``key`` (an integer naming the target, or None) is mixed into its seed so that each target of a
+        run, each frame of a video, gets its own draw and keeps it from run to run."""
+        return self(x)
+
     def mask(self, x: torch.Tensor) -> torch.Tensor | None:
         """[N,1,h,w] with 1 = known pixel, in output space; None if every pixel is known."""
         return None
@@ -86,8 +92,9 @@ class Degradation(_Configurable, nn.Module):
 class Pipeline(nn.Module):
     """Degradations composed in the order given (e.g. blur, then downsample, then grayscale).
 
-    ``forward(x)`` degrades a generated image (skipping ``simulate_only`` stages); ``simulate(x)`` degrades a
-    clean input with every stage; ``mask(x)`` is the product of every stage's mask carried to output space.
+    ``forward(x)`` degrades a generated image (skipping ``simulate_only`` stages); ``simulate(x, key)`` degrades a
+    clean input with every stage (``key``: see ``Degradation.simulate``); ``mask(x)`` is the product of every
+    stage's mask carried to output space.
     """
 
     def __init__(self, degradations: Sequence[Degradation] = ()):
@@ -99,9 +106,9 @@ class Pipeline(nn.Module):
             x = x if d.simulate_only else d(x)
         return x
 
-    def simulate(self, x: torch.Tensor) -> torch.Tensor:
+    def simulate(self, x: torch.Tensor, key: int | None = None) -> torch.Tensor:
         for d in self.stages:
-            x = d(x)
+            x = d.simulate(x, key)
         return x
 
     @torch.no_grad()

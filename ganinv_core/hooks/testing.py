@@ -58,8 +58,9 @@ def _rand(*shape, seed):
 
 
 def check_degradation(cls: type[Degradation], size: int = 16, n: int = 2) -> None:
-    """Shape = output_size, range [-1, 1], finite gradients, mask shape/values, per-image independence, and
-    affinity where the class (or its instance) says ``affine``."""
+    """Shape = output_size, range [-1, 1], finite gradients, mask shape/values, per-image independence, a
+    ``simulate`` that is ``forward`` without a key and repeatable with one, and affinity where the class (or its
+    instance) says ``affine``."""
     d = cls(**cls.test_params)
     x = _rand(n, 3, size, size, seed=1).requires_grad_()
     y, out = d(x), d.output_size(size)
@@ -82,6 +83,10 @@ def check_degradation(cls: type[Degradation], size: int = 16, n: int = 2) -> Non
             mix, parts = d(0.4 * u + 0.6 * v) - zero, 0.4 * (d(u) - zero) + 0.6 * (d(v) - zero)
         assert torch.allclose(mix, parts, atol=1e-5), f'{cls.name}: marked affine, but is not ' \
                                                       f'(off by {(mix - parts).abs().max().item():.3g})'
+    with torch.no_grad():   # simulate: forward without a key; with one, the same draw for the same key
+        xs = x.detach()
+        assert torch.equal(d.simulate(xs), d(xs)), f'{cls.name}: simulate(x) without a key is not forward(x)'
+        assert torch.equal(d.simulate(xs, 7), d.simulate(xs, 7)), f'{cls.name}: simulate(x, key) is not repeatable'
     rebuilt = cls(**{k: v for k, v in d.config.items() if v is not None})
     assert rebuilt.config == d.config, f'{cls.name}: config does not round-trip'
     if cls.cuda_graph_safe:

@@ -975,3 +975,15 @@ def test_arcface_scores_identity_before_and_after(tmp_path, capsys):
     p = json.loads((tmp_path / 'p' / 'seed1' / 'metrics.json').read_text())
     o = json.loads((tmp_path / 'o' / 'seed1' / 'metrics.json').read_text())
     assert 'identity' not in p['vs_clean'] and p['vs_clean']['psnr'] == o['vs_clean']['psnr']
+
+
+def test_simulated_noise_is_each_target_s_own_and_the_same_every_run(tmp_path):
+    """The same clean image twice (seed1, seed1-2) gets two different noise draws (so do a video's frames, named
+    apart), and a second run draws the same again."""
+    args = ['--target', 'seed:1', 'seed:1', '--simulate', '--degradation', 'noise:sigma=20', '--loss', 'mse']
+    assert run([*args, '--outdir', tmp_path / 'a'])[0] == 0 and run([*args, '--outdir', tmp_path / 'b'])[0] == 0
+    a1, a2 = png(tmp_path / 'a' / 'seed1' / 'degraded.png'), png(tmp_path / 'a' / 'seed1-2' / 'degraded.png')
+    np.testing.assert_array_equal(png(tmp_path / 'a' / 'seed1' / 'target.png'),
+                                  png(tmp_path / 'a' / 'seed1-2' / 'target.png'))
+    assert (a1 != a2).mean() > 0.5
+    np.testing.assert_array_equal(a1, png(tmp_path / 'b' / 'seed1' / 'degraded.png'))

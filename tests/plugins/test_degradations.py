@@ -165,6 +165,10 @@ def test_noise_simulate_only_and_seeded():
     assert abs(y.std().item() - 0.2) < 0.03                              # 25.5 / 255 * 2
     pipe = Pipeline([d])
     assert torch.equal(pipe(x), x) and torch.equal(pipe.simulate(x), y)
+    # a key (ganinv-run: each target's name) gives each target its own noise, the same every time
+    a, b = pipe.simulate(x, 1), pipe.simulate(x, 2)
+    assert torch.equal(a, pipe.simulate(x, 1)) and not torch.equal(a, b) and not torch.equal(a, y)
+    assert abs(b.std().item() - 0.2) < 0.03 and abs(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) < 0.1
 
 
 def test_pipeline_composes_in_order_and_carries_the_mask():
