@@ -25,6 +25,7 @@ from ._errors import exc_line, out_of_memory
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _PASTE_LOCK = threading.Lock()
+_LANDMARK_LOCK = threading.Lock()   # one detector object serves every worker thread
 _LIST_KEYS = ('target', 'degradation', 'loss')
 
 
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--align', action='store_true', help='detect and FFHQ-align faces, restore them, paste them back (extra [align])')
     a('--face', type=_face, help="with --align: 'largest' (default), 'all' or a face index")
     a('--detector', metavar='SPEC', help="with --align: landmark detector spec (default dlib; see --list-plugins)")
+    a('--landmarks', metavar='SPEC', help="with --simulate: score the restoration's 68 landmarks against the "
+                                          "original's with this detector, e.g. dlib (normalised mean error)")
     a('--config', metavar='FILE.toml', help='read options from a TOML file (same keys as the flags)')
     a('--quiet', action='store_true', help='no progress bar')
     a('--list-plugins', action='store_true', help='list degradations, losses and detectors, then exit')
@@ -177,7 +180,7 @@ DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None,
                 lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1, precision='auto',
                 polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False,
                 frame_steps=None, frame_lr=None, temporal=0.01, seed=303, outdir='out', overwrite=False, resume=False,
-                save_video=False, snapshots=[], align=False, face='largest', detector='dlib', config=None, quiet=False,
+                save_video=False, snapshots=[], align=False, face='largest', detector='dlib', landmarks=None, config=None, quiet=False,
                 list_plugins=False, doctor=False, convert=None)
 
 
@@ -541,6 +544,9 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
                 metrics['composite'] = {'psnr': float(qm.psnr(a, b)[0]), 'ssim': float(qm.ssim(a, b)[0])}
             metrics.setdefault('composite', {}).update(keeps=keeps, residual=residual)
         plots.comparison(panels, d / 'comparison.png')
+        if args.landmarks and job.clean is not None:
+            metrics['landmarks'] = _landmark_errors(args._landmark_detector, job.clean, observed, restored,
+                                                    composite[1] if composite else None)
         if 'restarts' in res.extra:   # every start's restoration, the kept one marked, and where they disagree
             info = metrics['restarts']
             starts = images.to_uint8(res.extra['restarts']['images'][:, i])
@@ -570,6 +576,30 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
             metrics['alignment'] = 'alignment.json'
         outputs.write_json(d / 'metrics.json', metrics)
     return metrics
+
+
+def _landmark_errors(detector, clean, observed, restored, composite) -> dict:
+    """``metrics.json``'s ``landmarks``: the landmark error (``metrics.nme``) against the clean original of the
+    degraded photo (Lanczos-resized to its size: the "before"), the restoration and the composite; one that cannot
+    be scored (no face found) is None, with the reason in ``errors``."""
+    from PIL import Image
+
+    from ganinv_core.metrics import landmarks, nme
+    size = clean.shape[1::-1]
+    before = np.asarray(Image.fromarray(observed.squeeze()).convert('RGB').resize(size, Image.LANCZOS))
+    images = {'degraded': before, 'restored': restored, **({'composite': composite} if composite is not None else {})}
+    out, errors = {}, {}
+    with _LANDMARK_LOCK:
+        try:
+            ref = landmarks(clean, detector)
+        except ValueError as e:
+            return {**dict.fromkeys(images), 'errors': dict.fromkeys(images, f'original: {e}')}
+        for key, img in images.items():
+            try:
+                out[key] = nme(landmarks(img, detector), ref)
+            except ValueError as e:
+                out[key], errors[key] = None, str(e)
+    return {**out, **({'errors': errors} if errors else {})}
 
 
 def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init, pasted: dict, batches=None,
@@ -683,6 +713,15 @@ def run(args) -> int:
         if args.simulate or args.align:
             raise ConfigError(f'--mask: marks damage in a real photo; it cannot be combined with '
                               f'{"--simulate" if args.simulate else "--align"}')
+    if args.landmarks:   # built and run once now: an unknown detector or a missing extra stops the run here
+        if not args.simulate:
+            raise ConfigError('--landmarks: scores the restoration against the clean original; add --simulate')
+        from ganinv_core.hooks import get_registry
+        try:
+            args._landmark_detector = get_registry().build_detector(args.landmarks)
+            args._landmark_detector.detect(np.zeros((32, 32, 3), np.uint8))
+        except ValueError as e:   # unknown, bad parameters, or its extra not installed
+            raise ConfigError(f'--landmarks: {e}') from None
     if args.init and args.restarts > 1:
         raise ConfigError('--restarts: the starts are w_avg and random latents; it cannot be combined with --init')
     init = latents.load_latent(args.init) if args.init else None
@@ -913,8 +952,9 @@ def _skip_done(jobs: list, outdir: Path, record: dict, before: dict | None) -> l
 
 def _config(args) -> dict:
     """The resolved configuration, as TOML-able keys (enough for --config to rerun it)."""
-    skip = {'config', 'list_plugins', 'doctor', 'convert', '_argv', 'resume'}
-    return {k.replace('_', '-'): v for k, v in vars(args).items() if k not in skip and v is not None}
+    skip = {'config', 'list_plugins', 'doctor', 'convert', 'resume'}   # and what the run keeps on args (_name)
+    return {k.replace('_', '-'): v for k, v in vars(args).items()
+            if k not in skip and not k.startswith('_') and v is not None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
-"""Image quality metrics on NCHW images in [-1, 1], one value per image: PSNR, SSIM, LPIPS."""
+"""Image quality metrics on NCHW images in [-1, 1], one value per image: PSNR, SSIM, LPIPS, ArcFace identity; and the
+landmark error of two face photos."""
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -108,4 +110,51 @@ def identity(a: torch.Tensor, b: torch.Tensor, arcface: torch.nn.Module) -> torc
         return (arcface.embed(a) * arcface.embed(b)).sum(1)
 
 
-__all__ = ['identity', 'lpips', 'masked_mean', 'psnr', 'ssim', 'ssim_map', 'gaussian_window', 'to_vgg_input']
+def landmarks(img: np.ndarray, detector) -> np.ndarray:
+    """(68, 2) landmarks of the largest face (by the spread of its points) in a uint8 (H, W, 3) image.
+
+    Args:
+        detector: a ``LandmarkDetector`` or a detector spec string (``'dlib'``).
+
+    Raises:
+        ValueError: no face found.
+    """
+    if isinstance(detector, str):
+        from ganinv_core.hooks import get_registry
+        detector = get_registry().build_detector(detector)
+    faces = [np.asarray(f, np.float64) for f in detector.detect(np.ascontiguousarray(img))]
+    if not faces:
+        raise ValueError(f'no face found by detector {getattr(detector, "name", detector)!r}')
+    return max(faces, key=lambda f: float(np.ptp(f, axis=0).prod()))
+
+
+def landmark_error(a: np.ndarray, b: np.ndarray, detector) -> float:
+    """Normalised mean error of face ``a``'s 68 landmarks against face ``b``'s: the mean distance of corresponding
+    points over ``b``'s outer-eye-corner distance (points 36 and 45, the 300-W convention). 0: the same shape.
+
+    Args:
+        a, b: uint8 (H, W, 3) images of one face each, the same size (e.g. restored and original crops).
+        detector: a ``LandmarkDetector`` or a detector spec string.
+
+    Raises:
+        ValueError: sizes differ, or no face found in one of them (naming which).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f'landmark_error: images of {a.shape} and {b.shape}; need one size')
+    pts = []
+    for img, which in ((a, 'first'), (b, 'second')):
+        try:
+            pts.append(landmarks(img, detector))
+        except ValueError as e:
+            raise ValueError(f'landmark_error: {which} image: {e}') from None
+    return nme(*pts)
+
+
+def nme(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised mean error of (68, 2) landmarks ``a`` against ``b``: the mean point distance over ``b``'s
+    outer-eye-corner distance (points 36 and 45)."""
+    ocular = float(np.linalg.norm(b[36] - b[45]))
+    return float(np.linalg.norm(a - b, axis=1).mean() / max(ocular, 1e-9))
+
+
+__all__ = ['identity', 'landmark_error', 'landmarks', 'lpips', 'nme', 'masked_mean', 'psnr', 'ssim', 'ssim_map', 'gaussian_window', 'to_vgg_input']

@@ -1,6 +1,7 @@
-"""PSNR, SSIM and LPIPS on [-1, 1] images, per image."""
+"""PSNR, SSIM, LPIPS, identity on [-1, 1] images, per image; the landmark error of two faces."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,30 @@ def test_lpips_per_image():
 def test_shape_mismatch_is_one_clear_error():
     with pytest.raises(ValueError, match=r'psnr: need two NCHW tensors of one shape'):
         metrics.psnr(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
+
+
+class _ShiftedFace:
+    """A detector whose one face is a fixed 68-point shape moved right by the red mean / 25.5 pixels (so a landmark
+    error is known by hand), a second face half its size, and no face in a black image."""
+    name = 'shifted'
+    base = np.stack([np.linspace(10, 50, 68), np.linspace(20, 40, 68)], 1)
+
+    def detect(self, img):
+        if img.max() == 0:
+            return []
+        shift = np.array([img[..., 0].mean() / 25.5, 0])
+        return [self.base * 0.5, self.base + shift]
+
+
+def test_landmark_error_is_the_mean_point_distance_over_the_outer_eye_corners():
+    from ganinv_core.metrics import landmark_error, landmarks
+    a, b = np.full((16, 16, 3), 51, np.uint8), np.full((16, 16, 3), 204, np.uint8)
+    det = _ShiftedFace()
+    np.testing.assert_allclose(landmarks(a, det), det.base + [2, 0])          # the larger face
+    ocular = np.linalg.norm(det.base[36] - det.base[45])
+    assert landmark_error(a, b, det) == pytest.approx(6 / ocular)             # shifts 2 and 8 pixels
+    assert landmark_error(b, b, det) == 0
+    with pytest.raises(ValueError, match="landmark_error: second image: no face found by detector 'shifted'"):
+        landmark_error(a, np.zeros_like(a), det)
+    with pytest.raises(ValueError, match='need one size'):
+        landmark_error(a, b[:8], det)

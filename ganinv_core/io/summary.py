@@ -17,6 +17,7 @@ COLUMNS = (('psnr_vs_target', ('vs_target', 'psnr')), ('ssim_vs_target', ('vs_ta
            ('psnr_composite', ('composite', 'psnr')),
            ('identity_vs_target', ('vs_target', 'identity')), ('identity_before', ('degraded_vs_clean', 'identity')),
            ('identity_after', ('vs_clean', 'identity')), ('identity_reference', ('reference_identity', 'restored')),
+           ('landmarks_before', ('landmarks', 'degraded')), ('landmarks_after', ('landmarks', 'restored')),
            ('restart_chosen', ('restarts', 'chosen')),
            ('loss_total', ('loss', 'total')), ('steps', ('steps',)), ('steps_per_second', ('steps_per_second',)))
 

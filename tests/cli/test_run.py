@@ -550,6 +550,8 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--loss', 'nosuch'], "loss spec 'nosuch': unknown loss 'nosuch'"),
     (['--target', 'seed:1', '--loss', 'vgg16:weights=missing.pt'], "loss 'vgg16': weights='missing.pt' no such file"),
     (['--target', 'seed:1', '--arcface', 'missing.pth'], "ArcFace weights 'missing.pth': no such file"),
+    (['--target', 'seed:1', '--landmarks', 'dlib'], '--landmarks: scores the restoration against the clean original'),
+    (['--target', 'seed:1', '--simulate', '--landmarks', 'nose-finder'], "--landmarks: detector spec 'nose-finder': unknown detector"),
     (['--target', 'seed:1', '--init', 'missing.npz'], 'missing.npz'),
     (['--target', 'seed:1', '--network', 'random-7'], 'random-7'),
     (['--target', 'seed:1', '--device', 'nosuch'], "--device 'nosuch': not usable here"),
@@ -987,3 +989,60 @@ def test_simulated_noise_is_each_target_s_own_and_the_same_every_run(tmp_path):
                                   png(tmp_path / 'a' / 'seed1-2' / 'target.png'))
     assert (a1 != a2).mean() > 0.5
     np.testing.assert_array_equal(a1, png(tmp_path / 'b' / 'seed1' / 'degraded.png'))
+
+
+def test_landmarks_score_before_after_and_composite(tmp_path, capsys, monkeypatch):
+    """--landmarks DETECTOR: each image's landmark error against the original (a plugin detector here, whose face
+    moves with the image's red mean), in metrics.json and metrics.csv; a face the detector misses is null, with
+    the reason."""
+    import csv
+    import types
+
+    from ganinv_core import hooks
+    from ganinv_core.metrics import landmark_error
+
+    class Shifted(hooks.LandmarkDetector):
+        name, help = 'shifted-face', 'test detector'
+
+        def detect(self, image):
+            if image[..., 0].mean() > 250:
+                return []
+            return [np.stack([np.linspace(5, 25, 68) + image[..., 0].mean() / 10, np.linspace(8, 20, 68)], 1)]
+    plugin = types.ModuleType('faces')
+    plugin.ganinv_landmark_detectors = hooks.hookimpl(lambda: [Shifted])
+    reg = hooks.Registry(plugins={'faces': plugin})
+    monkeypatch.setattr(hooks, 'get_registry', lambda: reg)
+    code, out = run(['--target', 'seed:1', 'seed:2', '--simulate', '--degradation', 'grayscale', '--loss', 'mse',
+                     '--landmarks', 'shifted-face', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 0, out.err
+    rows = {r['target']: r for r in csv.DictReader((tmp_path / 'o' / 'metrics.csv').open())}
+    for name in ('seed1', 'seed2'):
+        d = tmp_path / 'o' / name
+        m = json.loads((d / 'metrics.json').read_text())['landmarks']
+        clean, det = png(d / 'target.png'), Shifted()
+        assert m['restored'] == pytest.approx(landmark_error(png(d / 'restored.png'), clean, det))
+        assert m['composite'] == pytest.approx(landmark_error(png(d / 'composite.png'), clean, det))
+        assert m['degraded'] == pytest.approx(landmark_error(png(d / 'degraded.png'), clean, det))
+        assert float(rows[name]['landmarks_after']) == pytest.approx(m['restored'])
+        assert float(rows[name]['landmarks_before']) == pytest.approx(m['degraded'])
+    run_json = json.loads((tmp_path / 'o' / 'run.json').read_text())
+    assert run_json['config']['landmarks'] == 'shifted-face'
+
+
+def test_landmark_errors_name_what_had_no_face():
+    """No face in the original: nothing is scored, each entry says why; in one image only: that one is null."""
+    class Dark:   # a face in images darker than mid-grey, at a place moved by the red mean
+        name = 'dark'
+
+        def detect(self, image):
+            m = image[..., 0].mean()
+            return [] if m > 128 else [np.stack([np.linspace(5, 25, 68) + m / 10, np.linspace(8, 20, 68)], 1)]
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    light = np.full((8, 8, 3), 200, np.uint8)
+    out = cli._landmark_errors(Dark(), light, grey, grey, None)
+    assert out == {'degraded': None, 'restored': None,
+                   'errors': dict.fromkeys(('degraded', 'restored'), "original: no face found by detector 'dark'")}
+    out = cli._landmark_errors(Dark(), grey, light[..., :1], grey - 50, grey)
+    assert out['degraded'] is None and out['errors'] == {'degraded': "no face found by detector 'dark'"}
+    assert out['composite'] == 0 and out['restored'] == pytest.approx(5 / np.linalg.norm(
+        np.subtract(*np.stack([np.linspace(5, 25, 68), np.linspace(8, 20, 68)], 1)[[36, 45]])))

@@ -313,10 +313,15 @@ def test_float32_coefficients_with_a_16bit_c(dtype, gen, clear_of_kinks):
         rtol = 1e-5 if t.dtype == torch.float32 and name != 'y' else TOL[dtype][0]
         torch.testing.assert_close(a.double(), r, rtol=rtol, atol=rtol * max(1.0, r.abs().max().item()),
                                    msg=lambda m: f'{name} (seed {gen.initial_seed()}): {m}')
-    # rounded once: y is float32's result rounded to c's dtype
+    # rounded once: y is float32's result rounded to c's dtype, so within half a 16-bit ulp of it, give or take
+    # float32's own rounding (the kernel's order of operations is not the reference's: right at a 16-bit midpoint
+    # the two can round apart, seen once in fp16); any 16-bit intermediate would be several ulps off somewhere
     y32 = ops.modconv_epilogue(c.float(), d, noise, b.float(), act='lrelu', alpha=0.2, gain=2 ** 0.5, clamp=1.0, e=e,
                                impl='ref')
-    assert torch.equal(got[0], y32.to(dtype))
+    fi = torch.finfo(dtype)
+    ulp = fi.eps * torch.exp2(torch.floor(torch.log2(y32.abs().clamp(min=fi.tiny))))
+    assert ((got[0].float() - y32).abs() <= 0.5 * ulp + 1e-6 * y32.abs()).all()
+    assert (got[0] != y32.to(dtype)).float().mean() <= 0.05
 
 
 # The experimental channel-grouped backward (GANINV_EPILOGUE_GROUPED=1: NCHW, 16-byte packs, lrelu and linear): C not
