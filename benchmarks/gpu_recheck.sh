@@ -38,10 +38,11 @@ for devs in cuda cuda,cuda; do
   "$PY" -c "import json,sys; print('$devs', 'wall_time_s', json.load(open(sys.argv[1]))['wall_time_s'])" \
     "$OUT/workers-$devs/run.json"
 done
-# what each degradation adds to a step, and what composite.png's projection costs, at 256² and 1024² (owed since the
-# fifteenth and sixteenth sessions)
-step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/test_bench_engine.py -q \
-  -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds -k "test_degradation or test_composite"
+# what each degradation adds to a step, what composite.png's projection costs, and what the identity loss and
+# vgg16's fill mode add to the perceptual loss, at 256² and 1024² (owed since the fifteenth to seventeenth sessions)
+step 120 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/test_bench_engine.py -q \
+  -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds \
+  -k "test_degradation or test_composite or test_perceptual_loss"
 # issue 3's open figure: bias_act at b1 eager (the wrapper's host cost was halved; conv lrelu, ToRGB with and
 # without clamp, the floor) and the wrapper's own cost per call; the table (ratios to ref) goes to the log.
 step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/ops/test_bench_ops.py -q \

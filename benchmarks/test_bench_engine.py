@@ -302,20 +302,24 @@ def test_composite(benchmark, specs, res):
 
 
 @pytest.mark.parametrize('res', DEG_RES)
-@pytest.mark.parametrize('loss', ['vgg16', 'identity-r50', 'identity-r100'])
+@pytest.mark.parametrize('loss', ['vgg16', 'vgg16-fill', 'identity-r50', 'identity-r100'])
 def test_perceptual_loss(benchmark, loss, res):
-    """The identity loss (ArcFace r50 and r100, the depths insightface publishes, random weights) forward + backward
-    on BIG images, side by side with the vgg16 loss it is added to: what ``--loss identity`` adds to a step."""
+    """Forward + backward on BIG images of the vgg16 loss, side by side with what can be added to it or replace it:
+    vgg16 with ``holes=fill`` (a centred hole; one more VGG forward per step), and the identity loss's ArcFace at
+    the depths insightface publishes (r50, r100; random weights)."""
+    from ganinv_core.hooks import LossContext, get_registry
     from ganinv_core.nets.arcface import DEPTHS, IResNet
-    from ganinv_core.nets.vgg16 import random_vgg16
-    from ganinv_core.metrics import to_vgg_input
     g = torch.Generator(DEVICE).manual_seed(0)
     x = (torch.rand(BIG, 3, res, res, device=DEVICE, generator=g) * 2 - 1).requires_grad_(True)
     t = torch.rand(BIG, 3, res, res, device=DEVICE, generator=g) * 2 - 1
-    if loss == 'vgg16':
-        vgg = random_vgg16().to(DEVICE).eval().requires_grad_(False)
-        tf = vgg(to_vgg_input(t))
-        fn = lambda: vgg.distance(to_vgg_input(x), tf)   # noqa: E731
+    if loss.startswith('vgg16'):
+        m = torch.ones(1, 1, res, res, device=DEVICE)
+        m[..., res // 4:3 * res // 4, res // 4:3 * res // 4] = 0
+        m = m if loss.endswith('fill') else None
+        t = t if m is None else m * (t + 1) - 1
+        lm = get_registry().build_loss(f'vgg16:weights=random,holes={"fill" if m is not None else "black"}')
+        lm.to(DEVICE).prepare(t, m)
+        fn = lambda: lm(LossContext(pred=x if m is None else m * (x + 1) - 1, target=t, mask=m, image=x))  # noqa
     else:
         net = IResNet(DEPTHS[int(loss.rpartition('-r')[2])]).to(DEVICE).eval().requires_grad_(False)
         anchor = net.embed(t).detach()

@@ -261,3 +261,38 @@ def test_identity_aligns_reference_photos_with_a_detector(tmp_path, monkeypatch)
         Identity(weights='random', reference=str(tmp_path / 'dark.png'), align='found-face')
     with pytest.raises(ValueError, match='align=.*aligns the reference photos; give them with reference='):
         Identity(weights='random', align='found-face')
+
+
+def test_vgg16_fill_mode_fills_the_photo_s_holes_with_the_generated_image():
+    """holes=fill (ILO): LPIPS(x, m y + (1 - m) x) with the fill held constant; without holes, the black mode;
+    a degraded image that is not the generated one masked is refused in one line."""
+    g = torch.Generator().manual_seed(0)
+    y, x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1)
+    m = torch.ones(2, 1, 32, 32)
+    m[..., 8:20, 10:24] = 0
+    y = m * (y + 1) - 1                                                   # the photo: black holes
+    fill, black = (get_registry().build_loss(f'vgg16:weights=random,holes={h}') for h in ('fill', 'black'))
+    for loss in (fill, black):
+        loss.prepare(y, m)
+    vgg = fill.vgg
+    xg = x.clone().requires_grad_()
+    v = fill(LossContext(pred=m * (xg + 1) - 1, target=y, mask=m, image=xg))
+    want = (vgg(to_vgg_input(m * y + (1 - m) * x)) - vgg(to_vgg_input(x))).square().sum(1)
+    torch.testing.assert_close(v, want, rtol=1e-4, atol=1e-5)
+    v.sum().backward()
+    xr = x.clone().requires_grad_()   # the gradient: through the generated side only
+    vgg.distance(to_vgg_input(xr), vgg(to_vgg_input(m * y + (1 - m) * x))).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad)
+    assert not torch.allclose(v, black(LossContext(pred=m * (x + 1) - 1, target=y, mask=m, image=x)))
+    plain = LossContext(pred=x, target=y, mask=None, image=x)
+    torch.testing.assert_close(fill(plain), black(plain))
+    with pytest.raises(ValueError, match=r"holes=fill: needs the holes at the generated image's size .* the "
+                                         r"generated images are \(2, 3, 64, 64\), the degraded ones \(2, 3, 32, 32\)"):
+        fill(LossContext(pred=x, target=y, mask=m, image=torch.zeros(2, 3, 64, 64)))
+
+
+def test_vgg16_fill_mode_in_an_inpainting_run(G):
+    from ganinv_core.engine import invert
+    t = torch.rand(2, 3, G.img_resolution, G.img_resolution, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    res = invert(G, t, degradations=['inpaint'], losses=['vgg16:weights=random,holes=fill', 'latent-dist'], steps=3)
+    assert res.history['vgg16'].shape == (3, 2) and (res.history['vgg16'] > 0).all()
