@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--align', action='store_true', help='detect and FFHQ-align faces, restore them, paste them back (extra [align])')
     a('--face', type=_face, help="with --align: 'largest' (default), 'all' or a face index")
     a('--detector', metavar='SPEC', help="with --align: landmark detector spec (default dlib; see --list-plugins)")
-    a('--landmarks', metavar='SPEC', help="with --simulate: score the restoration's 68 landmarks against the "
-                                          "original's with this detector, e.g. dlib (normalised mean error)")
+    a('--landmarks', metavar='SPEC', help="score the restoration's 68 landmarks against the original's (--simulate) "
+                                          "or the photo's with this detector, e.g. dlib (normalised mean error)")
     a('--config', metavar='FILE.toml', help='read options from a TOML file (same keys as the flags)')
     a('--quiet', action='store_true', help='no progress bar')
     a('--list-plugins', action='store_true', help='list degradations, losses and detectors, then exit')
@@ -176,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, arcface=None,
-                steps=1000,
-                lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1, precision='auto',
-                polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False, channels_last=False,
-                frame_steps=None, frame_lr=None, temporal=0.01, seed=303, outdir='out', overwrite=False, resume=False,
-                save_video=False, snapshots=[], align=False, face='largest', detector='dlib', landmarks=None, config=None, quiet=False,
-                list_plugins=False, doctor=False, convert=None)
+                steps=1000, lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1,
+                precision='auto', polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False,
+                channels_last=False, frame_steps=None, frame_lr=None, temporal=0.01, seed=303, outdir='out',
+                overwrite=False, resume=False, save_video=False, snapshots=[], align=False, face='largest',
+                detector='dlib', landmarks=None, config=None, quiet=False, list_plugins=False, doctor=False,
+                convert=None)
 
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
@@ -544,7 +544,7 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
                 metrics['composite'] = {'psnr': float(qm.psnr(a, b)[0]), 'ssim': float(qm.ssim(a, b)[0])}
             metrics.setdefault('composite', {}).update(keeps=keeps, residual=residual)
         plots.comparison(panels, d / 'comparison.png')
-        if args.landmarks and job.clean is not None:
+        if args.landmarks:
             metrics['landmarks'] = _landmark_errors(args._landmark_detector, job.clean, observed, restored,
                                                     composite[1] if composite else None)
         if 'restarts' in res.extra:   # every start's restoration, the kept one marked, and where they disagree
@@ -579,21 +579,26 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
 
 
 def _landmark_errors(detector, clean, observed, restored, composite) -> dict:
-    """``metrics.json``'s ``landmarks``: the landmark error (``metrics.nme``) against the clean original of the
-    degraded photo (Lanczos-resized to its size: the "before"), the restoration and the composite; one that cannot
-    be scored (no face found) is None, with the reason in ``errors``."""
+    """``metrics.json``'s ``landmarks``: the landmark error (``metrics.nme``) of the restoration and the composite
+    against the clean original and, as the "before", of the degraded photo (Lanczos-resized to the original's size);
+    without an original (restoring a real photo), of the restoration and the composite against the photo itself
+    (how far the restoration moved the face's shape). One that cannot be scored (no face found) is None, with the
+    reason in ``errors``."""
     from PIL import Image
 
     from ganinv_core.metrics import landmarks, nme
-    size = clean.shape[1::-1]
-    before = np.asarray(Image.fromarray(observed.squeeze()).convert('RGB').resize(size, Image.LANCZOS))
-    images = {'degraded': before, 'restored': restored, **({'composite': composite} if composite is not None else {})}
+    size = restored.shape[1::-1]
+    photo = np.asarray(Image.fromarray(observed.squeeze()).convert('RGB').resize(size, Image.LANCZOS))
+    images = {'restored': restored, **({'composite': composite} if composite is not None else {})}
+    if clean is not None:
+        images = {'degraded': photo, **images}
     out, errors = {}, {}
     with _LANDMARK_LOCK:
         try:
-            ref = landmarks(clean, detector)
+            ref = landmarks(photo if clean is None else clean, detector)
         except ValueError as e:
-            return {**dict.fromkeys(images), 'errors': dict.fromkeys(images, f'original: {e}')}
+            why = f'{"photo" if clean is None else "original"}: {e}'
+            return {**dict.fromkeys(images), 'errors': dict.fromkeys(images, why)}
         for key, img in images.items():
             try:
                 out[key] = nme(landmarks(img, detector), ref)
@@ -714,8 +719,6 @@ def run(args) -> int:
             raise ConfigError(f'--mask: marks damage in a real photo; it cannot be combined with '
                               f'{"--simulate" if args.simulate else "--align"}')
     if args.landmarks:   # built and run once now: an unknown detector or a missing extra stops the run here
-        if not args.simulate:
-            raise ConfigError('--landmarks: scores the restoration against the clean original; add --simulate')
         from ganinv_core.hooks import get_registry
         try:
             args._landmark_detector = get_registry().build_detector(args.landmarks)

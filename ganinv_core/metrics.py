@@ -157,4 +157,5 @@ def nme(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b, axis=1).mean() / max(ocular, 1e-9))
 
 
-__all__ = ['identity', 'landmark_error', 'landmarks', 'lpips', 'nme', 'masked_mean', 'psnr', 'ssim', 'ssim_map', 'gaussian_window', 'to_vgg_input']
+__all__ = ['identity', 'landmark_error', 'landmarks', 'lpips', 'nme', 'masked_mean', 'psnr', 'ssim', 'ssim_map',
+           'gaussian_window', 'to_vgg_input']

@@ -550,8 +550,8 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--loss', 'nosuch'], "loss spec 'nosuch': unknown loss 'nosuch'"),
     (['--target', 'seed:1', '--loss', 'vgg16:weights=missing.pt'], "loss 'vgg16': weights='missing.pt' no such file"),
     (['--target', 'seed:1', '--arcface', 'missing.pth'], "ArcFace weights 'missing.pth': no such file"),
-    (['--target', 'seed:1', '--landmarks', 'dlib'], '--landmarks: scores the restoration against the clean original'),
-    (['--target', 'seed:1', '--simulate', '--landmarks', 'nose-finder'], "--landmarks: detector spec 'nose-finder': unknown detector"),
+    (['--target', 'seed:1', '--simulate', '--landmarks', 'nose-finder'],
+     "--landmarks: detector spec 'nose-finder': unknown detector"),
     (['--target', 'seed:1', '--init', 'missing.npz'], 'missing.npz'),
     (['--target', 'seed:1', '--network', 'random-7'], 'random-7'),
     (['--target', 'seed:1', '--device', 'nosuch'], "--device 'nosuch': not usable here"),
@@ -993,8 +993,7 @@ def test_simulated_noise_is_each_target_s_own_and_the_same_every_run(tmp_path):
 
 def test_landmarks_score_before_after_and_composite(tmp_path, capsys, monkeypatch):
     """--landmarks DETECTOR: each image's landmark error against the original (a plugin detector here, whose face
-    moves with the image's red mean), in metrics.json and metrics.csv; a face the detector misses is null, with
-    the reason."""
+    moves with the image's red mean), in metrics.json and metrics.csv; restoring a real photo, against the photo."""
     import csv
     import types
 
@@ -1027,10 +1026,18 @@ def test_landmarks_score_before_after_and_composite(tmp_path, capsys, monkeypatc
         assert float(rows[name]['landmarks_before']) == pytest.approx(m['degraded'])
     run_json = json.loads((tmp_path / 'o' / 'run.json').read_text())
     assert run_json['config']['landmarks'] == 'shifted-face'
+    # restoring a real photo: how far the restoration moved the face's shape from the photo's
+    code, out = run(['--target', 'seed:1', '--degradation', 'grayscale', '--loss', 'mse', '--landmarks',
+                     'shifted-face', '--outdir', tmp_path / 'r'], capsys)
+    d = tmp_path / 'r' / 'seed1'
+    m = json.loads((d / 'metrics.json').read_text())['landmarks']
+    assert code == 0 and set(m) == {'restored', 'composite'}
+    assert m['restored'] == pytest.approx(landmark_error(png(d / 'restored.png'), png(d / 'degraded.png'), Shifted()))
 
 
 def test_landmark_errors_name_what_had_no_face():
-    """No face in the original: nothing is scored, each entry says why; in one image only: that one is null."""
+    """No face in the original (or, restoring, the photo): nothing is scored, each entry says why; in one image only:
+    that one is null."""
     class Dark:   # a face in images darker than mid-grey, at a place moved by the red mean
         name = 'dark'
 
@@ -1044,5 +1051,7 @@ def test_landmark_errors_name_what_had_no_face():
                    'errors': dict.fromkeys(('degraded', 'restored'), "original: no face found by detector 'dark'")}
     out = cli._landmark_errors(Dark(), grey, light[..., :1], grey - 50, grey)
     assert out['degraded'] is None and out['errors'] == {'degraded': "no face found by detector 'dark'"}
+    assert cli._landmark_errors(Dark(), None, light[:4, :4, :1], grey, None) == \
+        {'restored': None, 'errors': {'restored': "photo: no face found by detector 'dark'"}}   # photo resized
     assert out['composite'] == 0 and out['restored'] == pytest.approx(5 / np.linalg.norm(
         np.subtract(*np.stack([np.linspace(5, 25, 68), np.linspace(8, 20, 68)], 1)[[36, 45]])))
