@@ -259,8 +259,10 @@ class Job:
     photo_name: str = ''                  # --align: the photo's name (several faces share it)
     faces: int = 1                        # --align: faces restored from this photo
     after: str | None = None              # a video frame: the previous frame's name (it starts from its latent)
-    video: str = ''                       # a video frame: the video target's name
+    video: str = ''                       # a video frame: the video target's name (with several faces: the face's)
     fps: float = 0.0                      # a video frame: the video's frame rate
+    source: str = ''                      # a video frame: the video file
+    tracks: int = 1                       # a video frame: faces followed through its video (--align --face all)
 
 
 def _say(msg: str) -> None:
@@ -343,13 +345,51 @@ def _videos(jobs: list, record: dict) -> dict:
     return out
 
 
-def _write_video(outdir: Path, name: str, frames: list[str], fps: float) -> dict:
+def _face_videos(jobs: list, record: dict) -> dict:
+    """{video name: (its file, its faces' video names, frame rate)} for every video of the run with several faces
+    followed through it (``--align --face all``) whose frames are all restored."""
+    out: dict = {}
+    for j in jobs:
+        if j.tracks > 1:
+            faces = out.setdefault(j.photo_name, (j.source, [], j.fps))[1]
+            if j.video not in faces:
+                faces.append(j.video)
+    return {name: v for name, v in out.items()
+            if all(record['targets'].get(j.name, {}).get('status') == 'ok' for j in jobs if j.video in v[1])}
+
+
+def _write_faces_video(outdir: Path, name: str, source: str, faces: list[str], fps: float) -> dict:
+    """``<name>_pasted.mp4``: every frame of the video, each face followed through it pasted back where it was
+    found (its composite where written, else its restoration); frames without a face as they were. Returns the
+    video's entry for run.json."""
+    import json
+
+    from ganinv_core.io import align, images, video
+    frames, _ = video.read_frames(source)
+    writer = video.VideoWriter(outdir, fps=fps)
+    try:
+        for k, frame in enumerate(frames):
+            for face in faces:
+                d = outdir / f'{face}_f{k:04d}'
+                if d.is_dir():
+                    best = d / ('composite.png' if (d / 'composite.png').exists() else 'restored.png')
+                    where = align.AlignedFace.from_json(json.loads((d / 'alignment.json').read_text()))
+                    frame = align.paste_back(frame, images.read_image(best), where)
+            writer.append(frame)
+        writer.write(outdir / f'{name}_pasted.mp4')
+    finally:
+        writer.close()
+    return {'frames': len(frames), 'fps': fps, 'faces': faces, 'pasted': f'{name}_pasted.mp4'}
+
+
+def _write_video(outdir: Path, name: str, frames: list[str], fps: float, pasted: bool = True) -> dict:
     """``<name>.mp4`` (the restored frames, or their composites where written), ``<name>_comparison.mp4`` (input |
-    restored) and, with ``--align``, ``<name>_pasted.mp4`` (the whole frames, the face pasted back), at the source's
-    frame rate; returns the video's entry for run.json, with its flicker: the mean absolute change between
-    consecutive frames, in grey levels, of the input and of the restoration."""
+    restored) and, with ``--align`` (unless ``pasted`` is False: one of several faces), ``<name>_pasted.mp4`` (the
+    whole frames, the face pasted back), at the source's frame rate; returns the video's entry for run.json, with
+    its flicker: the mean absolute change between consecutive frames, in grey levels, of the input and of the
+    restoration."""
     from ganinv_core.io import images, video
-    pasted = all((outdir / f / 'pasted.png').is_file() for f in frames)
+    pasted = pasted and all((outdir / f / 'pasted.png').is_file() for f in frames)
     writers = {k: video.VideoWriter(outdir, fps=fps) for k in ('', '_comparison') + (('_pasted',) if pasted else ())}
     change = {'input': [], 'restored': []}
     last = None
@@ -395,26 +435,37 @@ def _previous_latents(outdir: Path, batch: list) -> dict:
 
 
 def _frames(args, t, index: int, res: int, fill, keep_going: bool) -> list:
-    """The jobs of a video target: one per frame, named ``<name>_f0000`` ..., each after the previous one."""
+    """The jobs of a video target: one per frame, named ``<name>_f0000`` ..., each after the previous one; with
+    ``--align --face all`` and several faces, one per frame of each face, ``<name>_face<k>_f0000`` ..."""
     from ganinv_core.io import outputs, video
-    if args.align and args.face != 'largest':
-        raise ValueError(f'{t.source}: --align follows the largest face through a video; --face {args.face} '
-                         'works on photos only')
+    if args.align and args.face not in ('largest', 'all'):
+        raise ValueError(f'{t.source}: --align follows the largest face or all faces through a video; '
+                         f'--face {args.face} works on photos only')
     outputs.check_free(args.outdir, [t.name + s for s in ('.mp4', '_comparison.mp4', '_pasted.mp4')], keep_going)
     frames, fps = video.read_frames(t.source)
-    names = [f'{t.name}_f{k:04d}' for k in range(len(frames))]
-    outputs.check_free(args.outdir, names, keep_going)
-    faces = [None] * len(frames)
-    if args.align:   # the largest face of each frame, its landmarks smoothed through the video
+    tracks = None
+    if args.align:
         from ganinv_core.io import align
-        try:
-            faces = align.align_video(frames, res, args.detector)
+        try:   # the largest face, or each face, of each frame, its landmarks smoothed through the video
+            tracks = align.align_video_faces(frames, res, args.detector) if args.face == 'all' else None
+            if tracks is None or len(tracks) == 1:
+                tracks = [dict(enumerate(align.align_video(frames, res, args.detector)))]
         except align.AlignError as e:
             raise ValueError(f'{t.source}: {e}') from None
-    return [fill(Job(name, index, target=None, after=names[k - 1] if k else None, video=t.name, fps=fps,
-                     photo=None if face is None else frame, face=face, photo_name=name), face.crop if face else frame,
-                 frame.shape[:2])
-            for k, (name, frame, face) in enumerate(zip(names, frames, faces))]
+    jobs = []
+    for i, faces in enumerate(tracks or [dict.fromkeys(range(len(frames)))]):
+        name = t.name if tracks is None or len(tracks) == 1 else f'{t.name}_face{i}'
+        if name != t.name:
+            outputs.check_free(args.outdir, [name + s for s in ('.mp4', '_comparison.mp4')], keep_going)
+        names = [f'{name}_f{k:04d}' for k in faces]
+        outputs.check_free(args.outdir, names, keep_going)
+        for n, (k, face) in enumerate(faces.items()):
+            frame = frames[k]
+            jobs.append(fill(Job(names[n], index, target=None, after=names[n - 1] if n else None, video=name, fps=fps,
+                                 photo=None if face is None else frame, face=face, photo_name=t.name,
+                                 source=t.source, tracks=len(tracks or ())), face.crop if face else frame,
+                             frame.shape[:2]))
+    return jobs
 
 
 def _align(photo, res, which, detector, source):
@@ -512,7 +563,8 @@ def _composites(pipe, kind: str, observed: np.ndarray, restored: np.ndarray, mas
             for c, a, b in zip(comp, rms(x), rms(to_tensor(comp).to(device)))]
 
 
-def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite, pasted: dict) -> dict:
+def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite, pasted: dict,
+                  arcface=None) -> dict:
     """Every output file of one target, staged then moved into ``outdir/job.name``.
 
     Args:
@@ -542,6 +594,9 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
             if job.clean is not None:
                 a, b = images.to_tensor(comp), images.to_tensor(job.clean)
                 metrics['composite'] = {'psnr': float(qm.psnr(a, b)[0]), 'ssim': float(qm.ssim(a, b)[0])}
+                if arcface is not None:
+                    dev = next(arcface.parameters()).device
+                    metrics['composite']['identity'] = float(qm.identity(a.to(dev), b.to(dev), arcface)[0])
             metrics.setdefault('composite', {}).update(keeps=keeps, residual=residual)
         plots.comparison(panels, d / 'comparison.png')
         if args.landmarks:
@@ -659,7 +714,8 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
         kind = _composite_kind(pipe, G.img_resolution)
         composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
                                  res.mask, next(G.parameters()).device) if kind else [None] * n
-        return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composites[i], pasted)
+        return [_write_target(args, outdir, j, res, i, frames[i] if frames else None, snaps[i], composites[i], pasted,
+                              arcface)
                 for i, j in enumerate(batch)]
     finally:
         if bar is not None:
@@ -729,8 +785,10 @@ def run(args) -> int:
         raise ConfigError('--restarts: the starts are w_avg and random latents; it cannot be combined with --init')
     init = latents.load_latent(args.init) if args.init else None
     losses = args.loss if args.loss else _default_losses(args.network)
-    build_losses(losses)   # a bad --loss spec stops the run here, before any work
-    arcface = args.arcface or os.environ.get('GANINV_ARCFACE')
+    built = build_losses(losses)   # a bad --loss spec stops the run here, before any work
+    # the identity metric's network: --arcface, else $GANINV_ARCFACE, else the identity loss's (the same object)
+    arcface = args.arcface or os.environ.get('GANINV_ARCFACE') or \
+        next((t.source for t in built if getattr(t, 'name', '') == 'identity'), None)
     if arcface:   # loaded now, on every device, so that a bad file stops the run before any work too
         from ganinv_core.nets.arcface import shared_arcface
         arcface = {str(d): shared_arcface(arcface, d) for d in devices}
@@ -749,6 +807,7 @@ def run(args) -> int:
     record = {'command': sys.argv[:1] + (args._argv or []), 'cwd': os.getcwd(), 'config': _config(args),
               'versions': _versions(device), 'started': datetime.datetime.now().isoformat(timespec='seconds'),
               'status': 'running', 'targets': {}}
+    every = jobs   # a video's faces are pasted together from all their frames, those of earlier runs too
     if args.resume:
         jobs = _skip_done(jobs, outdir, record, before)
     for name, err in problems:
@@ -834,13 +893,19 @@ def run(args) -> int:
         _say(f'interrupted: {sum(v["status"] == "ok" for v in record["targets"].values())} finished target(s) '
              f'kept in {outdir}')
         return EXIT_INTERRUPTED
-    for name, (frames, fps) in _videos(jobs, record).items():
+    assemble = [(name, len(frames), lambda name=name, frames=frames, fps=fps: _write_video(
+        outdir, name, frames, fps, pasted=not any(j.tracks > 1 for j in jobs if j.video == name)))
+        for name, (frames, fps) in _videos(jobs, record).items()]
+    assemble += [(name, None, lambda name=name, v=v: _write_faces_video(outdir, name, *v))
+                 for name, v in _face_videos(every, record).items()]
+    for name, count, write in assemble:
+        videos = record.setdefault('videos', {})
         try:
-            record.setdefault('videos', {})[name] = _write_video(outdir, name, frames, fps)
+            videos[name] = write()
         except (OSError, RuntimeError, ValueError) as e:   # the frames are kept; only the assembled video is missing
-            record['videos'][name] = {'frames': len(frames), 'error': exc_line(e)}
-            _say(f'error: {name}: its {len(frames)} frames are restored, but the video could not be written '
-                 f'({exc_line(e)})')
+            videos[name] = {'frames': count, 'error': exc_line(e)}
+            _say(f'error: {name}: its {f"{count} " if count else ""}frames are restored, but the video could not '
+                 f'be written ({exc_line(e)})')
             code = EXIT_FAIL if code == EXIT_OK else code
     record['status'] = 'done' if code == EXIT_OK else 'done with errors'
     record['wall_time_s'] = time.perf_counter() - t0

@@ -18,8 +18,8 @@ from PIL import Image
 
 from ._ffhq import crop_to_photo, ffhq_quad, warp_ffhq
 
-__all__ = ['AlignError', 'AlignedFace', 'NoFaceError', 'align_face', 'align_faces', 'align_video', 'paste_back',
-           'track']
+__all__ = ['AlignError', 'AlignedFace', 'NoFaceError', 'align_face', 'align_faces', 'align_video',
+           'align_video_faces', 'paste_back', 'track', 'track_faces']
 
 _MIN_QSIZE = 8.0  # pixels: a smaller crop square is a detector glitch, not a face
 
@@ -54,6 +54,13 @@ class AlignedFace:
     def size(self) -> int:
         """Side of the crop in pixels."""
         return int(self.crop.shape[0])
+
+    @classmethod
+    def from_json(cls, d: dict) -> 'AlignedFace':
+        """The face ``to_json`` wrote, without its pixels (a black crop of its size): enough for ``paste_back``."""
+        size = int(d['size'])
+        return cls(int(d['index']), np.asarray(d['landmarks'], np.float64), np.asarray(d['quad'], np.float64),
+                   np.zeros((size, size, 3), np.uint8), np.asarray(d['transform'], np.float64))
 
     def to_json(self) -> dict:
         """JSON-serialisable dict: index, size, landmarks, quad, transform (nested lists; no pixels)."""
@@ -223,6 +230,19 @@ def track(landmarks: list, sigma: float = 1.5) -> np.ndarray:
     return np.einsum('tf,fpc->tpc', wa, y)
 
 
+def _detect_frames(frames: list, detector) -> list[list[np.ndarray]]:
+    """Per frame, the (68, 2) landmarks of every face the detector finds."""
+    det = _resolve_detector(detector)
+    from ganinv_core.hooks import blame
+    found = []
+    for k, frame in enumerate(frames):
+        frame = _check_photo(frame, f'frame {k}')
+        with blame('detecting faces', AlignError):
+            faces = [np.asarray(lm, dtype=np.float64) for lm in det.detect(frame)]
+        found.append([lm for lm in faces if lm.shape == (68, 2) and np.isfinite(lm).all()])
+    return found
+
+
 def align_video(frames: list, size, detector='dlib', *, sigma: float = 1.5, supersample=4,
                 padding=True) -> list[AlignedFace]:
     """FFHQ-align the largest face of every frame of a video, its landmarks smoothed in time (``track``).
@@ -233,18 +253,70 @@ def align_video(frames: list, size, detector='dlib', *, sigma: float = 1.5, supe
     Raises:
         NoFaceError: no face in any frame. AlignError: bad frames, size or detector.
     """
-    det = _resolve_detector(detector)
-    from ganinv_core.hooks import blame
     found = []
-    for k, frame in enumerate(frames):
-        frame = _check_photo(frame, f'frame {k}')
-        with blame('detecting faces', AlignError):
-            faces = [np.asarray(lm, dtype=np.float64) for lm in det.detect(frame)]
-        faces = [lm for lm in faces if lm.shape == (68, 2)]
+    for faces in _detect_frames(frames, detector):
         with np.errstate(invalid='ignore', divide='ignore'):
             found.append(max(faces, key=lambda lm: np.nan_to_num(ffhq_quad(lm)[1])) if faces else None)
     return [align_face(frame, lm, size, supersample=supersample, padding=padding)
             for frame, lm in zip(frames, track(found, sigma))]
+
+
+def track_faces(found: list, min_share: float = 0.1) -> list[list]:
+    """Follow several faces through a video.
+
+    Frame by frame, each face found joins the track whose last sighting is nearest (FFHQ crop centres), when that
+    is within half the crop's side, nearest pairs first; a face near no track starts one. Tracks seen in fewer
+    than ``min_share`` of the frames, or in one frame of several, are dropped as stray detections.
+
+    Args:
+        found: per frame, a list of (68, 2) landmark arrays.
+
+    Returns:
+        Per track, left to right (by the mean crop centre), per frame its landmarks or None.
+    """
+    tracks: list[dict] = []   # {'seen': {frame: landmarks}, 'c': last crop centre, 'side': last crop side}
+    for k, faces in enumerate(found):
+        with np.errstate(invalid='ignore', divide='ignore'):   # a degenerate face: a NaN crop, joins nothing
+            quads = [ffhq_quad(lm) for lm in faces]
+        centres = [q.mean(0) for q, _ in quads]
+        pairs = sorted((float(np.hypot(*(c - t['c']))), i, j) for i, c in enumerate(centres)
+                       for j, t in enumerate(tracks))
+        taken_i, taken_j = set(), set()
+        for dist, i, j in pairs:
+            if i not in taken_i and j not in taken_j and dist < 0.5 * tracks[j]['side']:
+                taken_i.add(i), taken_j.add(j)
+                tracks[j]['seen'][k], tracks[j]['c'], tracks[j]['side'] = faces[i], centres[i], quads[i][1]
+        for i in sorted(set(range(len(faces))) - taken_i):
+            tracks.append({'seen': {k: faces[i]}, 'c': centres[i], 'side': quads[i][1]})
+    need = max(min(2, len(found)), math.ceil(min_share * len(found)))   # one sighting in a video: a stray
+    keep = [t for t in tracks if len(t['seen']) >= need]
+    keep.sort(key=lambda t: float(np.mean([ffhq_quad(lm)[0].mean(0)[0] for lm in t['seen'].values()])))
+    return [[t['seen'].get(k) for k in range(len(found))] for t in keep]
+
+
+def align_video_faces(frames: list, size, detector='dlib', *, sigma: float = 1.5, min_share: float = 0.1,
+                      supersample=4, padding=True) -> list[dict[int, AlignedFace]]:
+    """FFHQ-align every face followed through a video (``track_faces``).
+
+    Returns:
+        Per face, left to right, ``{frame index: AlignedFace}`` (``index`` = the face's place) over the frames from
+        its first sighting to its last, its landmarks smoothed in time (``track``: frames of that span where it was
+        missed are filled from its neighbours).
+
+    Raises:
+        NoFaceError: no face in any frame. AlignError: bad frames, size or detector.
+    """
+    tracks = track_faces(_detect_frames(frames, detector), min_share)
+    if not tracks:
+        raise NoFaceError(f'video: no face found in any of its {len(frames)} frames')
+    out = []
+    for i, t in enumerate(tracks):
+        seen = [k for k, lm in enumerate(t) if lm is not None]
+        a = seen[0]
+        smooth = track(t[a:seen[-1] + 1], sigma)
+        out.append({a + j: align_face(frames[a + j], lm, size, index=i, supersample=supersample, padding=padding)
+                    for j, lm in enumerate(smooth)})
+    return out
 
 
 def _edge_mask(n, feather):

@@ -94,7 +94,7 @@ def test_a_video_s_face_is_tracked_restored_and_pasted_back_into_every_frame(tmp
     assert rj['videos']['pan']['pasted'] == 'pan_pasted.mp4' and rj['videos']['pan']['frames'] == 4
 
 
-def test_a_video_takes_the_largest_face_only(tmp_path, capsys):
+def test_a_video_follows_the_largest_face_or_all_faces_only(tmp_path, capsys):
     pytest.importorskip('dlib', reason="the [align] extra (dlib-bin) is not installed")
     import imageio.v2 as imageio
     w = imageio.get_writer(str(tmp_path / 'v.mp4'), format='FFMPEG', fps=4, codec='libx264', macro_block_size=1,
@@ -102,7 +102,53 @@ def test_a_video_takes_the_largest_face_only(tmp_path, capsys):
     for _ in range(2):
         w.append_data(np.zeros((32, 32, 3), np.uint8))
     w.close()
-    code = cli.main([*BASE, '--target', str(tmp_path / 'v.mp4'), '--face', 'all', '--outdir', str(tmp_path / 'o')])
-    assert code == 2 and '--face all works on photos only' in capsys.readouterr().err
-    code = cli.main([*BASE, '--target', str(tmp_path / 'v.mp4'), '--outdir', str(tmp_path / 'o2')])
-    assert code == 2 and f"{tmp_path / 'v.mp4'}: video: no face found in any of its 2 frames" in capsys.readouterr().err
+    code = cli.main([*BASE, '--target', str(tmp_path / 'v.mp4'), '--face', '0', '--outdir', str(tmp_path / 'o')])
+    assert code == 2 and '--face 0 works on photos only' in capsys.readouterr().err
+    for face in ('largest', 'all'):
+        code = cli.main([*BASE, '--target', str(tmp_path / 'v.mp4'), '--face', face, '--outdir', str(tmp_path / face)])
+        assert code == 2 and f"{tmp_path / 'v.mp4'}: video: no face found in any of its 2 frames" in \
+            capsys.readouterr().err
+
+
+def test_every_face_of_a_video_is_followed_restored_and_pasted_back(tmp_path, capsys):
+    """--face all on two astronauts side by side, panning: each face is followed through the frames into its own
+    frame folders and videos (NAME_face0.mp4, NAME_face1.mp4), and NAME_pasted.mp4 has both pasted into every frame;
+    --resume assembles it again from the frames on disk."""
+    pytest.importorskip('dlib', reason="the [align] extra (dlib-bin) is not installed")
+    skdata = pytest.importorskip('skimage.data')
+    import imageio.v2 as imageio
+    from ganinv_core.io.align import AlignedFace, paste_back
+    from ganinv_core.io.video import read_frames
+    one = np.asarray(Image.fromarray(skdata.astronaut()).resize((192, 192), Image.LANCZOS))
+    pair = np.concatenate([one, one[:, ::-1]], axis=1)                    # 192 x 384, two faces
+    w = imageio.get_writer(str(tmp_path / 'two.mp4'), format='FFMPEG', fps=4, codec='libx264', quality=10,
+                           macro_block_size=1, ffmpeg_log_level='error')
+    for t in range(3):
+        w.append_data(np.roll(pair, 3 * t, axis=1))
+    w.close()
+    args = [*BASE, '--target', str(tmp_path / 'two.mp4'), '--face', 'all', '--outdir', str(tmp_path / 'out')]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    out = tmp_path / 'out'
+    rj = json.loads((out / 'run.json').read_text())
+    assert sorted(rj['targets']) == [f'two_face{i}_f{k:04d}' for i in range(2) for k in range(3)]
+    assert rj['videos']['two'] == {'frames': 3, 'fps': 4.0, 'faces': ['two_face0', 'two_face1'],
+                                   'pasted': 'two_pasted.mp4'}
+    for i in range(2):
+        entry = rj['videos'][f'two_face{i}']
+        assert entry['video'] == f'two_face{i}.mp4' and 'pasted' not in entry
+        assert not (out / f'two_face{i}_pasted.mp4').exists()
+    xs = [np.asarray(json.loads((out / f'two_face{i}_f0000' / 'alignment.json').read_text())['quad'])[:, 0].mean()
+          for i in range(2)]
+    assert xs[0] < 192 < xs[1]                                             # face 0 is the left one
+    frames, _ = read_frames(tmp_path / 'two.mp4')
+    pasted, _ = read_frames(out / 'two_pasted.mp4')
+    assert len(pasted) == 3 and pasted[0].shape == (192, 384, 3)
+    want = frames[2]
+    for i in range(2):
+        d = out / f'two_face{i}_f0002'
+        want = paste_back(want, np.asarray(Image.open(d / 'restored.png').convert('RGB')),
+                          AlignedFace.from_json(json.loads((d / 'alignment.json').read_text())))
+    assert np.abs(pasted[2].astype(int) - want).mean() < 3                 # both faces in (H.264 aside)
+    assert np.abs(want.astype(int) - frames[2]).mean() > 3
+    (out / 'two_pasted.mp4').unlink()
+    assert cli.main([*args, '--resume']) == 0 and len(read_frames(out / 'two_pasted.mp4')[0]) == 3

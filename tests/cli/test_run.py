@@ -956,9 +956,13 @@ def test_psnr_after_is_that_of_restored_png(tmp_path, capsys, spec):
 
 
 def test_arcface_scores_identity_before_and_after(tmp_path, capsys):
-    """--arcface adds ArcFace identity to every comparison, to metrics.csv and to the mean line; without the
-    identity loss the run is otherwise the same."""
+    """--arcface adds ArcFace identity to every comparison (the composite's too), to metrics.csv and to the mean
+    line; without the identity loss the run is otherwise the same."""
     import csv
+
+    from ganinv_core import metrics
+    from ganinv_core.io.images import to_tensor
+    from ganinv_core.nets.arcface import shared_arcface
     args = ['--target', 'seed:1', 'seed:2', '--simulate', '--degradation', 'blur:sigma=1', '--loss', 'mse']
     code, out = run([*args, '--arcface', 'random:3', '--outdir', tmp_path / 'o'], capsys)
     assert code == 0
@@ -969,6 +973,10 @@ def test_arcface_scores_identity_before_and_after(tmp_path, capsys):
         assert float(r['identity_before']) == pytest.approx(m['degraded_vs_clean']['identity'])
         assert float(r['identity_vs_target']) == pytest.approx(m['vs_target']['identity'])
         assert -1 <= m['vs_clean']['identity'] <= 1 and r['identity_reference'] == ''
+        comp = png(tmp_path / 'o' / r['target'] / 'composite.png')   # the composite is scored too
+        net = shared_arcface('random:3')
+        want = metrics.identity(to_tensor(comp), to_tensor(png(tmp_path / 'o' / r['target'] / 'target.png')), net)
+        assert m['composite']['identity'] == pytest.approx(float(want[0]), abs=1e-5)
     before = np.mean([float(r['identity_before']) for r in rows])
     after = np.mean([float(r['identity_after']) for r in rows])
     line = next(ln for ln in out.out.splitlines() if ln.startswith('mean of'))
@@ -1055,3 +1063,19 @@ def test_landmark_errors_name_what_had_no_face():
         {'restored': None, 'errors': {'restored': "photo: no face found by detector 'dark'"}}   # photo resized
     assert out['composite'] == 0 and out['restored'] == pytest.approx(5 / np.linalg.norm(
         np.subtract(*np.stack([np.linspace(5, 25, 68), np.linspace(8, 20, 68)], 1)[[36, 45]])))
+
+
+def test_the_identity_loss_s_network_scores_identity_and_its_references(tmp_path, capsys):
+    """Without --arcface, the identity loss's network is the metric's: identity in the comparisons, and its reference
+    photos' embedding scores the restoration (metrics.csv identity_reference)."""
+    import csv
+    ref = tmp_path / 'me.png'
+    Image.fromarray(np.random.RandomState(3).randint(0, 256, (48, 48, 3), np.uint8)).save(ref)
+    code, out = run(['--target', 'seed:1', '--simulate', '--degradation', 'inpaint', '--loss', 'mse', '--loss',
+                     f'identity:weights=random:2,reference={ref}', '--outdir', tmp_path / 'o'], capsys)
+    assert code == 0, out.err
+    m = json.loads((tmp_path / 'o' / 'seed1' / 'metrics.json').read_text())
+    (row,) = csv.DictReader((tmp_path / 'o' / 'metrics.csv').open())
+    assert -1 <= m['reference_identity']['restored'] <= 1 and -1 <= m['reference_identity']['target'] <= 1
+    assert float(row['identity_reference']) == pytest.approx(m['reference_identity']['restored'])
+    assert 'identity' in m['vs_clean'] and 'identity' in m['composite']

@@ -132,10 +132,26 @@ def test_bad_video_targets_are_one_line_each(tmp_path, capsys):
     assert code == 2 and out.err.startswith(f'error: {tmp_path / "broken.mp4"}: cannot read the video (')
     source = clip(tmp_path / 'clip.mp4', 2)
     code, out = run(['--target', source, '--align', '--face', '1', '--outdir', tmp_path / 'a'], capsys)
-    assert code == 2 and f'{source}: --align follows the largest face through a video; --face 1 works on photos ' \
-                         'only' in out.err
+    assert code == 2 and f'{source}: --align follows the largest face or all faces through a video; --face 1 ' \
+                         'works on photos only' in out.err
     assert run(['--target', source, '--outdir', tmp_path / 'v'], capsys)[0] == 0
     before = (tmp_path / 'v' / 'clip.mp4').read_bytes()
     code, out = run(['--target', source, '--outdir', tmp_path / 'v'], capsys)
     assert code == 2 and 'already exists; pass --overwrite' in out.err
     assert (tmp_path / 'v' / 'clip.mp4').read_bytes() == before
+
+
+def test_a_video_that_cannot_be_assembled_keeps_its_frames_and_says_so(tmp_path, capsys, monkeypatch):
+    """The frames are restored and kept; the missing video is one error line, run.json names it, the exit code is
+    1 (this failed with a KeyError when it was the run's first video: run.json had no 'videos' yet)."""
+    source = clip(tmp_path / 'clip.mp4', 2)
+
+    def full_disk(*a, **k):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(cli, '_write_video', full_disk)
+    code, out = run(['--target', source, '--outdir', tmp_path / 'o'], capsys)
+    assert code == 1 and (tmp_path / 'o' / 'clip_f0001' / 'restored.png').is_file()
+    assert out.err.strip() == 'error: clip: its 2 frames are restored, but the video could not be written ' \
+                              '(OSError: [Errno 28] No space left on device)'
+    rj = json.loads((tmp_path / 'o' / 'run.json').read_text())
+    assert rj['videos']['clip'] == {'frames': 2, 'error': 'OSError: [Errno 28] No space left on device'}

@@ -397,3 +397,47 @@ def test_tracking_smooths_jitter_and_fills_frames_without_a_face():
     np.testing.assert_allclose(track(seen, sigma=0)[5], seen[4])     # the nearest found frame (the earlier of two)
     with pytest.raises(NoFaceError, match='no face found in any of its 2 frames'):
         track([None, None])
+
+
+def test_several_faces_are_followed_through_a_video_left_to_right():
+    """Two faces walking apart (one missed in a frame) stay two tracks, ordered left to right; a detection seen in
+    one frame only is dropped; a face that turns up later is followed from then on."""
+    from ganinv_core.io.align import track_faces
+    left = [similarity(CANON, 0.0, 1.0, (200 - 8 * t, 150)) for t in range(8)]
+    right = [similarity(CANON, 0.0, 0.8, (320 + 8 * t, 160)) for t in range(8)]
+    late = [similarity(CANON, 0.1, 0.6, (600, 120 + 2 * t)) for t in range(8)]
+    found = [[right[t], left[t]] for t in range(8)]
+    found[3] = [right[3]]                                     # the left face missed
+    found[5].append(similarity(CANON, 0.0, 1.0, (900, 700)))  # a stray detection
+    for t in range(4, 8):
+        found[t].append(late[t])
+    a, b, c = track_faces(found)
+    assert all(np.array_equal(a[t], left[t]) for t in range(8) if t != 3) and a[3] is None
+    assert all(np.array_equal(b[t], right[t]) for t in range(8))
+    assert c[:4] == [None] * 4 and all(np.array_equal(c[t], late[t]) for t in range(4, 8))
+    assert track_faces([[], []]) == [] and len(track_faces([[left[0]]])) == 1   # one frame: one sighting is enough
+
+
+def test_align_video_faces_aligns_each_face_over_its_span_and_pastes_back_from_json():
+    from ganinv_core.io.align import align_video_faces, track
+
+    class PerFrame:   # the frame's index is its red value
+        name = 'per-frame'
+
+        def detect(self, image):
+            t = int(image[0, 0, 0])
+            faces = [similarity(CANON, 0.0, 1.0, (120 + 4 * t, 140))]
+            return faces + ([similarity(CANON, 0.0, 0.7, (330, 150))] if t >= 2 else [])
+    frames = [np.full((300, 420, 3), t, np.uint8) for t in range(5)]
+    first, second = align_video_faces(frames, 32, PerFrame(), supersample=1)
+    assert sorted(first) == [0, 1, 2, 3, 4] and sorted(second) == [2, 3, 4]
+    assert {f.index for f in first.values()} == {0} and {f.index for f in second.values()} == {1}
+    smooth = track([similarity(CANON, 0.0, 0.7, (330, 150))] * 3)
+    np.testing.assert_allclose(second[3].landmarks, smooth[1])
+    np.testing.assert_array_equal(second[3].crop, align_face(frames[3], smooth[1], 32, index=1, supersample=1).crop)
+    face = first[1]
+    back = AlignedFace.from_json(json.loads(json.dumps(face.to_json())))
+    restored = np.random.RandomState(0).randint(0, 256, (32, 32, 3), np.uint8)
+    np.testing.assert_array_equal(paste_back(frames[1], restored, back), paste_back(frames[1], restored, face))
+    with pytest.raises(NoFaceError, match='no face found in any of its 5 frames'):
+        align_video_faces(frames, 32, FakeDetector([]))
