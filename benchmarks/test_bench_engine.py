@@ -220,6 +220,7 @@ def _inv_cases():
     yield 'ours-default', 1, {}
     yield 'ours-nonfused', 1, dict(modconv='nonfused')
     yield 'ours-nonfused', BIG, dict(modconv='nonfused')
+    yield 'ours-nonfused-search16', BIG, dict(modconv='nonfused', init_search=16)   # what the search adds to a run
     if CUDA:
         yield 'ours-tf32-graph', 1, dict(precision='tf32', cuda_graph=True)
         yield 'ours-bf16-graph', BIG, dict(precision='bf16', cuda_graph=True)

@@ -84,6 +84,12 @@ def _restarts(text) -> int:
     return _whole(text, 1, MAX_RESTARTS)
 
 
+def _candidates(text) -> int:
+    """An integer in [1, MAX_CANDIDATES]; the type of ``--init-search``."""
+    from ganinv_core.engine._search import MAX_CANDIDATES
+    return _whole(text, 1, MAX_CANDIDATES)
+
+
 def _steps(text) -> int:
     """An integer in [1, MAX_STEPS]; the type of ``--steps``."""
     from ganinv_core.engine._inversion import MAX_STEPS
@@ -135,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     a('--batch-size', type=_positive, help='targets optimised together (default 4)')
     a('--restarts', type=_restarts, metavar='K',
       help='optimise each target from K starts (w_avg, then random latents) and keep the lowest final loss (default 1)')
+    a('--init-search', type=_candidates, metavar='K',
+      help='start each target from the best of K latents (w_avg, then random ones) under its loss (default 1: w_avg)')
     a('--precision', choices=('auto', 'fp32', 'tf32', 'bf16', 'fp16'), help='numeric precision (default auto)')
     a('--polish', type=_fraction, metavar='FRACTION',
       help='with bf16/fp16: run this fraction of the steps, at the end, in full precision (default 0)')
@@ -177,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, arcface=None,
                 steps=1000, lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1,
-                precision='auto', polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False,
+                init_search=1, precision='auto', polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False,
                 channels_last=False, frame_steps=None, frame_lr=None, temporal=0.01, seed=303, outdir='out',
                 overwrite=False, resume=False, save_video=False, snapshots=[], align=False, face='largest',
                 detector='dlib', landmarks=None, config=None, quiet=False, list_plugins=False, doctor=False,
@@ -664,7 +672,7 @@ def _landmark_errors(detector, clean, observed, restored, composite) -> dict:
 
 def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, init, pasted: dict, batches=None,
                position: int | None = None, steps: int | None = None, lr: float | None = None,
-               restarts: int | None = None, arcface=None) -> list[dict]:
+               restarts: int | None = None, arcface=None, init_search: int | None = None) -> list[dict]:
     """Invert one batch (progress bar, video frames, snapshots through the callback), then write its targets.
 
     Args:
@@ -710,7 +718,7 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      clean=clean, indices=[j.index for j in batch], report_steps=snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
                      channels_last=args.channels_last, polish=args.polish, restarts=restarts or args.restarts,
-                     arcface=arcface)
+                     arcface=arcface, init_search=init_search or args.init_search)
         kind = _composite_kind(pipe, G.img_resolution)
         composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
                                  res.mask, next(G.parameters()).device) if kind else [None] * n
@@ -783,6 +791,9 @@ def run(args) -> int:
             raise ConfigError(f'--landmarks: {e}') from None
     if args.init and args.restarts > 1:
         raise ConfigError('--restarts: the starts are w_avg and random latents; it cannot be combined with --init')
+    if args.init_search > 1 and (args.init or args.restarts > 1):
+        raise ConfigError(f'--init-search: searches for the start; it cannot be combined with '
+                          f'{"--init" if args.init else "--restarts"}')
     init = latents.load_latent(args.init) if args.init else None
     losses = args.loss if args.loss else _default_losses(args.network)
     built = build_losses(losses)   # a bad --loss spec stops the run here, before any work
@@ -842,7 +853,7 @@ def run(args) -> int:
                 plan = dict(losses=losses, init=init)
                 if follows(batch[0]):   # later video frames: from the previous frame's latent, shorter, gentler
                     plan = dict(losses=frame_losses, init=_previous_latents(outdir, batch), steps=args.frame_steps,
-                                lr=args.frame_lr, restarts=1)
+                                lr=args.frame_lr, restarts=1, init_search=1)
                 if arcface:
                     plan['arcface'] = arcface[str(dev)]
                 ms = _run_batch(args, G_i, pipe_i, plan.pop('losses'), batch, outdir,

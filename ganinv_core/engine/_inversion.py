@@ -187,20 +187,32 @@ class Inversion:
                            fused_modconv=self.fused, half_dtype=self.prec.half_dtype,
                            channels_last=self.channels_last)
 
+    def _terms(self, w_synth: torch.Tensor, w: torch.Tensor, cache: bool = True) -> torch.Tensor:
+        """[N, K] the weighted loss terms of the image G makes from ``w_synth``, the losses seeing latent ``w``."""
+        from ganinv_core.hooks import LossContext
+        lat = self.lat
+        img = self.synth(lat.ws(w_synth), self.prec.force_fp32)
+        with self.prec.autocast(cache):
+            ctx = LossContext(pred=self.pipe(img), target=self.target, mask=self.mask, image=img, w=w,
+                              w_avg=self.w_avg, w_std=self.w_std, noise=list(lat.noise.values()), w_init=lat.w_init)
+            return torch.stack([t(ctx).float().reshape(self.n) for t in self.terms], 1) * self.weights
+
+    @torch.no_grad()
+    def evaluate(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        """[N] the total loss at latent ``w`` ([N, 1 | rows, w_dim]; default the current one), without the step's
+        latent noise and without taking a step."""
+        w = self.lat.w if w is None else w.to(self.device).expand_as(self.lat.w)
+        with self.prec.mode():
+            return self._terms(w, w, cache=False).sum(1)
+
     def _body(self, i, cache: bool = True) -> None:
         """One step at index ``i`` (host int, or a [1] device tensor in the static step)."""
-        from ganinv_core.hooks import LossContext
-        lat, n = self.lat, self.n
+        lat = self.lat
         if isinstance(i, int):
             wn, sigma, lr = lat.w_noise(i), self.sigmas[i], self.lrs[i]
         else:
             wn, sigma, lr = (x.index_select(0, i)[0] for x in (self._wn, self.sigmas, self.lrs))
-        w = lat.w + wn * sigma
-        img = self.synth(lat.ws(w), self.prec.force_fp32)
-        with self.prec.autocast(cache):
-            ctx = LossContext(pred=self.pipe(img), target=self.target, mask=self.mask, image=img, w=lat.w,
-                              w_avg=self.w_avg, w_std=self.w_std, noise=list(lat.noise.values()), w_init=lat.w_init)
-            per = torch.stack([t(ctx).float().reshape(n) for t in self.terms], 1) * self.weights   # [N, K]
+        per = self._terms(lat.w + wn * sigma, lat.w, cache)   # [N, K]
         total = per.sum(1)
         row = torch.cat([per, total[:, None]], 1).detach()
         if isinstance(i, int):

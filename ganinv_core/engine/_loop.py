@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _restarts, _wstats
+from . import _restarts, _search, _wstats
 from ._inversion import Inversion
 from ._result import InversionError, Progress, Result
 
@@ -28,7 +28,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
            report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, arcface=None, device=None,
            modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
-           polish: float = 0.0, restarts: int = 1) -> Result:
+           polish: float = 0.0, restarts: int = 1, init_search: int = 1) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
     Args:
@@ -64,6 +64,10 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
             ``restarts`` (every start's final loss, the chosen one, and their PSNR against ``clean`` when given)
             and ``Result.extra['restarts']['images']`` every start's restoration [K,N,C,H,W]. Callbacks see all
             K*N rows, start-major (rows 0..N-1 are the first start). Not with ``init``.
+        init_search: evaluate this many starting latents per target (w_avg, then random latents pulled towards
+            it, as ``restarts`` draws them) under the run's loss, with no optimisation, and start from the lowest
+            (DGP's initialisation); each image's metrics then hold ``init_search`` (every candidate's loss and the
+            one chosen). Not with ``init`` or ``restarts``.
 
     Returns:
         A ``Result``.
@@ -75,6 +79,14 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     if bad is not None:
         raise InversionError(f'callbacks: {bad!r} is not callable')
     k = _restarts.check(restarts, init)
+    searched = None
+    if _search.check(init_search, init, k) > 1:   # a probe of the same targets, losses and noise: K forward passes
+        probe = Inversion(G, targets, degradations=degradations, losses=losses, steps=1, latent_space=latent_space,
+                          optimize_noise=optimize_noise, seed=seed, precision=precision, indices=indices,
+                          w_stats=w_stats, device=device, modconv=modconv)
+        ids = list(range(probe.n)) if indices is None else [int(i) for i in indices]
+        w0, *searched = _search.best_starts(probe, G, int(init_search), seed, ids)
+        init, probe = {'w': w0}, None
     if k > 1:   # K starts of every target in one batch, start-major
         import torch
         from ._result import _as_images
@@ -110,4 +122,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         call(inv.done, {k: chunk[-1, :, j].numpy() for j, k in enumerate(names)},
              inv.done / max(time.perf_counter() - t0, 1e-9))
     res = inv.result(time.perf_counter() - t0, lpips_vgg, arcface)
+    if searched is not None:
+        tried, best = searched
+        for i, m in enumerate(res.metrics):
+            m['init_search'] = {'losses': tried[:, i].tolist(), 'chosen': int(best[i])}
     return _restarts.choose(res, res.images.shape[0] // k, k) if k > 1 else res

@@ -574,6 +574,11 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--config', 'missing.toml'], 'missing.toml: no such config file'),
     (['--target', 'seed:1', '--snapshots', '2,10'], '--snapshots: step 10 is past the last step (3, --steps)'),
     (['--target', 'seed:1', '--restarts', '0'], "argument --restarts: must be a whole number in [1, 64], got '0'"),
+    (['--target', 'seed:1', '--init-search', '0'], "argument --init-search: must be a whole number in [1, 1024]"),
+    (['--target', 'seed:1', '--init-search', '4', '--restarts', '2'],
+     '--init-search: searches for the start; it cannot be combined with --restarts'),
+    (['--target', 'seed:1', '--init-search', '4', '--init', 'w.npz'],
+     '--init-search: searches for the start; it cannot be combined with --init'),
     (['--target', 'seed:1', '--restarts', '2', '--init', 'w.npz'], '--restarts: the starts are w_avg and random '
                                                                    'latents; it cannot be combined with --init'),
 ])
@@ -1079,3 +1084,11 @@ def test_the_identity_loss_s_network_scores_identity_and_its_references(tmp_path
     assert -1 <= m['reference_identity']['restored'] <= 1 and -1 <= m['reference_identity']['target'] <= 1
     assert float(row['identity_reference']) == pytest.approx(m['reference_identity']['restored'])
     assert 'identity' in m['vs_clean'] and 'identity' in m['composite']
+
+
+def test_init_search_records_every_candidate_and_the_one_chosen(tmp_path):
+    assert run(['--target', 'seed:1', '--simulate', '--degradation', 'inpaint', '--loss', 'mse', '--init-search', '5',
+                '--outdir', tmp_path / 'o'])[0] == 0
+    info = json.loads((tmp_path / 'o' / 'seed1' / 'metrics.json').read_text())['init_search']
+    assert len(info['losses']) == 5 and info['chosen'] == int(np.argmin(info['losses']))
+    assert json.loads((tmp_path / 'o' / 'run.json').read_text())['config']['init-search'] == 5
