@@ -111,7 +111,8 @@ def identity(a: torch.Tensor, b: torch.Tensor, arcface: torch.nn.Module) -> torc
 
 
 def landmarks(img: np.ndarray, detector) -> np.ndarray:
-    """(68, 2) landmarks of the largest face (by the spread of its points) in a uint8 (H, W, 3) image.
+    """(68, 2) landmarks of the largest face (the biggest FFHQ crop, as ``--align`` picks) in a uint8 (H, W, 3)
+    image.
 
     Args:
         detector: a ``LandmarkDetector`` or a detector spec string (``'dlib'``).
@@ -119,13 +120,12 @@ def landmarks(img: np.ndarray, detector) -> np.ndarray:
     Raises:
         ValueError: no face found.
     """
-    if isinstance(detector, str):
-        from ganinv_core.hooks import get_registry
-        detector = get_registry().build_detector(detector)
+    from ganinv_core.io import align
+    detector = align._resolve_detector(detector)
     faces = [np.asarray(f, np.float64) for f in detector.detect(np.ascontiguousarray(img))]
     if not faces:
         raise ValueError(f'no face found by detector {getattr(detector, "name", detector)!r}')
-    return max(faces, key=lambda f: float(np.ptp(f, axis=0).prod()))
+    return align.largest(faces)
 
 
 def landmark_error(a: np.ndarray, b: np.ndarray, detector) -> float:

@@ -19,7 +19,7 @@ from PIL import Image
 from ._ffhq import crop_to_photo, ffhq_quad, warp_ffhq
 
 __all__ = ['AlignError', 'AlignedFace', 'NoFaceError', 'align_face', 'align_faces', 'align_video',
-           'align_video_faces', 'paste_back', 'track', 'track_faces']
+           'align_video_faces', 'largest', 'paste_back', 'track', 'track_faces']
 
 _MIN_QSIZE = 8.0  # pixels: a smaller crop square is a detector glitch, not a face
 
@@ -230,6 +230,12 @@ def track(landmarks: list, sigma: float = 1.5) -> np.ndarray:
     return np.einsum('tf,fpc->tpc', wa, y)
 
 
+def largest(faces: list) -> np.ndarray:
+    """The face, of (68, 2) landmark arrays, with the biggest FFHQ crop square (a degenerate one counts as 0)."""
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return max(faces, key=lambda lm: np.nan_to_num(ffhq_quad(lm)[1]))
+
+
 def _detect_frames(frames: list, detector) -> list[list[np.ndarray]]:
     """Per frame, the (68, 2) landmarks of every face the detector finds."""
     det = _resolve_detector(detector)
@@ -253,10 +259,7 @@ def align_video(frames: list, size, detector='dlib', *, sigma: float = 1.5, supe
     Raises:
         NoFaceError: no face in any frame. AlignError: bad frames, size or detector.
     """
-    found = []
-    for faces in _detect_frames(frames, detector):
-        with np.errstate(invalid='ignore', divide='ignore'):
-            found.append(max(faces, key=lambda lm: np.nan_to_num(ffhq_quad(lm)[1])) if faces else None)
+    found = [largest(faces) if faces else None for faces in _detect_frames(frames, detector)]
     return [align_face(frame, lm, size, supersample=supersample, padding=padding)
             for frame, lm in zip(frames, track(found, sigma))]
 
