@@ -937,12 +937,10 @@ def _write_table(outdir: Path, record: dict) -> str | None:
 
 
 def _free_memory(device) -> None:
-    """Return a failed batch's memory: collect its tensors, then release the allocator's cached blocks."""
-    import gc
-    import torch
-    gc.collect()
-    if device.type == 'cuda':
-        torch.cuda.empty_cache()
+    """Return a failed batch's memory: collect its tensors, then release the allocator's cached blocks (on a GPU
+    another worker shares, between its graph captures)."""
+    from .engine._graphs import free_memory
+    free_memory(device)
 
 
 def _devices(name: str | None) -> list:

@@ -19,7 +19,7 @@ import torch
 from .._devices import usable_device
 from .._errors import exc_line
 from ..hooks import blame, blamed
-from . import _latents, _precision, _schedule, _wstats
+from . import _graphs, _latents, _precision, _schedule, _wstats
 from ._adam import Adam
 from ._pipeline import build_losses, pipeline
 from ._result import InversionError, Result, _as_images, _check_finite
@@ -240,13 +240,13 @@ class Inversion:
         if self.done == self.polish_at and self._polish is not None:
             self._switch_precision(self._polish)
         with self.prec.mode():
-            if self._want_graph and self._graph is None:
-                with torch.cuda.device(self.device):   # captured (and replayed) on the run's GPU, not the current one
-                    self._graph = _capture(self)
+            if self._want_graph and self._graph is None:   # captured (and replayed) on the run's GPU
+                self._graph, why = _graphs.capture(self)
                 self._want_graph = self._graph is not None
+                if why:
+                    _warn_once('graph', f'cuda_graph: capture failed ({why}); running eagerly')
             if self._graph is not None:
-                with torch.cuda.device(self.device):
-                    self._graph.replay()
+                _graphs.replay(self._graph, self.device)
             elif self.static:
                 self._body(self._step_t)
                 self.opt.zero_grad()
@@ -263,7 +263,7 @@ class Inversion:
             for t in self.terms:
                 t.prepare(self.target, self.mask)
         if self._graph is not None:
-            _release(self._graph)
+            _graphs.release(self._graph)
             self._graph, self._want_graph = None, True
 
     def run(self, k: int) -> None:
@@ -353,53 +353,3 @@ def _compiled(module, backend: str):
                 _warn_once('compile', f'compile: the compiled synthesis failed ({exc_line(e)}); running eagerly')
         return module(*args, **kwargs)
     return call
-
-
-def _release(graph) -> None:
-    """Free a CUDA graph and its memory pool now (deterministically, on this thread), not at garbage collection."""
-    if graph is not None:
-        try:
-            graph.reset()
-        except RuntimeError:   # a graph whose capture never began or ended has nothing to free
-            pass
-
-
-def _capture(inv: Inversion):
-    """Capture ``inv``'s static step as a CUDA graph; None (one warning) when that fails.
-
-    Two warm-up steps run on a side stream (cuBLAS/cuDNN/autograd set-up), then every tensor they changed is
-    restored, so the captured run starts exactly where the eager one would.
-    """
-    saved = [t.detach().clone() for t in inv.state()]
-
-    def restore():
-        with torch.no_grad():
-            for t, s in zip(inv.state(), saved):
-                t.copy_(s)
-        inv.opt.zero_grad()
-
-    graph = None
-    try:
-        side = torch.cuda.Stream(inv.device)
-        side.wait_stream(torch.cuda.current_stream(inv.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                inv._body(inv._step_t, cache=False)
-                inv.opt.zero_grad()
-                inv._step_t.add_(1)
-        torch.cuda.current_stream(inv.device).wait_stream(side)
-        restore()
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: another thread driving another device (ganinv-run --device cuda:0,cuda:1) may keep
-        # allocating and launching while this one captures
-        with torch.cuda.graph(graph, capture_error_mode='thread_local'):
-            inv._body(inv._step_t, cache=False)
-            inv._step_t.add_(1)
-        restore()  # capture runs no kernels, but keep the start state exact
-        return graph
-    except Exception as e:  # noqa: BLE001 - fall back to eager steps
-        torch.cuda.synchronize(inv.device)
-        _release(graph)   # a capture that failed partway: its pool freed now, not whenever the collector gets to it
-        restore()
-        _warn_once('graph', f'cuda_graph: capture failed ({exc_line(e)}); running eagerly')
-        return None

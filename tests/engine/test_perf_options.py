@@ -333,7 +333,15 @@ def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkey
     one draw, two sessions: bf16 1.7-2.1 % compiled, 1.9-2.2 % reference; fp16 (loss scaled) 0.69-0.83 % and
     0.67-0.77 % (up to 1.24x). On an H200 the bf16 case, one draw, passed a bound of 1.25x in one run and not in the
     next (same code; the CUDA runs are not bitwise repeatable). Hence 1.5x, and on a GPU (where a step is cheap) the
-    mean over four w-noise draws."""
+    mean over four w-noise draws.
+
+    bf16 on CUDA is the exception: there the rounding noise is larger than any effect the ratio could show. On an
+    H200 (eighteenth session, random-256) one draw's error ranged 0.04-0.24 with the reference ops and 0.02-0.44
+    with the compiled ones, and the same four draws' mean came out 0.18, 0.12 and 0.12 (reference) and 0.15, 0.15
+    and 0.24 (compiled) in three runs; tf32 and fp16 stayed at 0.005-0.008. So that case only bounds the error at
+    0.5, a gradient still pointing the fp32 way: a kernel that broke it would be near 1 or beyond. The end-to-end
+    check is ``benchmarks/precision_check.py``: bf16 final PSNR -0.44 dB (sd 0.76) compiled, -0.27 (sd 0.72)
+    reference, both within the per-target scatter."""
     from ganinv_core.weights import load_generator
     G = load_generator(net, device=device)
     t = _target(G, 11, 12).to(device)
@@ -342,6 +350,9 @@ def test_reduced_precision_gradient_close_to_fp32(device, net, precision, monkey
     err = {ops: float(np.mean([_rel(_step_gradient(G, t, precision, ops, monkeypatch, s), want[s]) for s in seeds]))
            for ops in ('ref', 'ext')}
     print(f'{device} {precision}: relative gradient error against fp32, mean over {len(seeds)} draws: {err}')
+    if device == 'cuda' and precision == 'bf16':
+        assert err['ref'] <= 0.5 and err['ext'] <= 0.5, err
+        return
     assert err['ref'] <= 0.1 and err['ext'] <= 0.1, err
     assert err['ext'] <= 1.5 * err['ref'] + 1e-3, err
 
@@ -382,8 +393,10 @@ class _no_warning:
 
 
 def test_release_frees_a_graph_now_and_tolerates_an_unfinished_capture():
-    """`_release`: a dropped CUDA graph (a failed capture, or a precision switch) is reset on the spot."""
-    from ganinv_core.engine._inversion import _release
+    """`release`: a dropped CUDA graph (a failed capture, or a precision switch) is reset on the spot; one whose reset
+    fails is kept referenced (its destructor would abort the process)."""
+    import weakref
+    from ganinv_core.engine import _graphs
 
     class Graph:
         def __init__(self, fail=False):
@@ -395,7 +408,10 @@ def test_release_frees_a_graph_now_and_tolerates_an_unfinished_capture():
                 raise RuntimeError('capture never ended')
 
     done, unfinished = Graph(), Graph(fail=True)
-    _release(done)
-    _release(unfinished)
-    _release(None)
+    alive = weakref.ref(done), weakref.ref(unfinished)
+    _graphs.release(done)
+    _graphs.release(unfinished)
+    _graphs.release(None)
     assert done.resets == 1 and unfinished.resets == 1
+    del done, unfinished
+    assert alive[0]() is None and alive[1]() is not None   # only the one whose reset failed is kept
