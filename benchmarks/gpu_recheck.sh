@@ -46,7 +46,7 @@ done
 # vgg16's fill mode add to the perceptual loss, at 256² and 1024² (owed since the fifteenth to seventeenth sessions)
 step 120 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/test_bench_engine.py -q \
   -p no:cacheprovider --benchmark-only --benchmark-columns=mean,median,rounds \
-  -k "test_degradation or test_composite or test_perceptual_loss"
+  -k "test_degradation or test_composite or test_perceptual_loss or test_tuning_step"
 # issue 3's open figure: bias_act at b1 eager (the wrapper's host cost was halved; conv lrelu, ToRGB with and
 # without clamp, the floor) and the wrapper's own cost per call; the table (ratios to ref) goes to the log.
 step 90 env GANINV_BENCH_SIZE=full GANINV_SELFTEST=0 "$PY" -m pytest benchmarks/ops/test_bench_ops.py -q \

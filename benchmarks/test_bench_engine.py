@@ -332,3 +332,27 @@ def test_perceptual_loss(benchmark, loss, res):
         sync()
     mem = timed(benchmark, run, **ROUNDS)
     record(benchmark, compare=f'loss-{res}', images=BIG, baseline=loss == 'vgg16', peak_mem=mem)
+
+
+@pytest.mark.parametrize('net', NETS)
+@pytest.mark.parametrize('kind', ['latent', 'tune'])
+def test_tuning_step(benchmark, net, kind):
+    """One photo's latent step (eager, the default losses) side by side with one step of pivotal tuning (``--tune``:
+    the same losses, backward into the synthesis weights of G's copy, Adam over them): what a tuning step costs."""
+    from ganinv_core.engine import _tune
+    G = generator(net)
+    t = targets(G, 1)
+    if kind == 'latent':
+        inv = Inversion(G, t, losses=LOSSES, steps=1000, precision='auto')
+        fn = inv.step
+    else:
+        spec = dict(losses=LOSSES, seed=303, w_stats=None, modconv='auto')
+        ws = torch.zeros(1, G.num_ws, G.w_dim, device=DEVICE) + G.mapping.w_avg.to(DEVICE)
+        one, opt = _tune.pivot(G, t, ws, None, [0], DEVICE, 3e-4, **spec)
+        fn = lambda: _tune.step(one, opt)   # noqa: E731
+
+    def run():
+        fn()
+        sync()
+    mem = timed(benchmark, run, **ROUNDS)
+    record(benchmark, compare=f'tune-{net}', baseline=kind == 'latent', peak_mem=mem)

@@ -90,6 +90,20 @@ def _candidates(text) -> int:
     return _whole(text, 1, MAX_CANDIDATES)
 
 
+def _tune_steps(text) -> int:
+    """An integer in [0, MAX_STEPS]; the type of ``--tune``."""
+    from ganinv_core.engine._tune import MAX_STEPS
+    return _whole(text, 0, MAX_STEPS)
+
+
+def _tune_rate(text) -> float:
+    """A finite number > 0; the type of ``--tune-lr``."""
+    v = _number(text)
+    if not 0 < v < math.inf:
+        raise argparse.ArgumentTypeError(f'must be a finite number > 0, got {text!r}')
+    return v
+
+
 def _steps(text) -> int:
     """An integer in [1, MAX_STEPS]; the type of ``--steps``."""
     from ganinv_core.engine._inversion import MAX_STEPS
@@ -143,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
       help='optimise each target from K starts (w_avg, then random latents) and keep the lowest final loss (default 1)')
     a('--init-search', type=_candidates, metavar='K',
       help='start each target from the best of K latents (w_avg, then random ones) under its loss (default 1: w_avg)')
+    a('--tune', type=_tune_steps, metavar='STEPS',
+      help="pivotal tuning: after the latent search, STEPS Adam steps on a copy of the generator's weights per "
+           'photo, the latent held (PTI; default 0: off)')
+    a('--tune-lr', type=_tune_rate, metavar='LR', help='learning rate of --tune (default 3e-4, PTI\'s)')
     a('--precision', choices=('auto', 'fp32', 'tf32', 'bf16', 'fp16'), help='numeric precision (default auto)')
     a('--polish', type=_fraction, metavar='FRACTION',
       help='with bf16/fp16: run this fraction of the steps, at the end, in full precision (default 0)')
@@ -185,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, arcface=None,
                 steps=1000, lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1,
-                init_search=1, precision='auto', polish=0.0, device=None, modconv='auto', cuda_graph='auto', compile=False,
-                channels_last=False, frame_steps=None, frame_lr=None, temporal=0.01, seed=303, outdir='out',
-                overwrite=False, resume=False, save_video=False, snapshots=[], align=False, face='largest',
-                detector='dlib', landmarks=None, config=None, quiet=False, list_plugins=False, doctor=False,
-                convert=None)
+                init_search=1, tune=0, tune_lr=3e-4, precision='auto', polish=0.0, device=None, modconv='auto',
+                cuda_graph='auto', compile=False, channels_last=False, frame_steps=None, frame_lr=None, temporal=0.01,
+                seed=303, outdir='out', overwrite=False, resume=False, save_video=False, snapshots=[], align=False,
+                face='largest', detector='dlib', landmarks=None, config=None, quiet=False, list_plugins=False,
+                doctor=False, convert=None)
 
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
@@ -718,7 +736,8 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      clean=clean, indices=[j.index for j in batch], report_steps=snapshots,
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
                      channels_last=args.channels_last, polish=args.polish, restarts=restarts or args.restarts,
-                     arcface=arcface, init_search=init_search or args.init_search)
+                     arcface=arcface, init_search=init_search or args.init_search, tune=args.tune,
+                     tune_lr=args.tune_lr)
         kind = _composite_kind(pipe, G.img_resolution)
         composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
                                  res.mask, next(G.parameters()).device) if kind else [None] * n
@@ -794,6 +813,8 @@ def run(args) -> int:
     if args.init_search > 1 and (args.init or args.restarts > 1):
         raise ConfigError(f'--init-search: searches for the start; it cannot be combined with '
                           f'{"--init" if args.init else "--restarts"}')
+    if args.tune and args.restarts > 1:
+        raise ConfigError('--tune: not with --restarts; tune the chosen start in a second run from its latent (--init)')
     init = latents.load_latent(args.init) if args.init else None
     losses = args.loss if args.loss else _default_losses(args.network)
     built = build_losses(losses)   # a bad --loss spec stops the run here, before any work

@@ -283,13 +283,14 @@ class Inversion:
         with torch.no_grad(), self.prec.mode():
             return self.synth(self.lat.ws()).float()
 
-    def result(self, wall: float, lpips_vgg=None, arcface=None) -> Result:
+    def result(self, wall: float, lpips_vgg=None, arcface=None, images: torch.Tensor | None = None) -> Result:
         """The ``Result`` after the steps taken (``wall``: seconds they took); the metrics' networks default to the
-        losses' (vgg16's VGG, identity's ArcFace and its reference embedding)."""
+        losses' (vgg16's VGG, identity's ArcFace and its reference embedding). ``images``: the restorations
+        [N,C,R,R] to report instead of the latents' (pivotal tuning's)."""
         lat = self.lat
         if not all(torch.isfinite(p).all() for p in lat.params):
             raise InversionError('latents: became NaN/inf during the optimisation')
-        images = self.render()
+        images = self.render() if images is None else images.to(self.device, torch.float32)
         with torch.no_grad(), blame('degrading the restoration', InversionError):
             degraded = self.pipe(images)
         hist = self.hist[:self.done]

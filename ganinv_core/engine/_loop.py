@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _restarts, _search, _wstats
+from . import _restarts, _search, _tune, _wstats
 from ._inversion import Inversion
 from ._result import InversionError, Progress, Result
 
@@ -28,7 +28,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            clean=None, indices: Sequence[int] | None = None, log_every: int = 10,
            report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, arcface=None, device=None,
            modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
-           polish: float = 0.0, restarts: int = 1, init_search: int = 1) -> Result:
+           polish: float = 0.0, restarts: int = 1, init_search: int = 1, tune: int = 0,
+           tune_lr: float = 3e-4) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
     Args:
@@ -68,6 +69,11 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
             it, as ``restarts`` draws them) under the run's loss, with no optimisation, and start from the lowest
             (DGP's initialisation); each image's metrics then hold ``init_search`` (every candidate's loss and the
             one chosen). Not with ``init`` or ``restarts``.
+        tune: pivotal tuning (PTI) after the latent search: this many Adam steps on the synthesis weights of a copy
+            of G per image, at ``tune_lr``, on the run's loss with the latent held (see ``engine/_tune.py``). The
+            images are the tuned copies'; ``w`` stays the pivot; each image's metrics hold ``tune`` (steps, lr,
+            loss before and after, seconds). Not with ``restarts``.
+        tune_lr: its learning rate (PTI's: 3e-4).
 
     Returns:
         A ``Result``.
@@ -79,6 +85,7 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     if bad is not None:
         raise InversionError(f'callbacks: {bad!r} is not callable')
     k = _restarts.check(restarts, init)
+    tune = _tune.check(tune, tune_lr, k)
     searched = None
     if _search.check(init_search, init, k) > 1:   # a probe of the same targets, losses and noise: K forward passes
         probe = Inversion(G, targets, degradations=degradations, losses=losses, steps=1, latent_space=latent_space,
@@ -121,7 +128,17 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         last = inv.done
         call(inv.done, {k: chunk[-1, :, j].numpy() for j, k in enumerate(names)},
              inv.done / max(time.perf_counter() - t0, 1e-9))
-    res = inv.result(time.perf_counter() - t0, lpips_vgg, arcface)
+    wall, tuned = time.perf_counter() - t0, None
+    if tune:
+        t1 = time.perf_counter()
+        ids = list(range(inv.n)) if indices is None else [int(i) for i in indices]
+        images, tuned = _tune.tune(inv, G, tune, tune_lr, degradations=degradations, losses=losses, seed=seed,
+                                   indices=ids, w_stats=(inv.w_avg.cpu().numpy(), inv.w_std), modconv=modconv)
+        for t in tuned:
+            t['seconds'] = (time.perf_counter() - t1) / inv.n
+    res = inv.result(wall, lpips_vgg, arcface, images=images if tune else None)
+    for m, t in zip(res.metrics, tuned or ()):
+        m['tune'] = t
     if searched is not None:
         tried, best = searched
         for i, m in enumerate(res.metrics):

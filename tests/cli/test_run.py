@@ -581,6 +581,10 @@ def test_config_file(tmp_path, capsys):
      '--init-search: searches for the start; it cannot be combined with --init'),
     (['--target', 'seed:1', '--restarts', '2', '--init', 'w.npz'], '--restarts: the starts are w_avg and random '
                                                                    'latents; it cannot be combined with --init'),
+    (['--target', 'seed:1', '--tune', '-1'], "argument --tune: must be a whole number in [0, 100000], got '-1'"),
+    (['--target', 'seed:1', '--tune-lr', '0'], "argument --tune-lr: must be a finite number > 0, got '0'"),
+    (['--target', 'seed:1', '--tune', '5', '--restarts', '2'], '--tune: not with --restarts; tune the chosen start '
+                                                               'in a second run from its latent (--init)'),
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
     code, out = run([*args, '--outdir', tmp_path / 'o'], capsys)
@@ -1106,3 +1110,22 @@ def test_init_search_records_every_candidate_and_the_one_chosen(tmp_path):
     info = json.loads((tmp_path / 'o' / 'seed1' / 'metrics.json').read_text())['init_search']
     assert len(info['losses']) == 5 and info['chosen'] == int(np.argmin(info['losses']))
     assert json.loads((tmp_path / 'o' / 'run.json').read_text())['config']['init-search'] == 5
+
+
+def test_tune_restores_from_a_tuned_generator_and_keeps_the_pivot(tmp_path):
+    """--tune: restored.png (and the composite) come from each photo's tuned copy of G, closer to the photo than the
+    latent alone; projected_w.npz is the pivot, the plain run's latent; metrics.json says what tuning did."""
+    args = ['--target', 'seed:1', 'seed:2', '--simulate', '--degradation', 'downsample:factor=2', '--loss', 'mse']
+    assert run([*args, '--outdir', tmp_path / 'plain'])[0] == 0
+    assert run([*args, '--tune', '6', '--tune-lr', '1e-3', '--outdir', tmp_path / 'tuned'])[0] == 0
+    for k in (1, 2):
+        plain, tuned = (json.loads((tmp_path / d / f'seed{k}' / 'metrics.json').read_text())
+                        for d in ('plain', 'tuned'))
+        assert tuned['tune']['steps'] == 6 and tuned['tune']['lr'] == 1e-3
+        assert tuned['tune']['loss_after'] < tuned['tune']['loss_before'] and 'tune' not in plain
+        assert tuned['vs_target']['psnr'] > plain['vs_target']['psnr']
+        a, b = (load_latent(tmp_path / d / f'seed{k}' / 'projected_w.npz') for d in ('plain', 'tuned'))
+        np.testing.assert_array_equal(a['w'], b['w'])
+        assert not np.array_equal(*(png(tmp_path / d / f'seed{k}' / 'restored.png') for d in ('plain', 'tuned')))
+    config = json.loads((tmp_path / 'tuned' / 'run.json').read_text())['config']
+    assert config['tune'] == 6 and config['tune-lr'] == 1e-3
