@@ -728,6 +728,16 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
             bar.update(p.step - bar.n)
             bar.set_postfix({k: f'{float(np.mean(v)):.4g}' for k, v in p.losses.items()} | {'it/s': f'{p.rate:.2f}'})
 
+    def on_tune(i, step):   # pivotal tuning, one photo after another: the bar restarts at 0 of tune x photos
+        if batches is not None:
+            batches.check()
+        if bar is not None:
+            if i == 0 and step == 1:
+                bar.reset(total=args.tune * n)
+                bar.set_description(f'{bar_desc} tuning')
+                bar.set_postfix_str('')   # the latent search's losses
+            bar.update(1)
+
     clean = images.to_tensor(np.stack([j.clean for j in batch])) if args.simulate else None
     try:
         res = invert(G, images.to_tensor(np.stack([j.target for j in batch])), degradations=pipe, losses=losses,
@@ -737,7 +747,7 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
                      channels_last=args.channels_last, polish=args.polish, restarts=restarts or args.restarts,
                      arcface=arcface, init_search=init_search or args.init_search, tune=args.tune,
-                     tune_lr=args.tune_lr)
+                     tune_lr=args.tune_lr, on_tune=on_tune)
         kind = _composite_kind(pipe, G.img_resolution)
         composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
                                  res.mask, next(G.parameters()).device) if kind else [None] * n
@@ -885,7 +895,7 @@ def run(args) -> int:
             except Exception as e:   # noqa: BLE001 - only out-of-memory is handled; the rest re-raised as is
                 if not out_of_memory(e):
                     raise
-                error, oom = f'out of memory on {where} ({exc_line(e)[:200]})', True
+                error, oom = f'out of memory on {where} ({exc_line(e, 200)})', True
             if oom:
                 _free_memory(dev)   # the failed batch's tensors are garbage once its exception is gone
                 if len(batch) > 1:  # images never interact: halving the batch changes no result

@@ -35,13 +35,14 @@ def check(steps, lr, restarts: int) -> int:
     return int(steps)
 
 
-def tune(inv, G, steps: int, lr: float, **spec) -> tuple[torch.Tensor, list[dict]]:
+def tune(inv, G, steps: int, lr: float, progress=None, **spec) -> tuple[torch.Tensor, list[dict]]:
     """Fine-tune a copy of ``G`` per image of ``inv`` around its current latent and noise.
 
     Args:
         inv: the ``Inversion`` whose latent search is done.
         G: its generator (copied; left unchanged).
         steps, lr: Adam steps on the synthesis network's weights, and their learning rate.
+        progress: called as ``progress(image, step)`` after each step (no host sync); it may raise to stop.
         **spec: ``degradations``, ``losses``, ``seed``, ``indices``, ``w_stats``, ``modconv``: as the run's.
 
     Returns:
@@ -56,8 +57,10 @@ def tune(inv, G, steps: int, lr: float, **spec) -> tuple[torch.Tensor, list[dict
         one, opt = pivot(G, inv.target[i:i + 1], ws[i:i + 1], {k: v[i:i + 1] for k, v in noise.items()},
                          ids[i:i + 1], inv.device, lr, **spec)
         before = float(one.evaluate())
-        for _ in range(steps):
+        for k in range(steps):
             step(one, opt)
+            if progress is not None:
+                progress(i, k + 1)
         after = float(one.evaluate())
         if not np.isfinite(after):
             raise InversionError(f'tune: image {i} (id {ids[i]}): the loss became {after} while tuning at lr {lr}; '

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import exc_line
+
 
 class VideoError(ValueError):
     """A video cannot be written here (one line: the reason and the fix)."""
@@ -36,8 +38,7 @@ def read_frames(path: str | Path, max_frames: int = MAX_FRAMES, max_pixels: int 
         import imageio.v2 as imageio
         reader = imageio.get_reader(str(path), format='FFMPEG')
     except (ImportError, OSError, RuntimeError, ValueError) as e:
-        raise ImageError(f'{path}: cannot read the video ({type(e).__name__}: {str(e).splitlines()[0][:200]})') \
-            from None
+        raise ImageError(f'{path}: cannot read the video ({exc_line(e, 200)})') from None
     frames: list[np.ndarray] = []
     try:
         meta = reader.get_meta_data()
@@ -50,8 +51,7 @@ def read_frames(path: str | Path, max_frames: int = MAX_FRAMES, max_pixels: int 
                 raise ImageError(f'{path}: more than {max_frames} frames; cut it into parts (ffmpeg -ss/-t)')
             frames.append(np.ascontiguousarray(np.asarray(frame)[..., :3], dtype=np.uint8))
     except (OSError, RuntimeError, IndexError) as e:
-        raise ImageError(f'{path}: cannot read frame {len(frames)} ({type(e).__name__}: '
-                         f'{str(e).splitlines()[0][:200] if str(e) else ""})') from None
+        raise ImageError(f'{path}: cannot read frame {len(frames)} ({exc_line(e, 200)})') from None
     finally:
         reader.close()
     if not frames:

@@ -1129,3 +1129,12 @@ def test_tune_restores_from_a_tuned_generator_and_keeps_the_pivot(tmp_path):
         assert not np.array_equal(*(png(tmp_path / d / f'seed{k}' / 'restored.png') for d in ('plain', 'tuned')))
     config = json.loads((tmp_path / 'tuned' / 'run.json').read_text())['config']
     assert config['tune'] == 6 and config['tune-lr'] == 1e-3
+
+
+def test_tune_shows_its_steps_on_the_progress_bar(tmp_path, capsys):
+    assert cli.main(['--network', 'random-32', '--steps', '2', '--target', 'seed:1', 'seed:2', '--loss', 'mse',
+                     '--tune', '3', '--outdir', str(tmp_path / 'o')]) == 0
+    err = capsys.readouterr().err
+    last = err.rsplit('\r', 1)[-1]
+    assert 'batch 1/1 tuning' in last and '6/6' in last   # 3 steps x 2 photos, after the 2 latent steps
+    assert 'mse=' not in last

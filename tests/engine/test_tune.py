@@ -112,3 +112,18 @@ def test_no_tuning_is_the_plain_run(G):
     a, b = invert(G, t, **KW), invert(G, t, tune=0, tune_lr=5.0, **KW)
     np.testing.assert_array_equal(a.images.numpy(), b.images.numpy())
     assert 'tune' not in b.metrics[0]
+
+
+def test_on_tune_reports_every_step_in_order_and_can_stop_the_tuning(G):
+    seen = []
+    invert(G, _targets(G), tune=3, on_tune=lambda i, s: seen.append((i, s)), **KW)
+    assert seen == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+
+    class Stop(Exception):
+        pass
+
+    def stop(i, s):
+        if (i, s) == (0, 2):
+            raise Stop
+    with pytest.raises(Stop):
+        invert(G, _targets(G), tune=3, on_tune=stop, **KW)
