@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="pivotal tuning: after the latent search, STEPS Adam steps on a copy of the generator's weights per "
            'photo, the latent held (PTI; default 0: off)')
     a('--tune-lr', type=_tune_rate, metavar='LR', help='learning rate of --tune (default 3e-4, PTI\'s)')
+    a('--save-generator', action='store_true',
+      help="with --tune: write each photo's tuned generator (generator.safetensors; --network takes it)")
     a('--precision', choices=('auto', 'fp32', 'tf32', 'bf16', 'fp16'), help='numeric precision (default auto)')
     a('--polish', type=_fraction, metavar='FRACTION',
       help='with bf16/fp16: run this fraction of the steps, at the end, in full precision (default 0)')
@@ -203,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEFAULTS = dict(network=None, target=None, degradation=[], loss=None, mask=None, simulate=False, arcface=None,
                 steps=1000, lr=0.1, latent_space='w', no_noise_opt=False, init=None, batch_size=4, restarts=1,
-                init_search=1, tune=0, tune_lr=3e-4, precision='auto', polish=0.0, device=None, modconv='auto',
-                cuda_graph='auto', compile=False, channels_last=False, frame_steps=None, frame_lr=None, temporal=0.01,
-                seed=303, outdir='out', overwrite=False, resume=False, save_video=False, snapshots=[], align=False,
-                face='largest', detector='dlib', landmarks=None, config=None, quiet=False, list_plugins=False,
-                doctor=False, convert=None)
+                init_search=1, tune=0, tune_lr=3e-4, save_generator=False, precision='auto', polish=0.0, device=None,
+                modconv='auto', cuda_graph='auto', compile=False, channels_last=False, frame_steps=None, frame_lr=None,
+                temporal=0.01, seed=303, outdir='out', overwrite=False, resume=False, save_video=False, snapshots=[],
+                align=False, face='largest', detector='dlib', landmarks=None, config=None, quiet=False,
+                list_plugins=False, doctor=False, convert=None)
 
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
@@ -638,6 +640,9 @@ def _write_target(args, outdir, job: Job, res, i: int, frames, snaps, composite,
                              + [(f'spread (max {spread.max():.0f})', plots.heat(spread))], d / 'restarts.png', cols=8)
         latents.save_latent(d / 'projected_w.npz', res.w[i:i + 1], {k: v[i:i + 1] for k, v in res.noise.items()},
                             res.latent_space)
+        if 'tuned' in res.extra:   # --save-generator: with projected_w.npz, it renders restored.png again
+            from ganinv_core.weights import save_generator
+            save_generator(res.extra['tuned'][i], d / 'generator.safetensors')
         plots.loss_plot({k: v[:, i] for k, v in res.history.items()}, d / 'loss.png', job.name)
         for step, img in sorted(snaps.items()):
             outputs.write_png(d / f'step{step:04d}.png', img)
@@ -747,7 +752,7 @@ def _run_batch(args, G, pipe, losses, batch: list[Job], outdir, bar_desc: str, i
                      modconv=args.modconv, cuda_graph=args.cuda_graph, compile=args.compile,
                      channels_last=args.channels_last, polish=args.polish, restarts=restarts or args.restarts,
                      arcface=arcface, init_search=init_search or args.init_search, tune=args.tune,
-                     tune_lr=args.tune_lr, on_tune=on_tune)
+                     tune_lr=args.tune_lr, on_tune=on_tune, keep_tuned=args.save_generator)
         kind = _composite_kind(pipe, G.img_resolution)
         composites = _composites(pipe, kind, np.stack([j.target for j in batch]), images.to_uint8(res.images),
                                  res.mask, next(G.parameters()).device) if kind else [None] * n
@@ -823,6 +828,8 @@ def run(args) -> int:
     if args.init_search > 1 and (args.init or args.restarts > 1):
         raise ConfigError(f'--init-search: searches for the start; it cannot be combined with '
                           f'{"--init" if args.init else "--restarts"}')
+    if args.save_generator and not args.tune:
+        raise ConfigError('--save-generator: only a tuned generator is written; give --tune STEPS too')
     if args.tune and args.restarts > 1:
         raise ConfigError('--tune: not with --restarts; tune the chosen start in a second run from its latent (--init)')
     init = latents.load_latent(args.init) if args.init else None

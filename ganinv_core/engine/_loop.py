@@ -29,7 +29,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
            report_steps: Iterable[int] = (), w_stats: tuple | None = None, lpips_vgg=None, arcface=None, device=None,
            modconv: str = 'auto', cuda_graph: bool | str = False, compile=False, channels_last: bool = False,
            polish: float = 0.0, restarts: int = 1, init_search: int = 1, tune: int = 0,
-           tune_lr: float = 3e-4, on_tune: Callable[[int, int], None] | None = None) -> Result:
+           tune_lr: float = 3e-4, on_tune: Callable[[int, int], None] | None = None,
+           keep_tuned: bool = False) -> Result:
     """Find, for each target, the latent (and noise) whose degraded image matches it.
 
     Args:
@@ -75,6 +76,8 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
             loss before and after, seconds). Not with ``restarts``.
         tune_lr: its learning rate (PTI's: 3e-4).
         on_tune: called as ``on_tune(image, step)`` after each tuning step (image in 0..N-1, step in 1..tune).
+        keep_tuned: with ``tune``, ``Result.extra['tuned']`` holds each image's tuned generator (CPU, frozen), which
+            renders its ``images`` from its ``w`` and ``noise``.
 
     Returns:
         A ``Result``.
@@ -133,14 +136,16 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
     if tune:
         t1 = time.perf_counter()
         ids = list(range(inv.n)) if indices is None else [int(i) for i in indices]
-        images, tuned = _tune.tune(inv, G, tune, tune_lr, on_tune, degradations=degradations, losses=losses,
-                                   seed=seed, indices=ids, w_stats=(inv.w_avg.cpu().numpy(), inv.w_std),
-                                   modconv=modconv)
+        images, tuned, gens = _tune.tune(inv, G, tune, tune_lr, on_tune, keep_tuned, degradations=degradations,
+                                         losses=losses, seed=seed, indices=ids,
+                                         w_stats=(inv.w_avg.cpu().numpy(), inv.w_std), modconv=modconv)
         for t in tuned:
             t['seconds'] = (time.perf_counter() - t1) / inv.n
     res = inv.result(wall, lpips_vgg, arcface, images=images if tune else None)
     for m, t in zip(res.metrics, tuned or ()):
         m['tune'] = t
+    if tune and keep_tuned:
+        res.extra['tuned'] = gens
     if searched is not None:
         tried, best = searched
         for i, m in enumerate(res.metrics):

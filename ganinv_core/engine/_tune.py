@@ -35,7 +35,8 @@ def check(steps, lr, restarts: int) -> int:
     return int(steps)
 
 
-def tune(inv, G, steps: int, lr: float, progress=None, **spec) -> tuple[torch.Tensor, list[dict]]:
+def tune(inv, G, steps: int, lr: float, progress=None, keep: bool = False, **spec) -> tuple[torch.Tensor, list[dict],
+                                                                                        list]:
     """Fine-tune a copy of ``G`` per image of ``inv`` around its current latent and noise.
 
     Args:
@@ -43,16 +44,17 @@ def tune(inv, G, steps: int, lr: float, progress=None, **spec) -> tuple[torch.Te
         G: its generator (copied; left unchanged).
         steps, lr: Adam steps on the synthesis network's weights, and their learning rate.
         progress: called as ``progress(image, step)`` after each step (no host sync); it may raise to stop.
+        keep: also return each image's tuned generator (on the CPU, frozen again); else an empty list.
         **spec: ``degradations``, ``losses``, ``seed``, ``indices``, ``w_stats``, ``modconv``: as the run's.
 
     Returns:
         (images [N,C,R,R] float32 in [-1, 1] from the tuned copies; per image ``{'steps', 'lr', 'loss_before',
-        'loss_after'}``, the total loss at the pivot before and after).
+        'loss_after'}``, the total loss at the pivot before and after; the tuned generators, with ``keep``).
     """
     ws = inv.lat.ws().detach()
     noise = {k: v.detach() for k, v in inv.lat.noise.items()}
     ids = spec.pop('indices')
-    images, info = [], []
+    images, info, kept = [], [], []
     for i in range(inv.n):
         one, opt = pivot(G, inv.target[i:i + 1], ws[i:i + 1], {k: v[i:i + 1] for k, v in noise.items()},
                          ids[i:i + 1], inv.device, lr, **spec)
@@ -67,8 +69,10 @@ def tune(inv, G, steps: int, lr: float, progress=None, **spec) -> tuple[torch.Te
                                  'try a smaller tune_lr')
         images.append(one.render())
         info.append({'steps': steps, 'lr': lr, 'loss_before': before, 'loss_after': after})
+        if keep:
+            kept.append(one.G.requires_grad_(False).cpu())
         del one, opt
-    return torch.cat(images), info
+    return torch.cat(images), info, kept
 
 
 def pivot(G, target, w, noise, ids, device, lr, **spec):

@@ -585,6 +585,8 @@ def test_config_file(tmp_path, capsys):
     (['--target', 'seed:1', '--tune-lr', '0'], "argument --tune-lr: must be a finite number > 0, got '0'"),
     (['--target', 'seed:1', '--tune', '5', '--restarts', '2'], '--tune: not with --restarts; tune the chosen start '
                                                                'in a second run from its latent (--init)'),
+    (['--target', 'seed:1', '--save-generator'], '--save-generator: only a tuned generator is written; give --tune '
+                                                 'STEPS too'),
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
     code, out = run([*args, '--outdir', tmp_path / 'o'], capsys)
@@ -1138,3 +1140,19 @@ def test_tune_shows_its_steps_on_the_progress_bar(tmp_path, capsys):
     last = err.rsplit('\r', 1)[-1]
     assert 'batch 1/1 tuning' in last and '6/6' in last   # 3 steps x 2 photos, after the 2 latent steps
     assert 'mse=' not in last
+
+
+def test_a_saved_tuned_generator_renders_restored_png_from_the_latent_file(tmp_path):
+    """--save-generator: generator.safetensors and projected_w.npz together give restored.png back, through the
+    public loaders (`--network` takes the file)."""
+    from ganinv_core.weights import load_generator
+    assert run(['--target', 'seed:1', '--loss', 'mse', '--tune', '3', '--tune-lr', '1e-3', '--save-generator',
+                '--outdir', tmp_path / 'o'])[0] == 0
+    d = tmp_path / 'o' / 'seed1'
+    G = load_generator(d / 'generator.safetensors')
+    lat = load_latent(d / 'projected_w.npz')
+    with torch.no_grad():
+        img = G.synthesis(torch.as_tensor(lat['w']), noise_mode='const',
+                          noise={k: torch.as_tensor(v) for k, v in lat['noise'].items()})
+    diff = np.abs(to_uint8(img)[0].astype(int) - png(d / 'restored.png').astype(int))
+    assert diff.max() <= 1

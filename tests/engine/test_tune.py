@@ -57,9 +57,9 @@ def test_a_batch_tunes_each_image_as_it_would_alone(G):
                         steps=1, **spec)
         return _tune.tune(inv, G, 3, 1e-3, indices=ids, **spec)
     both_inv = Inversion(G, torch.nn.functional.avg_pool2d(t, 2), init={'w': w}, indices=[5, 9], steps=1, **spec)
-    both, info = _tune.tune(both_inv, G, 3, 1e-3, indices=[5, 9], **spec)
+    both, info, _ = _tune.tune(both_inv, G, 3, 1e-3, indices=[5, 9], **spec)
     for k in range(2):
-        alone, one = tuned(k)
+        alone, one, _ = tuned(k)
         torch.testing.assert_close(both[k:k + 1], alone, rtol=0, atol=1e-6)
         assert info[k]['loss_after'] == pytest.approx(one[0]['loss_after'], rel=1e-6)
 
@@ -127,3 +127,18 @@ def test_on_tune_reports_every_step_in_order_and_can_stop_the_tuning(G):
             raise Stop
     with pytest.raises(Stop):
         invert(G, _targets(G), tune=3, on_tune=stop, **KW)
+
+
+def test_a_kept_tuned_generator_renders_the_restoration_from_the_pivot(G):
+    """keep_tuned: each image's tuned copy, rendering its w and noise as the run did, gives its restoration; the
+    copies are frozen and on the CPU, and differ from G."""
+    res = invert(G, _targets(G), tune=4, tune_lr=1e-3, keep_tuned=True, **KW)
+    gens = res.extra['tuned']
+    assert len(gens) == 2 and all(not any(p.requires_grad for p in g.parameters()) for g in gens)
+    for i, g in enumerate(gens):
+        assert next(g.parameters()).device.type == 'cpu'
+        assert any(not torch.equal(a, b) for a, b in zip(g.state_dict().values(), G.state_dict().values()))
+        with torch.no_grad():
+            img = g.synthesis(res.w[i:i + 1], noise_mode='const', noise={k: v[i:i + 1] for k, v in res.noise.items()})
+        torch.testing.assert_close(img, res.images[i:i + 1], rtol=0, atol=1e-5)
+    assert 'tuned' not in invert(G, _targets(G, 1), tune=2, **KW).extra
