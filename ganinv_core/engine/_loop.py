@@ -132,19 +132,16 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
         last = inv.done
         call(inv.done, {k: chunk[-1, :, j].numpy() for j, k in enumerate(names)},
              inv.done / max(time.perf_counter() - t0, 1e-9))
-    wall, tuned = time.perf_counter() - t0, None
-    if tune:
-        t1 = time.perf_counter()
+    wall, images, tuned, gens = time.perf_counter() - t0, None, [], []
+    if tune:   # the latents' wall time and rate stay theirs; each image's tuning time is in its metrics
         ids = list(range(inv.n)) if indices is None else [int(i) for i in indices]
         images, tuned, gens = _tune.tune(inv, G, tune, tune_lr, on_tune, keep_tuned, degradations=degradations,
                                          losses=losses, seed=seed, indices=ids,
                                          w_stats=(inv.w_avg.cpu().numpy(), inv.w_std), modconv=modconv)
-        for t in tuned:
-            t['seconds'] = (time.perf_counter() - t1) / inv.n
-    res = inv.result(wall, lpips_vgg, arcface, images=images if tune else None)
-    for m, t in zip(res.metrics, tuned or ()):
+    res = inv.result(wall, lpips_vgg, arcface, images=images)
+    for m, t in zip(res.metrics, tuned):
         m['tune'] = t
-    if tune and keep_tuned:
+    if keep_tuned and gens:
         res.extra['tuned'] = gens
     if searched is not None:
         tried, best = searched

@@ -14,6 +14,7 @@ missing detail stay the generator's.
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import torch
@@ -35,8 +36,8 @@ def check(steps, lr, restarts: int) -> int:
     return int(steps)
 
 
-def tune(inv, G, steps: int, lr: float, progress=None, keep: bool = False, **spec) -> tuple[torch.Tensor, list[dict],
-                                                                                        list]:
+def tune(inv, G, steps: int, lr: float, progress=None, keep: bool = False,
+         **spec) -> tuple[torch.Tensor, list[dict], list]:
     """Fine-tune a copy of ``G`` per image of ``inv`` around its current latent and noise.
 
     Args:
@@ -49,13 +50,15 @@ def tune(inv, G, steps: int, lr: float, progress=None, keep: bool = False, **spe
 
     Returns:
         (images [N,C,R,R] float32 in [-1, 1] from the tuned copies; per image ``{'steps', 'lr', 'loss_before',
-        'loss_after'}``, the total loss at the pivot before and after; the tuned generators, with ``keep``).
+        'loss_after', 'seconds'}``, the total loss at the pivot before and after and the time its tuning took; the
+        tuned generators, with ``keep``).
     """
     ws = inv.lat.ws().detach()
     noise = {k: v.detach() for k, v in inv.lat.noise.items()}
     ids = spec.pop('indices')
     images, info, kept = [], [], []
     for i in range(inv.n):
+        t0 = time.perf_counter()
         one, opt = pivot(G, inv.target[i:i + 1], ws[i:i + 1], {k: v[i:i + 1] for k, v in noise.items()},
                          ids[i:i + 1], inv.device, lr, **spec)
         before = float(one.evaluate())
@@ -68,7 +71,8 @@ def tune(inv, G, steps: int, lr: float, progress=None, keep: bool = False, **spe
             raise InversionError(f'tune: image {i} (id {ids[i]}): the loss became {after} while tuning at lr {lr}; '
                                  'try a smaller tune_lr')
         images.append(one.render())
-        info.append({'steps': steps, 'lr': lr, 'loss_before': before, 'loss_after': after})
+        info.append({'steps': steps, 'lr': lr, 'loss_before': before, 'loss_after': after,
+                     'seconds': time.perf_counter() - t0})
         if keep:
             kept.append(one.G.requires_grad_(False).cpu())
         del one, opt

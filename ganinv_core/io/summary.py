@@ -19,6 +19,7 @@ COLUMNS = (('psnr_vs_target', ('vs_target', 'psnr')), ('ssim_vs_target', ('vs_ta
            ('identity_after', ('vs_clean', 'identity')), ('identity_reference', ('reference_identity', 'restored')),
            ('landmarks_before', ('landmarks', 'degraded')), ('landmarks_after', ('landmarks', 'restored')),
            ('restart_chosen', ('restarts', 'chosen')),
+           ('tune_loss_before', ('tune', 'loss_before')), ('tune_loss_after', ('tune', 'loss_after')),
            ('loss_total', ('loss', 'total')), ('steps', ('steps',)), ('steps_per_second', ('steps_per_second',)))
 
 

@@ -1131,6 +1131,12 @@ def test_tune_restores_from_a_tuned_generator_and_keeps_the_pivot(tmp_path):
         assert not np.array_equal(*(png(tmp_path / d / f'seed{k}' / 'restored.png') for d in ('plain', 'tuned')))
     config = json.loads((tmp_path / 'tuned' / 'run.json').read_text())['config']
     assert config['tune'] == 6 and config['tune-lr'] == 1e-3
+    import csv
+    with open(tmp_path / 'tuned' / 'metrics.csv', newline='') as f:
+        table = list(csv.DictReader(f))
+    m = json.loads((tmp_path / 'tuned' / 'seed1' / 'metrics.json').read_text())['tune']
+    assert float(table[0]['tune_loss_before']) == pytest.approx(m['loss_before'])
+    assert float(table[0]['tune_loss_after']) == pytest.approx(m['loss_after'])
 
 
 def test_tune_shows_its_steps_on_the_progress_bar(tmp_path, capsys):
