@@ -53,9 +53,10 @@ def release(graph) -> None:
             _UNFREEABLE.append(graph)
 
 
-def replay(graph, device) -> None:
-    """Launch ``graph`` on ``device`` (asynchronous; no host sync)."""
-    with device_lock(device), torch.cuda.device(device):
+def replay(graph, device, lock: threading.RLock | None = None) -> None:
+    """Launch ``graph`` on ``device`` (asynchronous; no host sync), holding ``lock`` (default: ``device_lock``;
+    a caller replaying every step passes the one it looked up once)."""
+    with lock or device_lock(device), torch.cuda.device(device):
         graph.replay()
 
 

@@ -144,6 +144,7 @@ class Inversion:
         except ValueError as e:
             raise InversionError(str(e)) from e
         self.G, self.target, self.n, self.device, self.steps = G, target, n, device, steps
+        self.indices = indices   # each image's id: its random draws follow it
         self.latent_space, self.seed, self.channels_last = latent_space, seed, bool(channels_last)
         # the precision of the last `polish` steps (none: the run keeps one precision)
         full = _precision.Precision(_precision.resolve('auto', device), device)
@@ -175,6 +176,7 @@ class Inversion:
         self.static = bool(cuda_graph)
         self._graph = None
         self._want_graph = bool(cuda_graph) and device.type == 'cuda'
+        self._lock = _graphs.device_lock(device) if self._want_graph else None   # looked up once, not per replay
         if self.static:
             self._wn = self.lat.w_noise_all(steps)
             self._step_t = torch.zeros(1, dtype=torch.long, device=device)
@@ -246,7 +248,7 @@ class Inversion:
                 if why:
                     _warn_once('graph', f'cuda_graph: capture failed ({why}); running eagerly')
             if self._graph is not None:
-                _graphs.replay(self._graph, self.device)
+                _graphs.replay(self._graph, self.device, self._lock)
             elif self.static:
                 self._body(self._step_t)
                 self.opt.zero_grad()

@@ -134,10 +134,9 @@ def invert(G, targets, *, degradations: Iterable = (), losses: Iterable | None =
              inv.done / max(time.perf_counter() - t0, 1e-9))
     wall, images, tuned, gens = time.perf_counter() - t0, None, [], []
     if tune:   # the latents' wall time and rate stay theirs; each image's tuning time is in its metrics
-        ids = list(range(inv.n)) if indices is None else [int(i) for i in indices]
         images, tuned, gens = _tune.tune(inv, G, tune, tune_lr, on_tune, keep_tuned, degradations=degradations,
-                                         losses=losses, seed=seed, indices=ids,
-                                         w_stats=(inv.w_avg.cpu().numpy(), inv.w_std), modconv=modconv)
+                                         losses=losses, seed=seed, w_stats=(inv.w_avg.cpu().numpy(), inv.w_std),
+                                         modconv=modconv)
     res = inv.result(wall, lpips_vgg, arcface, images=images)
     for m, t in zip(res.metrics, tuned):
         m['tune'] = t

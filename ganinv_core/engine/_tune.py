@@ -46,7 +46,8 @@ def tune(inv, G, steps: int, lr: float, progress=None, keep: bool = False,
         steps, lr: Adam steps on the synthesis network's weights, and their learning rate.
         progress: called as ``progress(image, step)`` after each step (no host sync); it may raise to stop.
         keep: also return each image's tuned generator (on the CPU, frozen again); else an empty list.
-        **spec: ``degradations``, ``losses``, ``seed``, ``indices``, ``w_stats``, ``modconv``: as the run's.
+        **spec: ``degradations``, ``losses``, ``seed``, ``w_stats``, ``modconv``: as the run's (each image keeps
+            its id, ``inv.indices``).
 
     Returns:
         (images [N,C,R,R] float32 in [-1, 1] from the tuned copies; per image ``{'steps', 'lr', 'loss_before',
@@ -55,7 +56,7 @@ def tune(inv, G, steps: int, lr: float, progress=None, keep: bool = False,
     """
     ws = inv.lat.ws().detach()
     noise = {k: v.detach() for k, v in inv.lat.noise.items()}
-    ids = spec.pop('indices')
+    ids = inv.indices
     images, info, kept = [], [], []
     for i in range(inv.n):
         t0 = time.perf_counter()

@@ -55,9 +55,9 @@ def test_a_batch_tunes_each_image_as_it_would_alone(G):
         ids = [[5, 9][k]]
         inv = Inversion(G, torch.nn.functional.avg_pool2d(t[k:k + 1], 2), init={'w': w[k:k + 1]}, indices=ids,
                         steps=1, **spec)
-        return _tune.tune(inv, G, 3, 1e-3, indices=ids, **spec)
+        return _tune.tune(inv, G, 3, 1e-3, **spec)
     both_inv = Inversion(G, torch.nn.functional.avg_pool2d(t, 2), init={'w': w}, indices=[5, 9], steps=1, **spec)
-    both, info, _ = _tune.tune(both_inv, G, 3, 1e-3, indices=[5, 9], **spec)
+    both, info, _ = _tune.tune(both_inv, G, 3, 1e-3, **spec)
     for k in range(2):
         alone, one, _ = tuned(k)
         torch.testing.assert_close(both[k:k + 1], alone, rtol=0, atol=1e-6)
